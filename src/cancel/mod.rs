@@ -1,0 +1,141 @@
+//! Cancellation: the [`Canceller`] trait, typed causes, callbacks, and the engine behind them.
+//!
+//! - `tree`: the node engine (link, propagate, detach, callbacks), with its invariants.
+//! - `deadline`: the one timer driver serving every deadline.
+//! - `cause`: [`Cause`] and [`CancelError`].
+
+mod cause;
+pub(crate) mod deadline;
+pub(crate) mod tree;
+
+pub use cause::{CancelError, Cause, PanicSummary, SharedError};
+pub use tree::CallbackPanics;
+
+use crossbeam_channel::Receiver;
+use std::convert::Infallible;
+use std::time::{Duration, Instant};
+use tree::{CallbackSlot, Core};
+
+/// Observing cancellation, separate from values ([`crate::Valuer`]).
+///
+/// Code that only needs to know whether to stop asks for a `&dyn Canceller` (or
+/// `impl Canceller`). The trait is object-safe and open: [`crate::Context`] implements it, and so
+/// can foreign types (Go-style contexts in [`crate::go`], or a test double).
+///
+/// Cancelling is not part of this trait: whoever only observes cannot cancel. The owner of a
+/// context cancels it with [`crate::Context::cancel`].
+///
+/// # Examples
+///
+/// ```
+/// use tether::{Canceller, Context};
+///
+/// fn work(stop: &dyn Canceller) -> usize {
+///     let mut steps = 0;
+///     while !stop.is_cancelled() && steps < 1_000 {
+///         steps += 1;
+///     }
+///     steps
+/// }
+///
+/// let ctx = Context::new();
+/// ctx.cancel();
+/// assert_eq!(work(&ctx), 0);
+/// ```
+pub trait Canceller {
+    /// True once cancelled; sticky. For [`crate::Context`] this is one atomic load.
+    fn is_cancelled(&self) -> bool;
+
+    /// The coarse error once cancelled (Go's `Err()`), `None` before.
+    fn err(&self) -> Option<CancelError>;
+
+    /// The typed cause once cancelled (Go's `context.Cause`), `None` before.
+    fn cause(&self) -> Option<Cause>;
+
+    /// The instant at which this context will be cancelled by a deadline, if it has one.
+    fn deadline(&self) -> Option<Instant>;
+
+    /// A receiver that becomes ready (disconnected) on cancellation, for use in
+    /// [`crossbeam_channel::select!`]. A context that can never be cancelled returns
+    /// [`crossbeam_channel::never()`], which is never ready: the analogue of Go's nil channel.
+    fn done(&self) -> Receiver<Infallible>;
+
+    /// False when this context can never be cancelled (it has no node: a background or detached
+    /// context); `done()` then never becomes ready.
+    fn can_be_cancelled(&self) -> bool;
+
+    /// Blocks until cancelled and returns the cause.
+    ///
+    /// # Panics
+    ///
+    /// If the context can never be cancelled: the wait could never end.
+    fn wait(&self) -> Cause {
+        assert!(self.can_be_cancelled(), "tether: wait() on a context that can never be cancelled would block forever");
+        let _ = self.done().recv();
+        self.cause().expect("tether: done() disconnected before the cause was set")
+    }
+
+    /// Blocks until cancelled or until `timeout` has passed; returns the cause if cancelled.
+    fn wait_timeout(&self, timeout: Duration) -> Option<Cause> {
+        if !self.is_cancelled() {
+            // Returns early, with `Disconnected`, as soon as the context is cancelled.
+            let _ = self.done().recv_timeout(timeout);
+        }
+        self.cause()
+    }
+}
+
+/// The registration of an on-cancel callback ([`crate::Context::on_cancel`]), like the `stop`
+/// function Go's `AfterFunc` returns.
+///
+/// Dropping the handle does not unregister the callback.
+///
+/// # Examples
+///
+/// ```
+/// use tether::Context;
+///
+/// let ctx = Context::new();
+/// let handle = ctx.on_cancel(|_| unreachable!("stopped before cancellation"));
+/// assert!(handle.stop());
+/// assert!(!handle.stop());
+/// ctx.cancel();
+/// ```
+#[must_use = "dropping the handle keeps the callback registered; keep it to be able to stop it"]
+pub struct CallbackHandle {
+    registration: Option<(crate::loom::Arc<Core>, CallbackSlot)>,
+}
+
+impl CallbackHandle {
+    pub(crate) fn new(registration: Option<(crate::loom::Arc<Core>, CallbackSlot)>) -> Self {
+        CallbackHandle { registration }
+    }
+
+    /// Unregisters the callback. Returns `true` if this call prevented it from running, `false` if
+    /// it has already run or is running, or was already stopped (Go's `AfterFunc` stop contract).
+    ///
+    /// A callback registered on a context whose every handle was then dropped without
+    /// cancellation was discarded unrun with it: `stop()` returns `true` for it (it never ran
+    /// and never will).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let ctx = tether::Context::new();
+    /// let handle = ctx.on_cancel(|_| {});
+    /// ctx.cancel();
+    /// assert!(!handle.stop(), "it already ran");
+    /// ```
+    pub fn stop(&self) -> bool {
+        match &self.registration {
+            Some((core, slot)) => tree::stop(core, *slot),
+            None => false,
+        }
+    }
+}
+
+impl std::fmt::Debug for CallbackHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallbackHandle").field("registered", &self.registration.is_some()).finish_non_exhaustive()
+    }
+}

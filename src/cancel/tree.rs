@@ -1,0 +1,490 @@
+//! The cancellation tree engine: creation, propagation, detach, callbacks.
+//!
+//! The public [`crate::Context`] is a thin handle over an `Arc<Node>`; everything that touches
+//! shared state lives here, as `pub(crate) fn`s (the split tokio-util's `tree_node.rs` uses).
+//! Design note: `design/0001-cancellation-tree.md`.
+//!
+//! # Structure
+//! - [`Core`] is the cancellation cell of one node: its state, cause, registered children,
+//!   callbacks and lazily created done channel. It is shared (`Arc`) by its `Node`, by its parent's
+//!   children slab while registered, by the timer driver while its deadline is pending, and by
+//!   callback handles.
+//! - [`Node`] owns a core and links it to the parent `Node` (strongly, so an ancestor and its
+//!   deadline live as long as any descendant). When the last handle to a `Node` goes, its `Drop`
+//!   detaches the core from the parent: forgetting to cancel leaks nothing.
+//! - A [`Domain`] is a lock shared by all nodes below one topmost cancellable ancestor. Every
+//!   propagation in a domain holds it, so concurrent cancels of overlapping subtrees serialise.
+//!
+//! # Invariants
+//! 1. `state` goes `OPEN -> CANCELLED | DEADLINE` at most once and never back. It is written only
+//!    under the core's lock, after `cause` is set (so `state != OPEN` implies `cause.is_some()`).
+//! 2. While `state == OPEN`, `children` holds exactly the cores of the registered children that
+//!    have not detached, `callbacks` exactly the callbacks neither run nor stopped nor discarded.
+//! 3. Once `state != OPEN`, `children`, `callbacks` and `done_tx` are empty, for ever: the cancel
+//!    that set the state drained them, and registration on a cancelled core creates the child
+//!    already cancelled instead of registering it.
+//! 4. References point down the core tree only: a core never refers to its parent. A child `Node`
+//!    refers to its parent `Node`. So there is no `Arc` cycle, and dropping a `Node` chain is a
+//!    loop over `Arc::into_inner`, never a recursion.
+//! 5. A child's domain is its parent's domain when the parent can be cancelled; a root starts its
+//!    own. Hence every descendant of a node shares the node's domain, and when [`cancel`] returns
+//!    (having held the domain lock for the whole propagation), every descendant is cancelled.
+//!
+//! # Lock order
+//! `domain -> core -> timer map`, and at most one core lock at a time: propagation locks the cores
+//! of the subtree one after another; registration and detach lock only the parent's core (the
+//! child's core is not yet, or no longer, shared). User code (callbacks, the destructors of
+//! captured state, drops of `Node`s) never runs while any of these locks is held: callbacks run
+//! after the domain lock is released, and drained entries are dropped outside the core lock.
+//!
+//! # Where callbacks run
+//! On the thread whose call cancelled the node, after propagation has finished and every lock is
+//! released; for deadlines, on the timer driver thread. Running them in place (rather than on a new
+//! thread per callback, as Go does) costs no thread and makes `cancel()` return only after every
+//! callback has run, so a caller may rely on their effects. A callback may cancel nodes, register
+//! callbacks and drop handles: no lock is held. A callback that panics does not stop the others;
+//! [`Fired::run`] re-raises the panic on the cancelling thread after all callbacks ran.
+
+use super::Cause;
+use super::cause::CancelError;
+use super::deadline::{self, TimerKey};
+use crate::live::{self, Kind};
+use crate::loom::{Arc, AtomicU8, Mutex, Ordering, lock};
+use crate::slab::Slab;
+use crossbeam_channel::{Receiver, Sender};
+use std::any::Any;
+use std::convert::Infallible;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::sync::OnceLock;
+use std::time::Instant;
+
+/// `Core::state`: not cancelled.
+const OPEN: u8 = 0;
+/// `Core::state`: cancelled, `err()` is `Cancelled`.
+const CANCELLED: u8 = 1;
+/// `Core::state`: cancelled, `err()` is `DeadlineExceeded`.
+const DEADLINE: u8 = 2;
+
+/// Index meaning "not registered in a parent's children slab".
+const UNREGISTERED: usize = usize::MAX;
+
+/// A callback registered with [`on_cancel`].
+pub(crate) type Callback = Box<dyn FnOnce(&Cause) + Send + 'static>;
+
+/// The lock serialising propagation below one topmost cancellable ancestor (invariant 5).
+pub(crate) struct Domain {
+    propagation: Mutex<()>,
+}
+
+/// The cancellation cell of one node.
+pub(crate) struct Core {
+    /// `OPEN`, `CANCELLED` or `DEADLINE` (invariant 1).
+    state: AtomicU8,
+    /// Shared with every node of the same domain (invariant 5).
+    domain: Arc<Domain>,
+    /// This node's own pending deadline, if it armed one; fixed at creation.
+    timer: Option<TimerKey>,
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    /// Set once, together with `state` (invariant 1).
+    cause: Option<Cause>,
+    /// Registered children (invariant 2); drained by cancellation (invariant 3).
+    children: Slab<Arc<Core>>,
+    /// Registered callbacks with their ids; drained by cancellation or by release.
+    callbacks: Slab<(u64, Callback)>,
+    /// Source of callback ids, so a stale `stop()` can never remove another callback.
+    next_callback_id: u64,
+    /// The done channel, created by the first `done()`; the sender is dropped on cancellation.
+    done_rx: Option<Receiver<Infallible>>,
+    done_tx: Option<Sender<Infallible>>,
+    /// Set when the node's last handle is dropped uncancelled: its callbacks were discarded.
+    released: bool,
+}
+
+/// The owner of a core: keeps the parent alive and detaches from it on drop.
+pub(crate) struct Node {
+    core: Arc<Core>,
+    parent: Option<Arc<Node>>,
+    /// Index of `core` in the parent's children slab, or `UNREGISTERED`.
+    slot: usize,
+    /// The effective deadline: the earlier of the node's own and its parent's.
+    deadline: Option<Instant>,
+}
+
+/// What a propagation collected, to be acted on after every lock is released.
+#[must_use = "callbacks must run and timers must be disarmed"]
+pub(crate) struct Fired {
+    callbacks: Vec<(Callback, Cause)>,
+    timers: Vec<TimerKey>,
+}
+
+/// The payload re-raised by `cancel` when several of the callbacks it ran panicked: every payload,
+/// in the order the callbacks ran. (When exactly one panicked, its own payload is re-raised.)
+///
+/// # Examples
+///
+/// ```
+/// use std::panic::{catch_unwind, AssertUnwindSafe};
+/// use tether::{CallbackPanics, Context};
+///
+/// let ctx = Context::new();
+/// let _a = ctx.on_cancel(|_| panic!("first"));
+/// let _b = ctx.on_cancel(|_| panic!("second"));
+/// let payload = catch_unwind(AssertUnwindSafe(|| ctx.cancel())).unwrap_err();
+/// let all = payload.downcast::<CallbackPanics>().unwrap();
+/// assert_eq!(all.payloads.len(), 2);
+/// ```
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct CallbackPanics {
+    /// The payload of each callback that panicked.
+    pub payloads: Vec<Box<dyn Any + Send>>,
+}
+
+// ===== creation =====
+
+impl Node {
+    /// A new node below `parent` (a root if `None`), with its own deadline `own_deadline` whose
+    /// expiry cancels it with `deadline_cause`.
+    pub(crate) fn new(
+        parent: Option<&Arc<Node>>,
+        own_deadline: Option<Instant>,
+        deadline_cause: Cause,
+    ) -> Arc<Node> {
+        let parent_deadline = parent.and_then(|p| p.deadline);
+        // Go's rule: a deadline later than the parent's is served by the parent's timer.
+        let arm = own_deadline.filter(|own| parent_deadline.is_none_or(|p| p >= *own));
+        let deadline = match (arm, parent_deadline) {
+            (Some(own), _) => Some(own),
+            (None, p) => p,
+        };
+        let domain = match parent {
+            Some(p) => p.core.domain.clone(),
+            None => Arc::new(Domain { propagation: Mutex::new(()) }),
+        };
+        let now = arm.map(|_| Instant::now());
+        let expired = arm.zip(now).is_some_and(|(at, now)| at <= now);
+        let timer = arm.filter(|_| !expired).map(TimerKey::new);
+        let core = Arc::new(Core {
+            state: AtomicU8::new(OPEN),
+            domain,
+            timer,
+            inner: Mutex::new(Inner::new()),
+        });
+        let slot = match parent {
+            Some(p) => register(&p.core, &core),
+            None => UNREGISTERED,
+        };
+        live::add(Kind::Nodes, 1);
+        let node = Arc::new(Node { core, parent: parent.cloned(), slot, deadline });
+        if expired {
+            // "A deadline in the past cancels at once."
+            cancel(&node.core, CancelError::DeadlineExceeded, deadline_cause).run();
+        } else if let Some(key) = timer {
+            arm_timer(&node.core, key, deadline_cause);
+        }
+        node
+    }
+
+    /// The node's cancellation cell.
+    pub(crate) fn core(&self) -> &Arc<Core> {
+        &self.core
+    }
+
+    /// The effective deadline.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+}
+
+impl Inner {
+    fn new() -> Self {
+        Inner {
+            cause: None,
+            children: Slab::new(),
+            callbacks: Slab::new(),
+            next_callback_id: 0,
+            done_rx: None,
+            done_tx: None,
+            released: false,
+        }
+    }
+}
+
+/// Registers `child` with `parent`, or, if `parent` is already cancelled, makes `child` cancelled
+/// with the parent's error and cause (invariant 3). Returns the child's slot.
+fn register(parent: &Arc<Core>, child: &Arc<Core>) -> usize {
+    let mut inner = lock(&parent.inner);
+    // Relaxed: state is only written under this lock, which we hold (invariant 1).
+    let state = parent.state.load(Ordering::Relaxed);
+    if state == OPEN {
+        live::add(Kind::Children, 1);
+        return inner.children.insert(child.clone());
+    }
+    let cause = inner.cause.clone();
+    drop(inner);
+    // The child is not shared yet: nobody else can observe these two writes in between.
+    lock(&child.inner).cause = cause;
+    // Release: pairs with the Acquire in `is_cancelled`, like every state store.
+    child.state.store(state, Ordering::Release);
+    UNREGISTERED
+}
+
+/// Hands the deadline to the timer driver, and takes it back if a concurrent cancellation of the
+/// parent got to the core first (its attempt to disarm came before this arming).
+fn arm_timer(core: &Arc<Core>, key: TimerKey, cause: Cause) {
+    deadline::insert(key, core.clone(), cause);
+    // Acquire: pairs with the Release store in `propagate`; if a cancel already happened, its
+    // state store is visible here because its `deadline::remove` came after it (map lock order).
+    if core.state.load(Ordering::Acquire) != OPEN {
+        deadline::remove(key);
+    }
+}
+
+// ===== observation =====
+
+impl Core {
+    /// One atomic load: the hot path.
+    #[inline]
+    pub(crate) fn is_cancelled(&self) -> bool {
+        // Acquire: pairs with the Release state stores; whatever the canceller wrote before
+        // cancelling is visible to a thread that sees the cancellation.
+        self.state.load(Ordering::Acquire) != OPEN
+    }
+
+    /// The coarse error, from the state alone: one atomic load.
+    #[inline]
+    pub(crate) fn err(&self) -> Option<CancelError> {
+        // Acquire: as in `is_cancelled`.
+        match self.state.load(Ordering::Acquire) {
+            OPEN => None,
+            CANCELLED => Some(CancelError::Cancelled),
+            _ => Some(CancelError::DeadlineExceeded),
+        }
+    }
+
+    /// The cause, once cancelled.
+    pub(crate) fn cause(&self) -> Option<Cause> {
+        if !self.is_cancelled() {
+            return None;
+        }
+        lock(&self.inner).cause.clone()
+    }
+
+    /// The done channel: created on first use; disconnected once the core is cancelled.
+    pub(crate) fn done(&self) -> Receiver<Infallible> {
+        let mut inner = lock(&self.inner);
+        if let Some(rx) = &inner.done_rx {
+            return rx.clone();
+        }
+        // Relaxed: under the lock that guards state writes (invariant 1).
+        if self.state.load(Ordering::Relaxed) != OPEN {
+            return closed_channel();
+        }
+        let (tx, rx) = crossbeam_channel::bounded(0);
+        inner.done_tx = Some(tx);
+        inner.done_rx = Some(rx.clone());
+        rx
+    }
+
+    /// Number of registered children (invariant 2).
+    pub(crate) fn registered_children(&self) -> usize {
+        lock(&self.inner).children.len()
+    }
+}
+
+/// One disconnected channel, shared by every `done()` that first asks after cancellation.
+fn closed_channel() -> Receiver<Infallible> {
+    static CLOSED: OnceLock<Receiver<Infallible>> = OnceLock::new();
+    CLOSED.get_or_init(|| crossbeam_channel::bounded(0).1).clone()
+}
+
+// ===== cancellation =====
+
+/// Cancels `core` and its whole subtree with `err` and `cause`, unless it is already cancelled.
+///
+/// When this returns, every descendant of `core` is cancelled (invariant 5). The returned
+/// [`Fired`] must be [`run`](Fired::run) once no lock is held.
+pub(crate) fn cancel(core: &Arc<Core>, err: CancelError, cause: Cause) -> Fired {
+    let _domain = lock(&core.domain.propagation);
+    propagate(core, err, cause)
+}
+
+/// Cancels `core` because its deadline passed: the timer driver's entry point.
+pub(crate) fn expire(core: &Arc<Core>, cause: Cause) {
+    let fired = cancel(core, CancelError::DeadlineExceeded, cause);
+    // Nobody called us: a callback panic has no caller to re-raise to, so it is recorded.
+    if let Err(payload) = catch_unwind(AssertUnwindSafe(|| fired.run())) {
+        crate::testing::record_unhandled_panic(payload);
+    }
+}
+
+/// The propagation loop: depth-first with an explicit stack, never recursive (the tree's depth is
+/// the user's to choose). Caller holds the domain lock.
+fn propagate(root: &Arc<Core>, err: CancelError, cause: Cause) -> Fired {
+    let state = match err {
+        CancelError::Cancelled => CANCELLED,
+        CancelError::DeadlineExceeded => DEADLINE,
+    };
+    let mut fired = Fired { callbacks: Vec::new(), timers: Vec::new() };
+    let mut stack: Vec<Arc<Core>> = Vec::new();
+    let mut next = Some(root.clone());
+    while let Some(core) = next.take().or_else(|| stack.pop()) {
+        let mut inner = lock(&core.inner);
+        // Relaxed: under the lock that guards state writes (invariant 1).
+        if core.state.load(Ordering::Relaxed) != OPEN {
+            continue; // already cancelled, and so is its subtree (invariants 3 and 5)
+        }
+        inner.cause = Some(cause.clone());
+        // Release: pairs with the Acquire loads in `is_cancelled`/`err`.
+        core.state.store(state, Ordering::Release);
+        let children = inner.children.drain();
+        live::add(Kind::Children, -(children.len() as isize));
+        stack.extend(children);
+        for (_, callback) in inner.callbacks.drain() {
+            live::add(Kind::Callbacks, -1);
+            fired.callbacks.push((callback, cause.clone()));
+        }
+        let done_tx = inner.done_tx.take();
+        drop(inner);
+        drop(done_tx); // disconnects every `done()` receiver
+        fired.timers.extend(core.timer);
+    }
+    fired
+}
+
+impl Fired {
+    /// Disarms the timers and runs the callbacks; re-raises callback panics after all have run:
+    /// the payload itself when one panicked, a [`CallbackPanics`] when several did.
+    pub(crate) fn run(self) {
+        for key in self.timers {
+            deadline::remove(key);
+        }
+        let mut panics = Vec::new();
+        for (callback, cause) in self.callbacks {
+            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| callback(&cause))) {
+                panics.push(payload);
+            }
+        }
+        match panics.len() {
+            0 => {}
+            1 => resume_unwind(panics.pop().expect("one panic")),
+            _ => resume_unwind(Box::new(CallbackPanics { payloads: panics })),
+        }
+    }
+}
+
+// ===== callbacks =====
+
+/// Where a registered callback lives: its slot in the core's callback slab and its unique id.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CallbackSlot {
+    index: usize,
+    id: u64,
+}
+
+/// Registers `callback` to run once when `core` is cancelled, or runs it now (on this thread) if
+/// it already is. Returns where it was registered, or `None` if it ran now (or was dropped
+/// because the node is already released, which cannot happen through a live handle).
+pub(crate) fn on_cancel(core: &Arc<Core>, callback: Callback) -> Option<CallbackSlot> {
+    let mut inner = lock(&core.inner);
+    // Relaxed: under the lock that guards state writes (invariant 1).
+    if core.state.load(Ordering::Relaxed) == OPEN && !inner.released {
+        let id = inner.next_callback_id;
+        inner.next_callback_id += 1;
+        let index = inner.callbacks.insert((id, callback));
+        live::add(Kind::Callbacks, 1);
+        return Some(CallbackSlot { index, id });
+    }
+    let cause = inner.cause.clone();
+    drop(inner);
+    match cause {
+        Some(cause) => callback(&cause),
+        None => drop(callback),
+    }
+    None
+}
+
+/// Unregisters the callback at `slot`. True if that prevented its run: it was still registered,
+/// or it was discarded unrun because the node was dropped without being cancelled.
+pub(crate) fn stop(core: &Arc<Core>, slot: CallbackSlot) -> bool {
+    let mut inner = lock(&core.inner);
+    let ours = inner.callbacks.get(slot.index).is_some_and(|(id, _)| *id == slot.id);
+    if ours {
+        let removed = inner.callbacks.remove(slot.index);
+        live::add(Kind::Callbacks, -1);
+        drop(inner);
+        drop(removed); // the closure's captures are user code: drop them unlocked
+        return true;
+    }
+    // Relaxed: under the lock that guards state writes (invariant 1).
+    inner.released && core.state.load(Ordering::Relaxed) == OPEN
+}
+
+// ===== detach and drop =====
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.release();
+        // Invariant 4: drop the ancestor chain with a loop. Each ancestor whose last reference
+        // this was is released here, with its own `parent` already taken out, so its `Drop`
+        // does not go further up.
+        let mut next = self.parent.take();
+        while let Some(parent) = next {
+            next = match Arc::into_inner(parent) {
+                Some(mut node) => {
+                    let grandparent = node.parent.take();
+                    drop(node);
+                    grandparent
+                }
+                None => None,
+            };
+        }
+    }
+}
+
+impl Node {
+    /// Detaches from the parent, disarms the timer and discards unrun callbacks: after the last
+    /// handle is gone nothing can cancel this node any more except its parent, from which it is
+    /// now detached.
+    fn release(&mut self) {
+        if let Some(key) = self.core.timer {
+            deadline::remove(key);
+        }
+        let discarded = {
+            let mut inner = lock(&self.core.inner);
+            inner.released = true;
+            let callbacks = inner.callbacks.drain();
+            live::add(Kind::Callbacks, -(callbacks.len() as isize));
+            callbacks
+        };
+        drop(discarded); // user code: outside the lock
+        if let Some(parent) = &self.parent {
+            let detached = detach(&parent.core, self.slot, &self.core);
+            drop(detached);
+        }
+        live::add(Kind::Nodes, -1);
+    }
+}
+
+/// Removes `child` from `parent`'s children, unless the parent was cancelled (which drained them,
+/// invariant 3). Returns the removed reference, to be dropped by the caller outside the lock.
+fn detach(parent: &Arc<Core>, slot: usize, child: &Arc<Core>) -> Option<Arc<Core>> {
+    if slot == UNREGISTERED {
+        return None;
+    }
+    let mut inner = lock(&parent.inner);
+    // Relaxed: under the lock that guards state writes (invariant 1).
+    if parent.state.load(Ordering::Relaxed) != OPEN {
+        return None;
+    }
+    let removed = inner.children.remove(slot);
+    debug_assert!(
+        removed.as_ref().is_some_and(|c| Arc::ptr_eq(c, child)),
+        "an open parent's slot holds the child registered there (invariant 2)"
+    );
+    live::add(Kind::Children, -1);
+    removed
+}

@@ -1,0 +1,391 @@
+//! [`Context`]: the public handle to a node of the cancellation tree and the values bound at it.
+//!
+//! A thin handle (the engine is `cancel::tree`): every method delegates in a line or two.
+//!
+//! # Invariants
+//! 1. `node == None` exactly for contexts that can never be cancelled: [`Context::background`] and
+//!    [`Context::detached`]. Such a context has no deadline.
+//! 2. Every derivation (`child`, `with_deadline*`, `with_timeout*`, `with_value`) creates a new
+//!    node registered under `self`'s node, so cancelling a derived context never affects its parent.
+
+use crate::cancel::tree::{self, Node};
+use crate::cancel::{CallbackHandle, CancelError, Canceller, Cause};
+use crate::loom::Arc;
+use crate::value::{KeyId, Valuer, Values};
+use crate::{Key, LiveCounts};
+use crossbeam_channel::Receiver;
+use std::any::Any;
+use std::convert::Infallible;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+/// A node of the cancellation tree, with the typed values bound at it.
+///
+/// Cloning a `Context` is cheap (two reference counts) and every clone views the same node:
+/// cancelling one cancels all. Deriving a context (`child`, `with_deadline`, `with_timeout`,
+/// `with_value`) makes a new node below this one: it is cancelled when this one is, with this
+/// one's cause, and its own cancellation stays below it.
+///
+/// Dropping every handle to a derived context that was never cancelled detaches it from its
+/// parent and disarms its deadline: forgetting to cancel leaks nothing.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use tether::{Cause, Canceller, Context};
+///
+/// let request = Context::new();
+/// let call = request.with_timeout(Duration::from_secs(5));
+/// assert!(call.deadline().is_some());
+///
+/// request.cancel_with(Cause::custom(std::io::Error::other("client went away")));
+/// assert!(call.is_cancelled(), "cancellation reaches every descendant before cancel returns");
+/// assert_eq!(call.cause().unwrap().to_string(), "client went away");
+/// ```
+#[derive(Clone)]
+pub struct Context {
+    node: Option<Arc<Node>>,
+    values: Values,
+}
+
+impl Context {
+    /// The empty root: never cancelled, no deadline, no values (Go's `Background()`).
+    ///
+    /// Does not allocate.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tether::{Canceller, Context};
+    /// let bg = Context::background();
+    /// assert!(!bg.can_be_cancelled());
+    /// assert_eq!(bg.deadline(), None);
+    /// ```
+    pub fn background() -> Context {
+        Context { node: None, values: Values::default() }
+    }
+
+    /// A new cancellable root: a child of [`Context::background`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tether::{Canceller, Context};
+    /// let root = Context::new();
+    /// assert!(root.can_be_cancelled());
+    /// root.cancel();
+    /// assert!(root.is_cancelled());
+    /// ```
+    #[allow(clippy::new_without_default)] // `Default` would suggest `background()`, a different thing
+    pub fn new() -> Context {
+        Context::background().child()
+    }
+
+    /// A cancellable child (Go's `WithCancel`). It inherits this context's deadline and values.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tether::{Canceller, Context};
+    /// let parent = Context::new();
+    /// let child = parent.child();
+    /// child.cancel();
+    /// assert!(child.is_cancelled());
+    /// assert!(!parent.is_cancelled());
+    /// ```
+    pub fn child(&self) -> Context {
+        self.derive(None, Cause::DeadlineExceeded, self.values.clone())
+    }
+
+    /// A child that is cancelled with [`CancelError::DeadlineExceeded`] at `deadline` (or at this
+    /// context's deadline, if that is earlier). A deadline already past cancels it at once.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use tether::{CancelError, Canceller, Context};
+    ///
+    /// let past = Context::new().with_deadline(Instant::now() - Duration::from_secs(1));
+    /// assert_eq!(past.err(), Some(CancelError::DeadlineExceeded));
+    /// ```
+    pub fn with_deadline(&self, deadline: Instant) -> Context {
+        self.with_deadline_cause(deadline, Cause::DeadlineExceeded)
+    }
+
+    /// Like [`with_deadline`](Self::with_deadline), with the cause reported when the deadline
+    /// expires (Go's `WithDeadlineCause`). `err()` is still `DeadlineExceeded`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use tether::{CancelError, Canceller, Cause, Context};
+    ///
+    /// #[derive(Debug, thiserror::Error)]
+    /// #[error("slow backend")]
+    /// struct SlowBackend;
+    ///
+    /// let ctx = Context::new().with_deadline_cause(Instant::now(), Cause::custom(SlowBackend));
+    /// assert_eq!(ctx.err(), Some(CancelError::DeadlineExceeded));
+    /// assert!(ctx.cause().unwrap().downcast_ref::<SlowBackend>().is_some());
+    /// ```
+    pub fn with_deadline_cause(&self, deadline: Instant, cause: Cause) -> Context {
+        self.derive(Some(deadline), cause, self.values.clone())
+    }
+
+    /// A child cancelled after `timeout` (Go's `WithTimeout`). A timeout so large that the instant
+    /// overflows means no deadline of its own.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tether::{Canceller, Context};
+    ///
+    /// let forever = Context::new().with_timeout(Duration::MAX);
+    /// assert_eq!(forever.deadline(), None);
+    /// let soon = Context::new().with_timeout(Duration::from_millis(1));
+    /// soon.wait();
+    /// ```
+    pub fn with_timeout(&self, timeout: Duration) -> Context {
+        self.with_timeout_cause(timeout, Cause::DeadlineExceeded)
+    }
+
+    /// Like [`with_timeout`](Self::with_timeout), with the cause reported on expiry.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tether::{Canceller, Cause, Context};
+    /// let ctx = Context::new().with_timeout_cause(Duration::ZERO, Cause::custom(std::fmt::Error));
+    /// assert!(ctx.cause().unwrap().downcast_ref::<std::fmt::Error>().is_some());
+    /// ```
+    pub fn with_timeout_cause(&self, timeout: Duration, cause: Cause) -> Context {
+        match Instant::now().checked_add(timeout) {
+            Some(deadline) => self.with_deadline_cause(deadline, cause),
+            None => self.child(),
+        }
+    }
+
+    /// A child with `value` bound to `key`, shadowing any outer binding of `key` for this child
+    /// and its descendants.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tether::{Context, Key};
+    /// static LOCALE: Key<&'static str> = Key::new("locale");
+    ///
+    /// let outer = Context::new().with_value(&LOCALE, "en");
+    /// let inner = outer.with_value(&LOCALE, "fr");
+    /// assert_eq!(outer.value(&LOCALE), Some(&"en"));
+    /// assert_eq!(inner.value(&LOCALE), Some(&"fr"));
+    /// ```
+    pub fn with_value<T: Send + Sync + 'static>(&self, key: &'static Key<T>, value: T) -> Context {
+        let values = self.values.with(key.id(), Arc::new(value) as crate::value::Value);
+        self.derive(None, Cause::DeadlineExceeded, values)
+    }
+
+    /// A context with this one's values and no cancellation and no deadline (Go's
+    /// `WithoutCancel`, Trio's shield): for work that must finish even if this context is
+    /// cancelled, such as writing an audit record.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tether::{Canceller, Context, Key};
+    /// static TRACE: Key<u32> = Key::new("trace");
+    ///
+    /// let request = Context::new().with_value(&TRACE, 7);
+    /// let audit = request.detached();
+    /// request.cancel();
+    /// assert!(!audit.is_cancelled());
+    /// assert_eq!(audit.value(&TRACE), Some(&7));
+    /// ```
+    pub fn detached(&self) -> Context {
+        Context { node: None, values: self.values.clone() }
+    }
+
+    /// Cancels this context and everything derived from it, with [`Cause::Cancelled`].
+    ///
+    /// See [`cancel_with`](Self::cancel_with).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tether::{Canceller, Cause, Context};
+    /// let ctx = Context::new();
+    /// ctx.cancel();
+    /// assert_eq!(ctx.cause(), Some(Cause::Cancelled));
+    /// ```
+    pub fn cancel(&self) {
+        self.cancel_with(Cause::Cancelled);
+    }
+
+    /// Cancels this context and everything derived from it, with `cause`.
+    ///
+    /// Idempotent: the first cancellation wins; later calls change nothing. Synchronous: when it
+    /// returns, every descendant observes the cancellation and reports this cause, and every
+    /// on-cancel callback of the subtree has run (on this thread). Does nothing on a context that
+    /// can never be cancelled. `err()` becomes [`CancelError::Cancelled`].
+    ///
+    /// # Panics
+    ///
+    /// Re-raises the panic of an on-cancel callback after every callback has run; when several
+    /// panicked, the payload is a [`crate::CallbackPanics`] holding all of them.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tether::{Canceller, Cause, Context};
+    /// let ctx = Context::new();
+    /// ctx.cancel_with(Cause::ScopeExited);
+    /// ctx.cancel_with(Cause::Cancelled); // ignored: the first cause wins
+    /// assert_eq!(ctx.cause(), Some(Cause::ScopeExited));
+    /// ```
+    pub fn cancel_with(&self, cause: Cause) {
+        if let Some(node) = &self.node {
+            tree::cancel(node.core(), CancelError::Cancelled, cause).run();
+        }
+    }
+
+    /// Registers `callback` to run once when this context is cancelled (Go's `AfterFunc`), with
+    /// the cause. If the context is already cancelled it runs now, on this thread. It runs on the
+    /// thread that cancels (or, for a deadline, on the timer thread): keep it short.
+    ///
+    /// On a context that can never be cancelled the callback is dropped unrun.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicBool, Ordering};
+    /// use std::sync::Arc;
+    /// use tether::Context;
+    ///
+    /// let closed = Arc::new(AtomicBool::new(false));
+    /// let ctx = Context::new();
+    /// let flag = closed.clone();
+    /// let _registration = ctx.on_cancel(move |cause| {
+    ///     println!("closing connection: {cause}");
+    ///     flag.store(true, Ordering::SeqCst);
+    /// });
+    /// ctx.cancel();
+    /// assert!(closed.load(Ordering::SeqCst));
+    /// ```
+    pub fn on_cancel<F: FnOnce(&Cause) + Send + 'static>(&self, callback: F) -> CallbackHandle {
+        let Some(node) = &self.node else {
+            return CallbackHandle::new(None);
+        };
+        let slot = tree::on_cancel(node.core(), Box::new(callback));
+        CallbackHandle::new(slot.map(|slot| (node.core().clone(), slot)))
+    }
+
+    /// The value bound to `key` in this context, if any.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tether::{Context, Key};
+    /// static K: Key<Vec<u8>> = Key::new("bytes");
+    /// assert!(Context::background().value(&K).is_none());
+    /// let ctx = Context::background().with_value(&K, vec![1, 2]);
+    /// assert_eq!(ctx.value(&K), Some(&vec![1, 2]));
+    /// ```
+    pub fn value<T: 'static>(&self, key: &'static Key<T>) -> Option<&T> {
+        self.values.get(key.id())?.downcast_ref::<T>()
+    }
+
+    /// How many children are registered with this context's node right now: derived contexts
+    /// that are alive and not cancelled. Returns to zero when they are all dropped or cancelled.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let parent = tether::Context::new();
+    /// let child = parent.child();
+    /// assert_eq!(parent.registered_children(), 1);
+    /// drop(child);
+    /// assert_eq!(parent.registered_children(), 0);
+    /// ```
+    pub fn registered_children(&self) -> usize {
+        self.node.as_ref().map_or(0, |n| n.core().registered_children())
+    }
+
+    /// The process-wide live counts ([`crate::live`]), for convenience next to a context.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let counts = tether::Context::live();
+    /// let _ = counts.nodes;
+    /// ```
+    pub fn live() -> LiveCounts {
+        crate::live()
+    }
+
+    /// A new node below this one, carrying `values`.
+    fn derive(&self, own_deadline: Option<Instant>, deadline_cause: Cause, values: Values) -> Context {
+        let node = Node::new(self.node.as_ref(), own_deadline, deadline_cause);
+        Context { node: Some(node), values }
+    }
+
+    /// This context with `values` instead of its own: the same node.
+    pub(crate) fn with_values(&self, values: Values) -> Context {
+        Context { node: self.node.clone(), values }
+    }
+
+    /// The bindings.
+    pub(crate) fn values(&self) -> &Values {
+        &self.values
+    }
+}
+
+impl Canceller for Context {
+    #[inline]
+    fn is_cancelled(&self) -> bool {
+        self.node.as_ref().is_some_and(|n| n.core().is_cancelled())
+    }
+
+    #[inline]
+    fn err(&self) -> Option<CancelError> {
+        self.node.as_ref()?.core().err()
+    }
+
+    fn cause(&self) -> Option<Cause> {
+        self.node.as_ref()?.core().cause()
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        self.node.as_ref()?.deadline()
+    }
+
+    fn done(&self) -> Receiver<Infallible> {
+        match &self.node {
+            Some(node) => node.core().done(),
+            None => crossbeam_channel::never(),
+        }
+    }
+
+    fn can_be_cancelled(&self) -> bool {
+        self.node.is_some()
+    }
+}
+
+impl Valuer for Context {
+    fn lookup(&self, key: KeyId) -> Option<&(dyn Any + Send + Sync)> {
+        self.values.get(key)
+    }
+}
+
+impl fmt::Debug for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Context")
+            .field("cancelled", &self.is_cancelled())
+            .field("deadline", &self.deadline())
+            .field("can_be_cancelled", &self.can_be_cancelled())
+            .finish_non_exhaustive()
+    }
+}

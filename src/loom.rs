@@ -1,0 +1,35 @@
+//! The loom/std shim: the racy core uses these types, so `--cfg loom` model-checks the real code.
+//!
+//! Under `cfg(loom)` the mutexes, atomics and `Arc` come from [loom](https://docs.rs/loom), which
+//! explores every interleaving of the models in `src/tests/`; otherwise they are `std`'s. Only the
+//! cancellation tree (`cancel::tree`) goes through this shim. The timer driver, the live counters
+//! and the lazily created done channels use `std` directly: they are not part of the modelled races
+//! (the models create no deadlines, and a counter or a channel disconnect never blocks).
+
+#[cfg(loom)]
+pub(crate) use loom::sync::{
+    Arc, Mutex, MutexGuard,
+    atomic::{AtomicU8, Ordering},
+};
+
+#[cfg(not(loom))]
+pub(crate) use std::sync::{
+    Arc, Mutex, MutexGuard,
+    atomic::{AtomicU8, Ordering},
+};
+
+/// Locks `mutex`, ignoring poisoning.
+///
+/// No code in this crate panics while holding a tree lock (user code, such as callbacks and value
+/// destructors, always runs after every lock is released), so a poisoned lock can only come from a
+/// bug that has already been reported by its own panic; the protected state is still consistent.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    #[cfg(loom)]
+    {
+        mutex.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    #[cfg(not(loom))]
+    {
+        mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}

@@ -1,0 +1,188 @@
+//! A persistent hash array mapped trie (HAMT): the value bindings of a context.
+//!
+//! Binding a value copies one path of at most [`MAX_DEPTH`] small nodes and shares the rest, so a
+//! context made by a million bindings costs O(n log n) memory in all, and a lookup visits at most
+//! `log32(bindings)` nodes (two for a hundred bindings) however many derivations the context has:
+//! Go's `Value` walks the whole chain instead.
+//!
+//! # Invariants
+//! 1. A `Branch` has one slot per set bit of `bitmap`, in bit order.
+//! 2. An `Entry` or `Collision` in a branch at depth `d` holds keys whose hash has the branch's
+//!    bits at depth `d`; a `Collision` holds two or more keys with the same full hash.
+//! 3. Nodes are immutable once shared; `insert` builds new nodes along one path.
+//! 4. Recursion in `insert` is bounded by the hash width (`MAX_DEPTH` levels), not by user input;
+//!    dropping a map is likewise bounded by `MAX_DEPTH` nested levels.
+
+use std::sync::Arc;
+
+const BITS: u32 = 5;
+const MASK: u64 = (1 << BITS) - 1;
+/// Levels needed to consume a 64-bit hash, five bits at a time.
+const MAX_DEPTH: u32 = 64_u32.div_ceil(BITS);
+
+#[derive(Clone)]
+enum Slot<K, V> {
+    Entry(u64, K, V),
+    Collision(u64, Arc<Vec<(K, V)>>),
+    Sub(Arc<Branch<K, V>>),
+}
+
+#[derive(Clone)]
+struct Branch<K, V> {
+    bitmap: u32,
+    slots: Vec<Slot<K, V>>,
+}
+
+/// An immutable map from `K` to `V` with cheap clones and path-copying inserts.
+pub(crate) struct Map<K, V> {
+    root: Option<Arc<Branch<K, V>>>,
+}
+
+impl<K, V> Clone for Map<K, V> {
+    fn clone(&self) -> Self {
+        Map { root: self.root.clone() }
+    }
+}
+
+impl<K, V> Default for Map<K, V> {
+    fn default() -> Self {
+        Map { root: None }
+    }
+}
+
+fn index(hash: u64, shift: u32) -> u32 {
+    ((hash >> shift) & MASK) as u32
+}
+
+impl<K: Clone + Eq, V: Clone> Map<K, V> {
+    /// The value bound to `key` (whose hash is `hash`).
+    pub(crate) fn get(&self, hash: u64, key: &K) -> Option<&V> {
+        let mut branch = self.root.as_deref()?;
+        let mut shift = 0;
+        loop {
+            let bit = 1u32 << index(hash, shift);
+            if branch.bitmap & bit == 0 {
+                return None;
+            }
+            let pos = (branch.bitmap & (bit - 1)).count_ones() as usize;
+            match &branch.slots[pos] {
+                Slot::Entry(h, k, v) => return (*h == hash && k == key).then_some(v),
+                Slot::Collision(h, entries) => {
+                    return if *h == hash {
+                        entries.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+                    } else {
+                        None
+                    };
+                }
+                Slot::Sub(sub) => {
+                    branch = sub;
+                    shift += BITS;
+                }
+            }
+        }
+    }
+
+    /// A new map with `key` bound to `value`, shadowing any earlier binding of `key`.
+    pub(crate) fn insert(&self, hash: u64, key: K, value: V) -> Map<K, V> {
+        let root = match &self.root {
+            Some(root) => insert_into(root, 0, hash, key, value),
+            None => Branch { bitmap: 0, slots: Vec::new() }.with_new(0, hash, Slot::Entry(hash, key, value)),
+        };
+        Map { root: Some(Arc::new(root)) }
+    }
+}
+
+impl<K: Clone + Eq, V: Clone> Branch<K, V> {
+    /// A copy of `self` with `slot` added at the (empty) position of `hash` at `shift`.
+    fn with_new(&self, shift: u32, hash: u64, slot: Slot<K, V>) -> Branch<K, V> {
+        let bit = 1u32 << index(hash, shift);
+        let pos = (self.bitmap & (bit - 1)).count_ones() as usize;
+        let mut slots = Vec::with_capacity(self.slots.len() + 1);
+        slots.extend_from_slice(&self.slots[..pos]);
+        slots.push(slot);
+        slots.extend_from_slice(&self.slots[pos..]);
+        Branch { bitmap: self.bitmap | bit, slots }
+    }
+}
+
+fn insert_into<K: Clone + Eq, V: Clone>(
+    branch: &Branch<K, V>,
+    shift: u32,
+    hash: u64,
+    key: K,
+    value: V,
+) -> Branch<K, V> {
+    let bit = 1u32 << index(hash, shift);
+    if branch.bitmap & bit == 0 {
+        return branch.with_new(shift, hash, Slot::Entry(hash, key, value));
+    }
+    let pos = (branch.bitmap & (bit - 1)).count_ones() as usize;
+    let replacement = match &branch.slots[pos] {
+        Slot::Entry(h, k, _) if *h == hash && *k == key => Slot::Entry(hash, key, value),
+        Slot::Entry(h, k, v) if *h == hash => {
+            Slot::Collision(hash, Arc::new(vec![(k.clone(), v.clone()), (key, value)]))
+        }
+        Slot::Collision(h, entries) if *h == hash => {
+            let mut entries: Vec<(K, V)> = entries.iter().filter(|(k, _)| *k != key).cloned().collect();
+            entries.push((key, value));
+            Slot::Collision(hash, Arc::new(entries))
+        }
+        Slot::Sub(sub) => Slot::Sub(Arc::new(insert_into(sub, shift + BITS, hash, key, value))),
+        other => {
+            // Different hashes share this slot: push both one level down (invariant 2).
+            let existing_hash = match other {
+                Slot::Entry(h, ..) | Slot::Collision(h, _) => *h,
+                Slot::Sub(_) => unreachable!("handled above"),
+            };
+            debug_assert!(shift + BITS < MAX_DEPTH * BITS, "distinct hashes differ within 64 bits");
+            let below = Branch { bitmap: 0, slots: Vec::new() }.with_new(shift + BITS, existing_hash, other.clone());
+            Slot::Sub(Arc::new(insert_into(&below, shift + BITS, hash, key, value)))
+        }
+    };
+    let mut copy = branch.clone();
+    copy.slots[pos] = replacement;
+    copy
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Map;
+
+    #[test]
+    fn inner_bindings_shadow_outer_ones_and_old_maps_are_unchanged() {
+        let a: Map<u32, &str> = Map::default().insert(1, 1, "one");
+        let b = a.insert(1, 1, "uno");
+        assert_eq!(a.get(1, &1), Some(&"one"));
+        assert_eq!(b.get(1, &1), Some(&"uno"));
+        assert_eq!(b.get(2, &2), None);
+    }
+
+    #[test]
+    fn keys_with_equal_hashes_are_told_apart_by_equality() {
+        let m: Map<u32, u32> = Map::default().insert(7, 1, 10).insert(7, 2, 20).insert(7, 1, 11);
+        assert_eq!(m.get(7, &1), Some(&11));
+        assert_eq!(m.get(7, &2), Some(&20));
+        assert_eq!(m.get(7, &3), None);
+    }
+
+    #[test]
+    fn ten_thousand_bindings_are_all_found() {
+        let mut m: Map<u64, u64> = Map::default();
+        let hash = |k: u64| k.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        for k in 0..10_000 {
+            m = m.insert(hash(k), k, k * 2);
+        }
+        for k in 0..10_000 {
+            assert_eq!(m.get(hash(k), &k), Some(&(k * 2)));
+        }
+        assert_eq!(m.get(hash(10_001), &10_001), None);
+    }
+
+    #[test]
+    fn hashes_that_agree_on_their_low_bits_split_deep_in_the_trie() {
+        let m: Map<u64, u64> = Map::default().insert(1 << 62, 1, 1).insert(1 << 63, 2, 2).insert(0, 3, 3);
+        assert_eq!(m.get(1 << 62, &1), Some(&1));
+        assert_eq!(m.get(1 << 63, &2), Some(&2));
+        assert_eq!(m.get(0, &3), Some(&3));
+    }
+}
