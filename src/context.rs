@@ -9,7 +9,7 @@
 //!    node registered under `self`'s node, so cancelling a derived context never affects its parent.
 
 use crate::cancel::tree::{self, Node};
-use crate::cancel::{CallbackHandle, CancelError, Canceller, Cause};
+use crate::cancel::{CallbackHandle, CancelError, Canceller, Cause, Registration};
 use crate::loom::Arc;
 use crate::value::{KeyId, Valuer, Values};
 use crate::{Key, LiveCounts};
@@ -63,7 +63,10 @@ impl Context {
     /// assert_eq!(bg.deadline(), None);
     /// ```
     pub fn background() -> Context {
-        Context { node: None, values: Values::default() }
+        Context {
+            node: None,
+            values: Values::default(),
+        }
     }
 
     /// A new cancellable root: a child of [`Context::background`].
@@ -185,7 +188,9 @@ impl Context {
     /// assert_eq!(inner.value(&LOCALE), Some(&"fr"));
     /// ```
     pub fn with_value<T: Send + Sync + 'static>(&self, key: &'static Key<T>, value: T) -> Context {
-        let values = self.values.with(key.id(), Arc::new(value) as crate::value::Value);
+        let values = self
+            .values
+            .with(key.id(), std::sync::Arc::new(value) as crate::value::Value);
         self.derive(None, Cause::DeadlineExceeded, values)
     }
 
@@ -206,7 +211,10 @@ impl Context {
     /// assert_eq!(audit.value(&TRACE), Some(&7));
     /// ```
     pub fn detached(&self) -> Context {
-        Context { node: None, values: self.values.clone() }
+        Context {
+            node: None,
+            values: self.values.clone(),
+        }
     }
 
     /// Cancels this context and everything derived from it, with [`Cause::Cancelled`].
@@ -256,7 +264,8 @@ impl Context {
     /// the cause. If the context is already cancelled it runs now, on this thread. It runs on the
     /// thread that cancels (or, for a deadline, on the timer thread): keep it short.
     ///
-    /// On a context that can never be cancelled the callback is dropped unrun.
+    /// On a context that can never be cancelled the callback is dropped unrun (and the handle's
+    /// first `stop()` returns `true`).
     ///
     /// # Examples
     ///
@@ -277,10 +286,12 @@ impl Context {
     /// ```
     pub fn on_cancel<F: FnOnce(&Cause) + Send + 'static>(&self, callback: F) -> CallbackHandle {
         let Some(node) = &self.node else {
-            return CallbackHandle::new(None);
+            return CallbackHandle::new(Registration::NeverRuns);
         };
-        let slot = tree::on_cancel(node.core(), Box::new(callback));
-        CallbackHandle::new(slot.map(|slot| (node.core().clone(), slot)))
+        CallbackHandle::new(match tree::on_cancel(node.core(), Box::new(callback)) {
+            Some(slot) => Registration::Registered(node.core().clone(), slot),
+            None => Registration::RanAtOnce,
+        })
     }
 
     /// The value bound to `key` in this context, if any.
@@ -311,7 +322,9 @@ impl Context {
     /// assert_eq!(parent.registered_children(), 0);
     /// ```
     pub fn registered_children(&self) -> usize {
-        self.node.as_ref().map_or(0, |n| n.core().registered_children())
+        self.node
+            .as_ref()
+            .map_or(0, |n| n.core().registered_children())
     }
 
     /// The process-wide live counts ([`crate::live`]), for convenience next to a context.
@@ -327,14 +340,25 @@ impl Context {
     }
 
     /// A new node below this one, carrying `values`.
-    fn derive(&self, own_deadline: Option<Instant>, deadline_cause: Cause, values: Values) -> Context {
+    fn derive(
+        &self,
+        own_deadline: Option<Instant>,
+        deadline_cause: Cause,
+        values: Values,
+    ) -> Context {
         let node = Node::new(self.node.as_ref(), own_deadline, deadline_cause);
-        Context { node: Some(node), values }
+        Context {
+            node: Some(node),
+            values,
+        }
     }
 
     /// This context with `values` instead of its own: the same node.
     pub(crate) fn with_values(&self, values: Values) -> Context {
-        Context { node: self.node.clone(), values }
+        Context {
+            node: self.node.clone(),
+            values,
+        }
     }
 
     /// The bindings.

@@ -27,7 +27,11 @@ pub(crate) struct Slab<T> {
 impl<T> Slab<T> {
     /// An empty slab; does not allocate.
     pub(crate) const fn new() -> Self {
-        Slab { entries: Vec::new(), free: NONE, len: 0 }
+        Slab {
+            entries: Vec::new(),
+            free: NONE,
+            len: 0,
+        }
     }
 
     /// Number of occupied entries.
@@ -45,7 +49,9 @@ impl<T> Slab<T> {
         let index = self.free;
         match std::mem::replace(&mut self.entries[index], Entry::Occupied(value)) {
             Entry::Vacant(next) => self.free = next,
-            Entry::Occupied(_) => unreachable!("free list points at an occupied entry (invariant 2)"),
+            Entry::Occupied(_) => {
+                unreachable!("free list points at an occupied entry (invariant 2)")
+            }
         }
         index
     }

@@ -49,7 +49,7 @@ use super::Cause;
 use super::cause::CancelError;
 use super::deadline::{self, TimerKey};
 use crate::live::{self, Kind};
-use crate::loom::{Arc, AtomicU8, Mutex, Ordering, lock};
+use crate::loom::{Arc, AtomicU8, Mutex, Ordering, arc_into_inner, lock};
 use crate::slab::Slab;
 use crossbeam_channel::{Receiver, Sender};
 use std::any::Any;
@@ -111,6 +111,8 @@ pub(crate) struct Node {
     slot: usize,
     /// The effective deadline: the earlier of the node's own and its parent's.
     deadline: Option<Instant>,
+    /// Set by the first `release`: the node is detached and its parent link taken.
+    released: bool,
 }
 
 /// What a propagation collected, to be acted on after every lock is released.
@@ -162,7 +164,9 @@ impl Node {
         };
         let domain = match parent {
             Some(p) => p.core.domain.clone(),
-            None => Arc::new(Domain { propagation: Mutex::new(()) }),
+            None => Arc::new(Domain {
+                propagation: Mutex::new(()),
+            }),
         };
         let now = arm.map(|_| Instant::now());
         let expired = arm.zip(now).is_some_and(|(at, now)| at <= now);
@@ -178,7 +182,13 @@ impl Node {
             None => UNREGISTERED,
         };
         live::add(Kind::Nodes, 1);
-        let node = Arc::new(Node { core, parent: parent.cloned(), slot, deadline });
+        let node = Arc::new(Node {
+            core,
+            parent: parent.cloned(),
+            slot,
+            deadline,
+            released: false,
+        });
         if expired {
             // "A deadline in the past cancels at once."
             cancel(&node.core, CancelError::DeadlineExceeded, deadline_cause).run();
@@ -298,7 +308,9 @@ impl Core {
 /// One disconnected channel, shared by every `done()` that first asks after cancellation.
 fn closed_channel() -> Receiver<Infallible> {
     static CLOSED: OnceLock<Receiver<Infallible>> = OnceLock::new();
-    CLOSED.get_or_init(|| crossbeam_channel::bounded(0).1).clone()
+    CLOSED
+        .get_or_init(|| crossbeam_channel::bounded(0).1)
+        .clone()
 }
 
 // ===== cancellation =====
@@ -328,7 +340,10 @@ fn propagate(root: &Arc<Core>, err: CancelError, cause: Cause) -> Fired {
         CancelError::Cancelled => CANCELLED,
         CancelError::DeadlineExceeded => DEADLINE,
     };
-    let mut fired = Fired { callbacks: Vec::new(), timers: Vec::new() };
+    let mut fired = Fired {
+        callbacks: Vec::new(),
+        timers: Vec::new(),
+    };
     let mut stack: Vec<Arc<Core>> = Vec::new();
     let mut next = Some(root.clone());
     while let Some(core) = next.take().or_else(|| stack.pop()) {
@@ -411,7 +426,10 @@ pub(crate) fn on_cancel(core: &Arc<Core>, callback: Callback) -> Option<Callback
 /// or it was discarded unrun because the node was dropped without being cancelled.
 pub(crate) fn stop(core: &Arc<Core>, slot: CallbackSlot) -> bool {
     let mut inner = lock(&core.inner);
-    let ours = inner.callbacks.get(slot.index).is_some_and(|(id, _)| *id == slot.id);
+    let ours = inner
+        .callbacks
+        .get(slot.index)
+        .is_some_and(|(id, _)| *id == slot.id);
     if ours {
         let removed = inner.callbacks.remove(slot.index);
         live::add(Kind::Callbacks, -1);
@@ -427,20 +445,12 @@ pub(crate) fn stop(core: &Arc<Core>, slot: CallbackSlot) -> bool {
 
 impl Drop for Node {
     fn drop(&mut self) {
-        self.release();
-        // Invariant 4: drop the ancestor chain with a loop. Each ancestor whose last reference
-        // this was is released here, with its own `parent` already taken out, so its `Drop`
-        // does not go further up.
-        let mut next = self.parent.take();
+        // Invariant 4: release the ancestor chain with a loop. `release` hands back the parent
+        // reference; an ancestor whose last reference that was is released here in turn, so the
+        // `Drop` it then runs finds it released and goes no further.
+        let mut next = self.release();
         while let Some(parent) = next {
-            next = match Arc::into_inner(parent) {
-                Some(mut node) => {
-                    let grandparent = node.parent.take();
-                    drop(node);
-                    grandparent
-                }
-                None => None,
-            };
+            next = arc_into_inner(parent).and_then(|mut node| node.release());
         }
     }
 }
@@ -449,7 +459,13 @@ impl Node {
     /// Detaches from the parent, disarms the timer and discards unrun callbacks: after the last
     /// handle is gone nothing can cancel this node any more except its parent, from which it is
     /// now detached.
-    fn release(&mut self) {
+    ///
+    /// Idempotent; returns the parent reference (taken out of `self`) on the first call.
+    fn release(&mut self) -> Option<Arc<Node>> {
+        if self.released {
+            return None;
+        }
+        self.released = true;
         if let Some(key) = self.core.timer {
             deadline::remove(key);
         }
@@ -466,6 +482,7 @@ impl Node {
             drop(detached);
         }
         live::add(Kind::Nodes, -1);
+        self.parent.take()
     }
 }
 
