@@ -63,10 +63,7 @@ impl Context {
     /// assert_eq!(bg.deadline(), None);
     /// ```
     pub fn background() -> Context {
-        Context {
-            node: None,
-            values: Values::default(),
-        }
+        Context { node: None, values: Values::default() }
     }
 
     /// A new cancellable root: a child of [`Context::background`].
@@ -188,9 +185,7 @@ impl Context {
     /// assert_eq!(inner.value(&LOCALE), Some(&"fr"));
     /// ```
     pub fn with_value<T: Send + Sync + 'static>(&self, key: &'static Key<T>, value: T) -> Context {
-        let values = self
-            .values
-            .with(key.id(), std::sync::Arc::new(value) as crate::value::Value);
+        let values = self.values.with(key.id(), std::sync::Arc::new(value) as crate::value::Value);
         self.derive(None, Cause::DeadlineExceeded, values)
     }
 
@@ -211,10 +206,7 @@ impl Context {
     /// assert_eq!(audit.value(&TRACE), Some(&7));
     /// ```
     pub fn detached(&self) -> Context {
-        Context {
-            node: None,
-            values: self.values.clone(),
-        }
+        Context { node: None, values: self.values.clone() }
     }
 
     /// Cancels this context and everything derived from it, with [`Cause::Cancelled`].
@@ -322,9 +314,7 @@ impl Context {
     /// assert_eq!(parent.registered_children(), 0);
     /// ```
     pub fn registered_children(&self) -> usize {
-        self.node
-            .as_ref()
-            .map_or(0, |n| n.core().registered_children())
+        self.node.as_ref().map_or(0, |n| n.core().registered_children())
     }
 
     /// The process-wide live counts ([`crate::live`]), for convenience next to a context.
@@ -340,30 +330,9 @@ impl Context {
     }
 
     /// A new node below this one, carrying `values`.
-    fn derive(
-        &self,
-        own_deadline: Option<Instant>,
-        deadline_cause: Cause,
-        values: Values,
-    ) -> Context {
+    fn derive(&self, own_deadline: Option<Instant>, deadline_cause: Cause, values: Values) -> Context {
         let node = Node::new(self.node.as_ref(), own_deadline, deadline_cause);
-        Context {
-            node: Some(node),
-            values,
-        }
-    }
-
-    /// This context with `values` instead of its own: the same node.
-    pub(crate) fn with_values(&self, values: Values) -> Context {
-        Context {
-            node: self.node.clone(),
-            values,
-        }
-    }
-
-    /// The bindings.
-    pub(crate) fn values(&self) -> &Values {
-        &self.values
+        Context { node: Some(node), values }
     }
 }
 

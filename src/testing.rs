@@ -11,10 +11,7 @@ static UNHANDLED: Mutex<Vec<Box<dyn Any + Send>>> = Mutex::new(Vec::new());
 
 /// Records a panic payload that could not be re-raised to any caller.
 pub(crate) fn record_unhandled_panic(payload: Box<dyn Any + Send>) {
-    UNHANDLED
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .push(payload);
+    UNHANDLED.lock().unwrap_or_else(PoisonError::into_inner).push(payload);
 }
 
 /// Takes every panic payload recorded since the last call: panics of on-cancel callbacks that ran

@@ -33,11 +33,7 @@ fn callbacks_of_descendants_run_when_an_ancestor_is_cancelled() {
         runs.fetch_add(1, SeqCst);
     });
     root.cancel();
-    assert_eq!(
-        count(),
-        1,
-        "cancel returns after the subtree's callbacks ran"
-    );
+    assert_eq!(count(), 1, "cancel returns after the subtree's callbacks ran");
 }
 
 #[test]
@@ -52,10 +48,7 @@ fn stop_returns_true_only_if_it_prevented_the_run() {
         runs.fetch_add(1, SeqCst);
     });
     assert!(stopped.stop());
-    assert!(
-        !stopped.stop(),
-        "stopping twice: the second call prevents nothing"
-    );
+    assert!(!stopped.stop(), "stopping twice: the second call prevents nothing");
     ctx.cancel();
     assert_eq!(count(), 1);
     assert!(!ran.stop(), "it already ran");
@@ -126,11 +119,7 @@ fn several_panicking_callbacks_are_all_reported() {
     let _b = ctx.on_cancel(|_| panic!("two"));
     let payload = catch_unwind(AssertUnwindSafe(|| ctx.cancel())).unwrap_err();
     let all = payload.downcast::<CallbackPanics>().unwrap();
-    let messages: Vec<&str> = all
-        .payloads
-        .iter()
-        .map(|p| *p.downcast_ref::<&str>().unwrap())
-        .collect();
+    let messages: Vec<&str> = all.payloads.iter().map(|p| *p.downcast_ref::<&str>().unwrap()).collect();
     assert_eq!(messages, ["one", "two"]);
 }
 
@@ -153,10 +142,7 @@ fn a_callback_on_a_context_that_can_never_be_cancelled_never_runs() {
     let h = Context::background().on_cancel(move |_| {
         runs.fetch_add(1, SeqCst);
     });
-    assert!(
-        h.stop(),
-        "like Go's AfterFunc on Background: stop prevents a run that never comes"
-    );
+    assert!(h.stop(), "like Go's AfterFunc on Background: stop prevents a run that never comes");
     assert!(!h.stop());
     assert_eq!(count(), 0);
 }

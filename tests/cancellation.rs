@@ -28,18 +28,11 @@ fn every_descendant_is_cancelled_with_the_ancestors_cause_when_cancel_returns() 
     child.cancel_with(cause.clone());
     assert!(child.is_cancelled() && grandchild.is_cancelled());
     assert_eq!(grandchild.cause(), Some(cause.clone()));
-    assert!(
-        !root.is_cancelled() && !sibling.is_cancelled(),
-        "cancellation never flows up or sideways"
-    );
+    assert!(!root.is_cancelled() && !sibling.is_cancelled(), "cancellation never flows up or sideways");
 
     root.cancel();
     assert_eq!(sibling.cause(), Some(Cause::Cancelled));
-    assert_eq!(
-        grandchild.cause(),
-        Some(cause),
-        "a cancelled node keeps its own first cause"
-    );
+    assert_eq!(grandchild.cause(), Some(cause), "a cancelled node keeps its own first cause");
 }
 
 #[test]
@@ -48,11 +41,7 @@ fn a_child_of_a_cancelled_parent_is_born_cancelled_with_the_parents_error_and_ca
     let child = parent.child();
     assert_eq!(child.err(), Some(CancelError::DeadlineExceeded));
     assert_eq!(child.cause(), Some(Cause::DeadlineExceeded));
-    assert_eq!(
-        parent.registered_children(),
-        0,
-        "a born-cancelled child is not registered"
-    );
+    assert_eq!(parent.registered_children(), 0, "a born-cancelled child is not registered");
 }
 
 #[test]
@@ -72,12 +61,7 @@ fn the_coarse_error_is_separate_from_the_rich_cause() {
     ctx.cancel_with(Cause::custom(QuotaExhausted));
     assert_eq!(ctx.err(), Some(CancelError::Cancelled));
     assert_eq!(ctx.cause().unwrap().to_string(), "quota exhausted");
-    assert!(
-        ctx.cause()
-            .unwrap()
-            .downcast_ref::<QuotaExhausted>()
-            .is_some()
-    );
+    assert!(ctx.cause().unwrap().downcast_ref::<QuotaExhausted>().is_some());
 }
 
 #[test]
@@ -122,11 +106,7 @@ fn racing_cancels_with_different_causes_agree_on_one_winner_everywhere() {
         let winner = mid.cause().unwrap();
         assert!(winner == a || winner == b);
         for leaf in &leaves {
-            assert_eq!(
-                leaf.cause(),
-                Some(winner.clone()),
-                "all observers below agree"
-            );
+            assert_eq!(leaf.cause(), Some(winner.clone()), "all observers below agree");
         }
     }
 }

@@ -26,11 +26,7 @@ fn a_childs_effective_deadline_is_the_earlier_of_its_own_and_its_parents() {
     let earlier = parent.with_deadline(now + FAR / 2);
     let later = parent.with_deadline(now + FAR * 2);
     assert_eq!(earlier.deadline(), Some(now + FAR / 2));
-    assert_eq!(
-        later.deadline(),
-        Some(now + FAR),
-        "a later deadline cannot extend the parent's"
-    );
+    assert_eq!(later.deadline(), Some(now + FAR), "a later deadline cannot extend the parent's");
     assert_eq!(parent.child().deadline(), Some(now + FAR));
 }
 
@@ -117,20 +113,14 @@ fn cancelling_a_parent_removes_the_timer_entries_of_its_descendants() {
 fn many_deadlines_share_one_timer_thread() {
     let _g = serial();
     let threads_before = thread_count();
-    let ctxs: Vec<Context> = (0..1_000)
-        .map(|i| Context::new().with_timeout(FAR + Duration::from_millis(i)))
-        .collect();
+    let ctxs: Vec<Context> =
+        (0..1_000).map(|i| Context::new().with_timeout(FAR + Duration::from_millis(i))).collect();
     let threads_after = thread_count();
     // At most the one lazily started driver thread appears, never one per deadline.
-    assert!(
-        threads_after <= threads_before + 1,
-        "{threads_before} -> {threads_after}"
-    );
+    assert!(threads_after <= threads_before + 1, "{threads_before} -> {threads_after}");
     drop(ctxs);
 }
 
 fn thread_count() -> usize {
-    std::fs::read_dir("/proc/self/task")
-        .map(|d| d.count())
-        .unwrap_or(0)
+    std::fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(0)
 }

@@ -15,22 +15,14 @@ fn a_million_dropped_uncancelled_children_leave_no_registration_and_no_timer() {
     let parent = Context::new();
     for i in 0..1_000_000u64 {
         // Every tenth child has a deadline of its own, so timer entries are exercised too.
-        let child = if i % 10 == 0 {
-            parent.with_timeout(Duration::from_secs(3600))
-        } else {
-            parent.child()
-        };
+        let child = if i % 10 == 0 { parent.with_timeout(Duration::from_secs(3600)) } else { parent.child() };
         drop(child);
     }
     assert_eq!(parent.registered_children(), 0);
     let after = live();
     assert_eq!(after.timers, before.timers, "no timer entries remain");
     assert_eq!(after.registered_children, before.registered_children);
-    assert_eq!(
-        after.nodes,
-        before.nodes + 1,
-        "only the parent itself is alive"
-    );
+    assert_eq!(after.nodes, before.nodes + 1, "only the parent itself is alive");
     assert!(!parent.is_cancelled());
 }
 
@@ -43,10 +35,7 @@ fn dropping_a_middle_handle_keeps_the_node_alive_while_a_descendant_needs_it() {
     drop(middle);
     assert_eq!(root.registered_children(), 1);
     root.cancel();
-    assert!(
-        leaf.is_cancelled(),
-        "cancellation still flows through the dropped handle's node"
-    );
+    assert!(leaf.is_cancelled(), "cancellation still flows through the dropped handle's node");
     drop(leaf);
     assert_eq!(root.registered_children(), 0);
 }

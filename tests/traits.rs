@@ -59,8 +59,5 @@ fn a_foreign_type_can_implement_canceller_and_use_the_provided_waits() {
     let flag = Flag(std::sync::atomic::AtomicBool::new(true));
     let dynamic: &dyn Canceller = &flag;
     assert!(dynamic.is_cancelled());
-    assert_eq!(
-        dynamic.wait_timeout(std::time::Duration::ZERO),
-        Some(Cause::Cancelled)
-    );
+    assert_eq!(dynamic.wait_timeout(std::time::Duration::ZERO), Some(Cause::Cancelled));
 }

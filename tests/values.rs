@@ -27,11 +27,8 @@ fn an_inner_binding_shadows_the_outer_one_for_its_subtree_only() {
 #[test]
 fn every_derivation_sees_the_values_of_its_ancestors() {
     let ctx = Context::new().with_value(&USER, "ada".into());
-    let derived = ctx
-        .child()
-        .with_timeout(std::time::Duration::from_secs(60))
-        .with_value(&COUNT, 3)
-        .detached();
+    let derived =
+        ctx.child().with_timeout(std::time::Duration::from_secs(60)).with_value(&COUNT, 3).detached();
     assert_eq!(derived.value(&USER).map(String::as_str), Some("ada"));
     assert_eq!(derived.value(&COUNT), Some(&3));
 }

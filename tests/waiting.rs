@@ -22,10 +22,7 @@ fn wait_timeout_returns_none_if_not_cancelled_in_time_and_the_cause_if_it_was() 
     let ctx = Context::new();
     assert_eq!(ctx.wait_timeout(BRIEF), None);
     ctx.cancel();
-    assert_eq!(
-        ctx.wait_timeout(Duration::from_secs(3600)),
-        Some(Cause::Cancelled)
-    );
+    assert_eq!(ctx.wait_timeout(Duration::from_secs(3600)), Some(Cause::Cancelled));
 }
 
 #[test]

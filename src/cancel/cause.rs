@@ -246,8 +246,7 @@ impl Cause {
     /// ```
     pub fn is_same(&self, other: &Cause) -> bool {
         match (self, other) {
-            (Cause::Custom(a), Cause::Custom(b))
-            | (Cause::ChildFailed(a), Cause::ChildFailed(b)) => {
+            (Cause::Custom(a), Cause::Custom(b)) | (Cause::ChildFailed(a), Cause::ChildFailed(b)) => {
                 std::ptr::addr_eq(Arc::as_ptr(a), Arc::as_ptr(b))
             }
             (Cause::Panicked(a), Cause::Panicked(b)) => a == b,

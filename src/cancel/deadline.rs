@@ -35,10 +35,7 @@ impl TimerKey {
     pub(crate) fn new(at: Instant) -> Self {
         static SEQ: AtomicU64 = AtomicU64::new(0);
         // Relaxed: only uniqueness is needed; the map lock orders the entries themselves.
-        TimerKey {
-            at,
-            seq: SEQ.fetch_add(1, Relaxed),
-        }
+        TimerKey { at, seq: SEQ.fetch_add(1, Relaxed) }
     }
 }
 
@@ -59,10 +56,7 @@ fn driver() -> &'static Driver {
             .name("tether-timer".into())
             .spawn(run)
             .expect("tether: cannot start the timer driver thread");
-        Driver {
-            entries: Mutex::new(BTreeMap::new()),
-            wake: Condvar::new(),
-        }
+        Driver { entries: Mutex::new(BTreeMap::new()), wake: Condvar::new() }
     })
 }
 
@@ -71,9 +65,7 @@ fn driver() -> &'static Driver {
 pub(crate) fn insert(key: TimerKey, core: Arc<Core>, cause: Cause) {
     let d = driver();
     let mut entries = d.entries.lock().unwrap_or_else(PoisonError::into_inner);
-    let earliest = entries
-        .first_key_value()
-        .is_none_or(|(first, _)| key < *first);
+    let earliest = entries.first_key_value().is_none_or(|(first, _)| key < *first);
     entries.insert(key, Entry { core, cause });
     live::add(Kind::Timers, 1);
     drop(entries);
@@ -85,11 +77,7 @@ pub(crate) fn insert(key: TimerKey, core: Arc<Core>, cause: Cause) {
 /// Disarms `key` if it is still pending. Returns whether it was.
 pub(crate) fn remove(key: TimerKey) -> bool {
     let d = driver();
-    let removed = d
-        .entries
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .remove(&key);
+    let removed = d.entries.lock().unwrap_or_else(PoisonError::into_inner).remove(&key);
     let was_pending = removed.is_some();
     if was_pending {
         live::add(Kind::Timers, -1);
@@ -122,10 +110,7 @@ fn run() {
         entries = match entries.first_key_value() {
             Some((first, _)) => {
                 let timeout = first.at.saturating_duration_since(now);
-                d.wake
-                    .wait_timeout(entries, timeout)
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .0
+                d.wake.wait_timeout(entries, timeout).unwrap_or_else(PoisonError::into_inner).0
             }
             None => d.wake.wait(entries).unwrap_or_else(PoisonError::into_inner),
         };

@@ -76,8 +76,7 @@ pub trait Canceller {
             "tether: wait() on a context that can never be cancelled would block forever"
         );
         let _ = self.done().recv();
-        self.cause()
-            .expect("tether: done() disconnected before the cause was set")
+        self.cause().expect("tether: done() disconnected before the cause was set")
     }
 
     /// Blocks until cancelled or until `timeout` has passed; returns the cause if cancelled.
@@ -125,10 +124,7 @@ pub(crate) enum Registration {
 
 impl CallbackHandle {
     pub(crate) fn new(registration: Registration) -> Self {
-        CallbackHandle {
-            registration,
-            stopped: AtomicBool::new(false),
-        }
+        CallbackHandle { registration, stopped: AtomicBool::new(false) }
     }
 
     /// Unregisters the callback. Returns `true` if this call prevented it from running, `false` if
@@ -162,8 +158,6 @@ impl CallbackHandle {
 impl std::fmt::Debug for CallbackHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let registered = matches!(self.registration, Registration::Registered(..));
-        f.debug_struct("CallbackHandle")
-            .field("registered", &registered)
-            .finish_non_exhaustive()
+        f.debug_struct("CallbackHandle").field("registered", &registered).finish_non_exhaustive()
     }
 }

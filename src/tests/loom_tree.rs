@@ -71,11 +71,7 @@ fn two_cancels_with_different_causes_have_one_winner_that_every_observer_sees() 
         b.join().unwrap();
         let winner = leaf.cause().unwrap();
         assert!(winner == Cause::ScopeExited || winner == Cause::Cancelled);
-        assert_eq!(
-            root.cause(),
-            Some(Cause::ScopeExited),
-            "the root was only cancelled once"
-        );
+        assert_eq!(root.cause(), Some(Cause::ScopeExited), "the root was only cancelled once");
     });
 }
 
@@ -88,10 +84,7 @@ fn a_cancel_returns_only_when_its_whole_subtree_is_cancelled_even_if_another_thr
         let m = mid.clone();
         let t = thread::spawn(move || m.cancel());
         root.cancel();
-        assert!(
-            leaf.is_cancelled(),
-            "checked right after our cancel returned"
-        );
+        assert!(leaf.is_cancelled(), "checked right after our cancel returned");
         t.join().unwrap();
     });
 }

@@ -40,9 +40,7 @@ pub(crate) struct Map<K, V> {
 
 impl<K, V> Clone for Map<K, V> {
     fn clone(&self) -> Self {
-        Map {
-            root: self.root.clone(),
-        }
+        Map { root: self.root.clone() }
     }
 }
 
@@ -88,15 +86,9 @@ impl<K: Clone + Eq, V: Clone> Map<K, V> {
     pub(crate) fn insert(&self, hash: u64, key: K, value: V) -> Map<K, V> {
         let root = match &self.root {
             Some(root) => insert_into(root, 0, hash, key, value),
-            None => Branch {
-                bitmap: 0,
-                slots: Vec::new(),
-            }
-            .with_new(0, hash, Slot::Entry(hash, key, value)),
+            None => Branch { bitmap: 0, slots: Vec::new() }.with_new(0, hash, Slot::Entry(hash, key, value)),
         };
-        Map {
-            root: Some(Arc::new(root)),
-        }
+        Map { root: Some(Arc::new(root)) }
     }
 }
 
@@ -109,10 +101,7 @@ impl<K: Clone + Eq, V: Clone> Branch<K, V> {
         slots.extend_from_slice(&self.slots[..pos]);
         slots.push(slot);
         slots.extend_from_slice(&self.slots[pos..]);
-        Branch {
-            bitmap: self.bitmap | bit,
-            slots,
-        }
+        Branch { bitmap: self.bitmap | bit, slots }
     }
 }
 
@@ -134,8 +123,7 @@ fn insert_into<K: Clone + Eq, V: Clone>(
             Slot::Collision(hash, Arc::new(vec![(k.clone(), v.clone()), (key, value)]))
         }
         Slot::Collision(h, entries) if *h == hash => {
-            let mut entries: Vec<(K, V)> =
-                entries.iter().filter(|(k, _)| *k != key).cloned().collect();
+            let mut entries: Vec<(K, V)> = entries.iter().filter(|(k, _)| *k != key).cloned().collect();
             entries.push((key, value));
             Slot::Collision(hash, Arc::new(entries))
         }
@@ -146,22 +134,10 @@ fn insert_into<K: Clone + Eq, V: Clone>(
                 Slot::Entry(h, ..) | Slot::Collision(h, _) => *h,
                 Slot::Sub(_) => unreachable!("handled above"),
             };
-            debug_assert!(
-                shift + BITS < MAX_DEPTH * BITS,
-                "distinct hashes differ within 64 bits"
-            );
-            let below = Branch {
-                bitmap: 0,
-                slots: Vec::new(),
-            }
-            .with_new(shift + BITS, existing_hash, other.clone());
-            Slot::Sub(Arc::new(insert_into(
-                &below,
-                shift + BITS,
-                hash,
-                key,
-                value,
-            )))
+            debug_assert!(shift + BITS < MAX_DEPTH * BITS, "distinct hashes differ within 64 bits");
+            let below =
+                Branch { bitmap: 0, slots: Vec::new() }.with_new(shift + BITS, existing_hash, other.clone());
+            Slot::Sub(Arc::new(insert_into(&below, shift + BITS, hash, key, value)))
         }
     };
     let mut copy = branch.clone();
@@ -184,10 +160,7 @@ mod tests {
 
     #[test]
     fn keys_with_equal_hashes_are_told_apart_by_equality() {
-        let m: Map<u32, u32> = Map::default()
-            .insert(7, 1, 10)
-            .insert(7, 2, 20)
-            .insert(7, 1, 11);
+        let m: Map<u32, u32> = Map::default().insert(7, 1, 10).insert(7, 2, 20).insert(7, 1, 11);
         assert_eq!(m.get(7, &1), Some(&11));
         assert_eq!(m.get(7, &2), Some(&20));
         assert_eq!(m.get(7, &3), None);
@@ -208,10 +181,7 @@ mod tests {
 
     #[test]
     fn hashes_that_agree_on_their_low_bits_split_deep_in_the_trie() {
-        let m: Map<u64, u64> = Map::default()
-            .insert(1 << 62, 1, 1)
-            .insert(1 << 63, 2, 2)
-            .insert(0, 3, 3);
+        let m: Map<u64, u64> = Map::default().insert(1 << 62, 1, 1).insert(1 << 63, 2, 2).insert(0, 3, 3);
         assert_eq!(m.get(1 << 62, &1), Some(&1));
         assert_eq!(m.get(1 << 63, &2), Some(&2));
         assert_eq!(m.get(0, &3), Some(&3));

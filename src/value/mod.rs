@@ -92,12 +92,7 @@ impl<T: 'static> Key<T> {
     /// assert_eq!(REQUEST_ID.name(), "request_id");
     /// ```
     pub const fn new(name: &'static str) -> Self {
-        Key {
-            name,
-            inheritance: Inheritance::Inherited,
-            _pinned: AtomicU8::new(0),
-            _type: PhantomData,
-        }
+        Key { name, inheritance: Inheritance::Inherited, _pinned: AtomicU8::new(0), _type: PhantomData }
     }
 
     /// A key whose bindings spawned children do *not* inherit: they start with the key unbound.
@@ -109,12 +104,7 @@ impl<T: 'static> Key<T> {
     /// assert_eq!(BUFFER.inheritance(), tether::Inheritance::NotInherited);
     /// ```
     pub const fn not_inherited(name: &'static str) -> Self {
-        Key {
-            name,
-            inheritance: Inheritance::NotInherited,
-            _pinned: AtomicU8::new(0),
-            _type: PhantomData,
-        }
+        Key { name, inheritance: Inheritance::NotInherited, _pinned: AtomicU8::new(0), _type: PhantomData }
     }
 
     /// The name given at declaration.
@@ -152,10 +142,7 @@ impl<T: 'static> Key<T> {
     /// assert_eq!(A.id(), A.id());
     /// ```
     pub fn id(&'static self) -> KeyId {
-        KeyId {
-            addr: self as *const Self as usize,
-            inheritance: self.inheritance,
-        }
+        KeyId { addr: self as *const Self as usize, inheritance: self.inheritance }
     }
 
     /// Reads this key's binding from any [`Valuer`].
@@ -203,9 +190,7 @@ pub struct KeyId {
 impl KeyId {
     fn hash(self) -> u64 {
         // Fibonacci hashing spreads aligned addresses over all 64 bits.
-        (self.addr as u64)
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-            .rotate_left(29)
+        (self.addr as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(29)
     }
 }
 
@@ -252,14 +237,6 @@ impl Values {
         };
         *map = map.insert(key.hash(), key, value);
         next
-    }
-
-    /// The bindings a spawned child starts with: the inherited ones only.
-    pub(crate) fn for_spawn(&self) -> Values {
-        Values {
-            inherited: self.inherited.clone(),
-            local: Map::default(),
-        }
     }
 
     /// The value bound to `key`.
