@@ -363,6 +363,7 @@ pub(crate) fn expire(core: &Arc<Core>, cause: Cause) {
 fn propagate(root: &Arc<Core>, err: CancelError, cause: Cause) -> Fired {
     let mut fired = Fired { callbacks: Vec::new(), timers: Vec::new() };
     let mut stack: Vec<Arc<Core>> = Vec::new();
+    let mut closed: Vec<Sender<Infallible>> = Vec::new();
     let mut next = Some(root.clone());
     while let Some(core) = next.take().or_else(|| stack.pop()) {
         let mut inner = lock(&core.inner);
@@ -373,10 +374,11 @@ fn propagate(root: &Arc<Core>, err: CancelError, cause: Cause) -> Fired {
         let before = stack.len();
         stack.extend(inner.children.drain());
         live::add(Kind::Children, -((stack.len() - before) as isize));
-        let done_tx = mark_cancelled(&core, &mut inner, err, &cause, &mut fired);
-        drop(inner);
-        drop(done_tx); // disconnects every `done()` receiver, outside the lock
+        // Kept until the whole subtree is marked: a thread woken by a node's `done()` must find
+        // every descendant of that node cancelled too.
+        closed.extend(mark_cancelled(&core, &mut inner, err, &cause, &mut fired));
     }
+    drop(closed); // disconnects every `done()` receiver of the subtree, outside every core lock
     fired
 }
 
