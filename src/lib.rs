@@ -36,10 +36,13 @@
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 #![warn(unreachable_pub)]
 
+mod ambient;
+pub mod blocking;
 mod cancel;
 mod context;
 mod live;
 mod loom;
+mod scope;
 mod slab;
 pub mod testing;
 mod value;
@@ -47,9 +50,13 @@ mod value;
 #[cfg(all(test, loom))]
 mod tests;
 
+pub use ambient::{current, with_current};
 pub use cancel::{CallbackHandle, CallbackPanics, CancelError, Canceller, Cause, PanicSummary, SharedError};
 pub use context::Context;
 pub use live::{LiveCounts, live};
+pub use scope::{
+    ChildBuilder, JoinError, Scope, ScopeBuilder, ScopeError, ScopedJoinHandle, TrySpawnError, scope,
+};
 pub use value::{Inheritance, Key, KeyId, Valuer};
 
 /// The README's examples, compiled and run as doc tests so they cannot rot.
