@@ -41,7 +41,8 @@ enum Outcome<T> {
 /// })
 /// .unwrap();
 /// ```
-#[must_use = "dropping a handle does not detach the child, but its result is lost"]
+// Not `#[must_use]`: fire-and-forget children are normal in a scope, which joins them anyway
+// (std's scoped handles are not `must_use` either).
 pub struct ScopedJoinHandle<'scope, T> {
     inner: crossbeam::thread::ScopedJoinHandle<'scope, Outcome<T>>,
     shared: Arc<Shared>,
