@@ -14,19 +14,21 @@
 /// children come and go one at a time does not allocate on every registration).
 const RETAIN: usize = 8;
 
-const NONE: usize = usize::MAX;
+const NONE: u32 = u32::MAX;
 
 enum Entry<T> {
     Occupied(T),
-    Vacant(usize),
+    Vacant(u32),
 }
 
 /// A slab of `T`s addressed by the index `insert` returned.
 pub(crate) struct Slab<T> {
     first: Option<T>,
     rest: Vec<Entry<T>>,
-    free: usize,
-    len: usize,
+    /// Head of the free list (an index into `rest`), or `NONE`. `u32` keeps the slab small: it
+    /// sits in every node, and four billion live children of one parent is not a use case.
+    free: u32,
+    len: u32,
 }
 
 impl<T> Slab<T> {
@@ -37,7 +39,7 @@ impl<T> Slab<T> {
 
     /// Number of occupied entries.
     pub(crate) fn len(&self) -> usize {
-        self.len
+        self.len as usize
     }
 
     /// Stores `value` and returns its index, reusing a vacant entry if there is one.
@@ -48,10 +50,14 @@ impl<T> Slab<T> {
             return 0;
         }
         if self.free == NONE {
+            assert!(
+                self.rest.len() < NONE as usize - 1,
+                "tether: more than 2^32 - 2 live entries in one slab"
+            );
             self.rest.push(Entry::Occupied(value));
             return self.rest.len();
         }
-        let at = self.free;
+        let at = self.free as usize;
         match std::mem::replace(&mut self.rest[at], Entry::Occupied(value)) {
             Entry::Vacant(next) => self.free = next,
             Entry::Occupied(_) => unreachable!("free list points at an occupied entry (invariant 2)"),
@@ -72,7 +78,7 @@ impl<T> Slab<T> {
             let Entry::Occupied(value) = std::mem::replace(entry, Entry::Vacant(self.free)) else {
                 unreachable!("checked occupied above")
             };
-            self.free = at;
+            self.free = at as u32;
             value
         };
         self.len -= 1;

@@ -82,8 +82,6 @@ pub(crate) struct Core {
     state: AtomicU8,
     /// Shared with every node of the same domain (invariant 5).
     domain: Arc<Domain>,
-    /// This node's own pending deadline, if it armed one; fixed at creation.
-    timer: Option<TimerKey>,
     inner: Mutex<Inner>,
 }
 
@@ -94,11 +92,14 @@ struct Inner {
     children: Slab<Arc<Core>>,
     /// Callbacks and the done channel, allocated on first use: most nodes never need them.
     extras: Option<Box<Extras>>,
-    /// Set when the node's last handle is dropped uncancelled: its callbacks were discarded.
+    /// Set when the node's last handle is dropped while it is still open: its callbacks were
+    /// discarded unrun, and nothing can cancel it any more.
     released: bool,
 }
 
 struct Extras {
+    /// This node's own pending deadline, if it armed one; set at creation, before sharing.
+    timer: Option<TimerKey>,
     /// Registered callbacks with their ids; drained by cancellation or by release.
     callbacks: Slab<(u64, Callback)>,
     /// Source of callback ids, so a stale `stop()` can never remove another callback.
@@ -175,7 +176,7 @@ impl Node {
         let expired = arm.zip(now).is_some_and(|(at, now)| at <= now);
         let timer = arm.filter(|_| !expired).map(TimerKey::new);
         let core =
-            Arc::new(Core { state: AtomicU8::new(OPEN), domain, timer, inner: Mutex::new(Inner::new()) });
+            Arc::new(Core { state: AtomicU8::new(OPEN), domain, inner: Mutex::new(Inner::new(timer)) });
         let slot = match parent {
             Some(p) => register(&p.core, &core),
             None => UNREGISTERED,
@@ -203,20 +204,32 @@ impl Node {
 }
 
 impl Inner {
-    fn new() -> Self {
-        Inner { cause: None, children: Slab::new(), extras: None, released: false }
+    fn new(timer: Option<TimerKey>) -> Self {
+        let mut inner = Inner { cause: None, children: Slab::new(), extras: None, released: false };
+        if timer.is_some() {
+            inner.extras().timer = timer;
+        }
+        inner
     }
 
     fn extras(&mut self) -> &mut Extras {
         self.extras.get_or_insert_with(|| {
-            Box::new(Extras { callbacks: Slab::new(), next_callback_id: 0, done_rx: None, done_tx: None })
+            Box::new(Extras {
+                timer: None,
+                callbacks: Slab::new(),
+                next_callback_id: 0,
+                done_rx: None,
+                done_tx: None,
+            })
         })
     }
 
-    /// Takes every registered callback out (none if `extras` was never allocated).
-    fn drain_callbacks(&mut self) -> impl Iterator<Item = (u64, Callback)> + use<> {
-        let callbacks = self.extras.as_mut().map(|e| std::mem::replace(&mut e.callbacks, Slab::new()));
-        callbacks.into_iter().flat_map(|mut slab| slab.drain())
+    /// Takes every registered callback out.
+    fn drain_callbacks(&mut self) -> Vec<(u64, Callback)> {
+        match &mut self.extras {
+            Some(extras) => extras.callbacks.drain().collect(),
+            None => Vec::new(),
+        }
     }
 }
 
@@ -383,12 +396,13 @@ fn mark_cancelled(
     inner.cause = Some(cause.clone());
     // Release: pairs with the Acquire loads in `is_cancelled`/`err`.
     core.state.store(state, Ordering::Release);
-    for (_, callback) in inner.drain_callbacks() {
+    let extras = inner.extras.as_mut()?; // most nodes have no deadline, callbacks or done channel
+    fired.timers.extend(extras.timer);
+    for (_, callback) in extras.callbacks.drain() {
         live::add(Kind::Callbacks, -1);
         fired.callbacks.push((callback, cause.clone()));
     }
-    fired.timers.extend(core.timer);
-    inner.extras.as_mut().and_then(|e| e.done_tx.take())
+    extras.done_tx.take()
 }
 
 impl Fired {
@@ -457,8 +471,9 @@ pub(crate) fn stop(core: &Arc<Core>, slot: CallbackSlot) -> bool {
         drop(removed); // the closure's captures are user code: drop them unlocked
         return true;
     }
-    // Relaxed: under the lock that guards state writes (invariant 1).
-    inner.released && core.state.load(Ordering::Relaxed) == OPEN
+    // `released` is only set on a node dropped while open (see `Node::release`): its callbacks
+    // were discarded unrun, and now never run.
+    inner.released
 }
 
 // ===== detach and drop =====
@@ -486,16 +501,22 @@ impl Node {
             return None;
         }
         self.released = true;
-        if let Some(key) = self.core.timer {
+        let (timer, discarded) = {
+            let mut inner = lock(&self.core.inner);
+            // Relaxed: under the lock that guards state writes (invariant 1). `released` records
+            // "dropped while open", decided under the same lock as cancellation, so `stop()` can
+            // tell a discarded callback from one a racing cancel took to run.
+            let open = self.core.state.load(Ordering::Relaxed) == OPEN;
+            inner.released = open;
+            let callbacks = inner.drain_callbacks();
+            live::add(Kind::Callbacks, -(callbacks.len() as isize));
+            // A cancelled node's timer was disarmed by its cancellation: don't take the map lock.
+            let timer = if open { inner.extras.as_ref().and_then(|e| e.timer) } else { None };
+            (timer, callbacks)
+        };
+        if let Some(key) = timer {
             deadline::remove(key);
         }
-        let discarded = {
-            let mut inner = lock(&self.core.inner);
-            inner.released = true;
-            let callbacks: Vec<_> = inner.drain_callbacks().collect();
-            live::add(Kind::Callbacks, -(callbacks.len() as isize));
-            callbacks
-        };
         drop(discarded); // user code: outside the lock
         if let Some(parent) = &self.parent {
             let detached = detach(&parent.core, self.slot, &self.core);
