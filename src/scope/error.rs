@@ -179,8 +179,8 @@ impl JoinError {
     /// ```
     /// tether::scope(|s| {
     ///     let err = s.spawn(|_| panic!("boom")).join().unwrap_err();
-    ///     assert_eq!(&*err.summary().message, "boom");
-    ///     assert_eq!(err.summary().who, None);
+    ///     assert_eq!(err.summary().message(), "boom");
+    ///     assert_eq!(err.summary().who(), None);
     /// })
     /// .unwrap();
     /// ```
