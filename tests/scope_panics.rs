@@ -101,6 +101,8 @@ fn with_several_panics_the_first_is_reraised_and_the_others_are_recorded_not_los
                 ctx.wait();
                 std::panic::panic_any(Payload(3))
             });
+            // Wait for the first panic's cancellation: the exit's own would let 2 and 3 go first.
+            s.context().wait();
         })
     })
     .unwrap_err();
