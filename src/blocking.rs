@@ -6,7 +6,7 @@
 //! ready. Each checks for cancellation first, so a cancelled context wins over a ready message
 //! (deterministically, unlike a bare `select!`, which picks at random among ready operations).
 //! To wait for cancellation itself with a timeout, use
-//! [`Canceller::wait_timeout`](crate::Canceller::wait_timeout); to combine `done()` with other
+//! [`Canceller::wait_timeout`]; to combine `done()` with other
 //! channels, use `crossbeam_channel::select!` directly.
 
 use crate::{Canceller, Cause};

@@ -30,6 +30,26 @@
 //! - Checking for cancellation ([`Canceller::is_cancelled`]) is a single atomic load.
 //! - Deadlines are served by one shared timer thread, never a thread per deadline.
 //!
+//! ## Scopes
+//! [`scope`] is `std::thread::scope` with cancellation: children borrow from the stack, get their
+//! own [`Context`] (as an argument and ambiently, [`current`]), and leaving the scope cancels
+//! what still runs, joins it, and reports the first failure without losing the others.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tether::ScopeBuilder;
+//!
+//! let shards = [10, 20, 30];
+//! let total: u32 = ScopeBuilder::new()
+//!     .timeout(Duration::from_secs(5))
+//!     .run(|s| {
+//!         let handles: Vec<_> = shards.iter().map(|n| s.spawn(move |_ctx| n * 2)).collect();
+//!         handles.into_iter().map(|h| h.join().unwrap()).sum()
+//!     })
+//!     .unwrap();
+//! assert_eq!(total, 120);
+//! ```
+//!
 //! Design notes live in the repository's `design/` directory.
 
 #![deny(missing_docs, missing_debug_implementations)]
