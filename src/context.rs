@@ -339,6 +339,23 @@ impl Context {
         crate::live()
     }
 
+    /// A handle to this context's node carrying `values` instead of its own: no new node.
+    /// For the scope, which binds a builder's values on the node it already made.
+    pub(crate) fn with_values(&self, values: Values) -> Context {
+        Context { node: self.node.clone(), values }
+    }
+
+    /// The bindings this context carries.
+    pub(crate) fn values(&self) -> &Values {
+        &self.values
+    }
+
+    /// A new node below this one for a spawned child: it sees only the bindings that cross a
+    /// spawn ([`crate::Inheritance::Inherited`]).
+    pub(crate) fn child_for_spawn(&self) -> Context {
+        self.derive(None, Cause::DeadlineExceeded, self.values.for_spawn())
+    }
+
     /// A new node below this one, carrying `values`.
     fn derive(&self, own_deadline: Option<Instant>, deadline_cause: Cause, values: Values) -> Context {
         let node = Node::new(self.node.as_ref(), own_deadline, deadline_cause);

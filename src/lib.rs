@@ -30,16 +30,39 @@
 //! - Checking for cancellation ([`Canceller::is_cancelled`]) is a single atomic load.
 //! - Deadlines are served by one shared timer thread, never a thread per deadline.
 //!
+//! ## Scopes
+//! [`scope`] is `std::thread::scope` with cancellation: children borrow from the stack, get their
+//! own [`Context`] (as an argument and ambiently, [`current`]), and leaving the scope cancels
+//! what still runs, joins it, and reports the first failure without losing the others.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tether::ScopeBuilder;
+//!
+//! let shards = [10, 20, 30];
+//! let total: u32 = ScopeBuilder::new()
+//!     .timeout(Duration::from_secs(5))
+//!     .run(|s| {
+//!         let handles: Vec<_> = shards.iter().map(|n| s.spawn(move |_ctx| n * 2)).collect();
+//!         handles.into_iter().map(|h| h.join().unwrap()).sum()
+//!     })
+//!     .unwrap();
+//! assert_eq!(total, 120);
+//! ```
+//!
 //! Design notes live in the repository's `design/` directory.
 
 #![deny(missing_docs, missing_debug_implementations)]
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 #![warn(unreachable_pub)]
 
+mod ambient;
+pub mod blocking;
 mod cancel;
 mod context;
 mod live;
 mod loom;
+mod scope;
 mod slab;
 pub mod testing;
 mod value;
@@ -47,9 +70,13 @@ mod value;
 #[cfg(all(test, loom))]
 mod tests;
 
+pub use ambient::{current, with_current};
 pub use cancel::{CallbackHandle, CallbackPanics, CancelError, Canceller, Cause, PanicSummary, SharedError};
 pub use context::Context;
 pub use live::{LiveCounts, live};
+pub use scope::{
+    ChildBuilder, JoinError, Scope, ScopeBuilder, ScopeError, ScopedJoinHandle, TrySpawnError, scope,
+};
 pub use value::{Inheritance, Key, KeyId, Valuer};
 
 /// The README's examples, compiled and run as doc tests so they cannot rot.

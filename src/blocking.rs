@@ -1,0 +1,240 @@
+//! Cancellable blocking: sleeping and receiving that return early, with the cause, when a
+//! context is cancelled.
+//!
+//! Each helper waits in one `select!` on the operation and the context's
+//! [`done()`](crate::Canceller::done) receiver: no polling, and it wakes as soon as either is
+//! ready. Each checks for cancellation first, so a cancelled context wins over a ready message
+//! (deterministically, unlike a bare `select!`, which picks at random among ready operations).
+//! To wait for cancellation itself with a timeout, use
+//! [`Canceller::wait_timeout`]; to combine `done()` with other
+//! channels, use `crossbeam_channel::select!` directly.
+
+use crate::{Canceller, Cause};
+use crossbeam_channel::{Receiver, RecvTimeoutError as ChannelTimeout, select};
+use std::time::Duration;
+
+/// Why [`recv`] returned without a message.
+///
+/// # Examples
+///
+/// ```
+/// use tether::blocking::{recv, RecvError};
+/// use tether::Context;
+///
+/// let ctx = Context::new();
+/// let (tx, rx) = crossbeam_channel::unbounded::<u32>();
+/// drop(tx);
+/// assert_eq!(recv(&ctx, &rx), Err(RecvError::Disconnected));
+/// ctx.cancel();
+/// assert_eq!(recv(&ctx, &rx), Err(RecvError::Cancelled(tether::Cause::Cancelled)));
+/// ```
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RecvError {
+    /// The context was cancelled, with this cause.
+    #[error("receive cancelled: {0}")]
+    Cancelled(Cause),
+    /// The channel is empty and every sender is gone.
+    #[error("receiving on an empty and disconnected channel")]
+    Disconnected,
+}
+
+/// Why [`recv_timeout`] returned without a message.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use tether::blocking::{recv_timeout, RecvTimeoutError};
+///
+/// let (_tx, rx) = crossbeam_channel::unbounded::<u32>();
+/// let err = recv_timeout(&tether::Context::new(), &rx, Duration::ZERO).unwrap_err();
+/// assert!(err.is_timeout());
+/// ```
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RecvTimeoutError {
+    /// The context was cancelled, with this cause.
+    #[error("receive cancelled: {0}")]
+    Cancelled(Cause),
+    /// No message arrived in time.
+    #[error("timed out waiting on receive operation")]
+    Timeout,
+    /// The channel is empty and every sender is gone.
+    #[error("receiving on an empty and disconnected channel")]
+    Disconnected,
+}
+
+impl RecvError {
+    /// True for [`RecvError::Cancelled`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(tether::blocking::RecvError::Cancelled(tether::Cause::Cancelled).is_cancelled());
+    /// ```
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self, RecvError::Cancelled(_))
+    }
+
+    /// True for [`RecvError::Disconnected`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(tether::blocking::RecvError::Disconnected.is_disconnected());
+    /// ```
+    pub fn is_disconnected(&self) -> bool {
+        matches!(self, RecvError::Disconnected)
+    }
+}
+
+impl RecvTimeoutError {
+    /// True for [`RecvTimeoutError::Cancelled`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let err = tether::blocking::RecvTimeoutError::Cancelled(tether::Cause::Cancelled);
+    /// assert!(err.is_cancelled());
+    /// ```
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self, RecvTimeoutError::Cancelled(_))
+    }
+
+    /// True for [`RecvTimeoutError::Timeout`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(tether::blocking::RecvTimeoutError::Timeout.is_timeout());
+    /// ```
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, RecvTimeoutError::Timeout)
+    }
+
+    /// True for [`RecvTimeoutError::Disconnected`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(tether::blocking::RecvTimeoutError::Disconnected.is_disconnected());
+    /// ```
+    pub fn is_disconnected(&self) -> bool {
+        matches!(self, RecvTimeoutError::Disconnected)
+    }
+}
+
+impl From<RecvError> for RecvTimeoutError {
+    fn from(err: RecvError) -> Self {
+        match err {
+            RecvError::Cancelled(cause) => RecvTimeoutError::Cancelled(cause),
+            RecvError::Disconnected => RecvTimeoutError::Disconnected,
+        }
+    }
+}
+
+/// The cause of a cancelled `ctx` (a foreign [`Canceller`] might not report one).
+fn cause_of<C: Canceller + ?Sized>(ctx: &C) -> Cause {
+    ctx.cause().unwrap_or(Cause::Cancelled)
+}
+
+/// Sleeps for `duration`, or until `ctx` is cancelled.
+///
+/// # Errors
+///
+/// The cause, if `ctx` is cancelled before or during the sleep.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use tether::Canceller;
+///
+/// tether::scope(|s| {
+///     let sleeper = s.spawn(|ctx| tether::blocking::sleep(ctx, Duration::from_secs(3600)));
+///     s.cancel();
+///     assert_eq!(sleeper.join().unwrap(), Err(tether::Cause::Cancelled), "woken at once");
+/// })
+/// .unwrap();
+/// assert_eq!(tether::blocking::sleep(&tether::Context::new(), Duration::ZERO), Ok(()));
+/// ```
+pub fn sleep<C: Canceller + ?Sized>(ctx: &C, duration: Duration) -> Result<(), Cause> {
+    if ctx.is_cancelled() {
+        return Err(cause_of(ctx));
+    }
+    match ctx.done().recv_timeout(duration) {
+        Err(ChannelTimeout::Timeout) => Ok(()),
+        // `done()` never delivers a message: it disconnects on cancellation.
+        Ok(never) => match never {},
+        Err(ChannelTimeout::Disconnected) => Err(cause_of(ctx)),
+    }
+}
+
+/// Receives a message from `rx`, or returns early when `ctx` is cancelled.
+///
+/// # Errors
+///
+/// [`RecvError::Cancelled`] with the cause if `ctx` is cancelled first (also when a message is
+/// ready but `ctx` was already cancelled); [`RecvError::Disconnected`] if the channel is empty and
+/// disconnected.
+///
+/// # Examples
+///
+/// ```
+/// let (tx, rx) = crossbeam_channel::unbounded();
+/// tether::scope(|s| {
+///     let consumer = s.spawn(|ctx| {
+///         let mut got = Vec::new();
+///         while let Ok(job) = tether::blocking::recv(ctx, &rx) {
+///             got.push(job);
+///         }
+///         got
+///     });
+///     tx.send(1).unwrap();
+///     drop(tx);
+///     assert_eq!(consumer.join().unwrap(), [1]);
+/// })
+/// .unwrap();
+/// ```
+pub fn recv<T, C: Canceller + ?Sized>(ctx: &C, rx: &Receiver<T>) -> Result<T, RecvError> {
+    if ctx.is_cancelled() {
+        return Err(RecvError::Cancelled(cause_of(ctx)));
+    }
+    let done = ctx.done();
+    select! {
+        recv(rx) -> msg => msg.map_err(|_| RecvError::Disconnected),
+        recv(done) -> _ => Err(RecvError::Cancelled(cause_of(ctx))),
+    }
+}
+
+/// Receives a message from `rx`, or returns early when `ctx` is cancelled or `timeout` passes.
+///
+/// # Errors
+///
+/// As [`recv`], plus [`RecvTimeoutError::Timeout`].
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// let (tx, rx) = crossbeam_channel::unbounded();
+/// tx.send("hi").unwrap();
+/// let ctx = tether::Context::new();
+/// assert_eq!(tether::blocking::recv_timeout(&ctx, &rx, Duration::from_secs(1)), Ok("hi"));
+/// ```
+pub fn recv_timeout<T, C: Canceller + ?Sized>(
+    ctx: &C,
+    rx: &Receiver<T>,
+    timeout: Duration,
+) -> Result<T, RecvTimeoutError> {
+    if ctx.is_cancelled() {
+        return Err(RecvTimeoutError::Cancelled(cause_of(ctx)));
+    }
+    let done = ctx.done();
+    select! {
+        recv(rx) -> msg => msg.map_err(|_| RecvTimeoutError::Disconnected),
+        recv(done) -> _ => Err(RecvTimeoutError::Cancelled(cause_of(ctx))),
+        default(timeout) => Err(RecvTimeoutError::Timeout),
+    }
+}

@@ -1,0 +1,601 @@
+//! Structured scopes of OS threads: [`scope`], [`ScopeBuilder`], [`Scope`], and the exit
+//! protocol every scope runs when its body ends.
+//!
+//! A scope is `std::thread::scope` with cancellation added. The body runs on the calling thread
+//! with a fresh node of the cancellation tree (a child of the ambient context, [`crate::current`]);
+//! each spawned child is an OS thread with a node of its own below the scope's, so cancelling the
+//! scope reaches every child, grandchild and nested scope.
+//!
+//! # The exit protocol
+//! Whichever way the body ends (returns, or panics), [`exit`] runs:
+//! 1. **cancel** the scope's node with the cause that says why: [`Cause::ScopeExited`] when the
+//!    body returned, [`Cause::Panicked`] when it panicked (a child's failure or panic cancelled it
+//!    earlier, and the first cause wins);
+//! 2. **join** every child still running, including those whose handles were dropped or forgotten;
+//! 3. **report**: the first panic (body or child) is re-raised with its original payload; the
+//!    later ones go to [`crate::testing::take_unhandled_panics`]. Otherwise the fallible children's
+//!    errors, the first one first, as [`ScopeError`]. Otherwise the body's result.
+//!
+//! # Invariants
+//! 1. No child outlives its scope: every child is a thread of a `crossbeam::thread::scope` that
+//!    encloses the body, and crossbeam joins all of them (it keeps every join handle itself) before
+//!    `scope` returns, whatever happened to our handles. Hence `mem::forget` of a handle cannot
+//!    let a thread keep borrowing `'env` data (see `tests/scope_forget.rs`).
+//! 2. No child panic unwinds out of a child thread: the child catches it, records the payload in
+//!    the scope's [`Shared`] state, and cancels the scope. So crossbeam never replaces payloads with
+//!    its own error, and the original payload is what step 3 re-raises.
+//! 3. Failures are recorded under one lock, in the order they happened: the first recorded panic
+//!    or error is the first in time (as observed by that lock).
+//! 4. `running` counts children spawned and not yet finished: incremented before the thread is
+//!    started, decremented as the last thing the child does with the scope's state.
+
+mod error;
+mod thread;
+
+pub use error::{JoinError, ScopeError, TrySpawnError};
+pub use thread::{ChildBuilder, ScopedJoinHandle};
+
+use crate::value::{KeyId, Value};
+use crate::{Canceller, Cause, Context, Key, PanicSummary, SharedError, ambient};
+use crossbeam_channel::{Receiver, Sender, select};
+use std::any::Any;
+use std::fmt;
+use std::marker::PhantomData;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+/// A panic payload.
+type Payload = Box<dyn Any + Send + 'static>;
+
+/// Runs `f` in a new scope of OS threads and returns its result once every child has finished.
+///
+/// The body runs on the calling thread. Its [`Scope`] spawns children that may borrow from the
+/// enclosing stack (as with [`std::thread::scope`]). The scope's context is a child of the ambient
+/// context ([`crate::current`]: the enclosing scope's child or body, else a new root); use
+/// [`ScopeBuilder`] for another parent, a deadline, values or a concurrency limit.
+///
+/// When the body returns, the scope **cancels** the children still running (with
+/// [`Cause::ScopeExited`]) and then joins them. To let them finish instead, call
+/// [`Scope::wait_all`] at the end of the body:
+///
+/// ```text
+/// tether::scope(|s| { ... })                  tether::scope(|s| { ...; s.wait_all() })
+///   body ──────┤ cancel ├─ join ─┤ return       body ──────┤ wait for children ├─ return
+///   children ──────────── stop early ┘          children ─────── run to the end ┘
+/// ```
+///
+/// Cancel-then-join suits "get the answer, then stop the rest" (a search, a race, a server whose
+/// body runs until shutdown); `wait_all` suits "do all of this work" (std, Trio and Kotlin semantics).
+///
+/// # Errors
+///
+/// [`ScopeError`] when a child spawned with [`Scope::spawn_fallible`] returned `Err`: the first
+/// error cancelled the scope; every later one is kept in [`ScopeError::others`].
+///
+/// # Panics
+///
+/// Re-raises the first panic of the body or of a child, with its original payload, after every
+/// child has been joined (a panic taken by [`ScopedJoinHandle::join`] is not re-raised). Later
+/// panics are recorded for [`crate::testing::take_unhandled_panics`]. A panic takes precedence
+/// over child errors.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use tether::Canceller;
+///
+/// let words = ["tether", "scope", "thread"];
+/// let mut lengths = Vec::new();
+/// let total = tether::scope(|s| {
+///     let handles: Vec<_> = words.iter().map(|w| s.spawn(move |_| w.len())).collect();
+///     // A child that runs until the scope ends: the exit cancels it.
+///     s.spawn(|ctx| ctx.wait());
+///     lengths = handles.into_iter().map(|h| h.join().unwrap()).collect();
+///     lengths.iter().sum::<usize>()
+/// })
+/// .unwrap();
+/// assert_eq!(total, 17);
+/// assert_eq!(lengths, [6, 5, 6], "the body borrowed `lengths` mutably, the children `words`");
+/// ```
+pub fn scope<'env, F, R>(f: F) -> Result<R, ScopeError>
+where
+    F: for<'scope> FnOnce(&'scope Scope<'scope, 'env>) -> R,
+{
+    ScopeBuilder::new().run(f)
+}
+
+/// Configures a scope before running it: its parent context, deadline, values and concurrency
+/// limit.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use tether::{Canceller, Context, Key, ScopeBuilder};
+///
+/// static TENANT: Key<&'static str> = Key::new("tenant");
+///
+/// let request = Context::new();
+/// let found = ScopeBuilder::new()
+///     .parent(&request)
+///     .timeout(Duration::from_secs(30))
+///     .value(&TENANT, "acme")
+///     .limit(4)
+///     .run(|s| {
+///         assert!(s.context().deadline().is_some());
+///         s.spawn(|ctx| ctx.value(&TENANT).copied()).join().unwrap()
+///     })
+///     .unwrap();
+/// assert_eq!(found, Some("acme"));
+/// ```
+#[derive(Default)]
+#[must_use = "a ScopeBuilder does nothing until `run`"]
+pub struct ScopeBuilder {
+    parent: Option<Context>,
+    deadline: Option<Instant>,
+    values: Vec<(KeyId, Value)>,
+    limit: Option<usize>,
+}
+
+/// The handle a scope body uses to spawn children, cancel them and wait for them.
+///
+/// # Lifetimes
+///
+/// `'env` is the lifetime of what children may borrow: anything that outlives the call to
+/// [`scope`]. `'scope` is the lifetime of the scope itself, which bounds the join handles. A child
+/// cannot borrow what the body itself owns, since that dies before the children are joined:
+///
+/// ```compile_fail,E0373
+/// tether::scope(|s| {
+///     let local = vec![1, 2, 3];
+///     s.spawn(|_| local.len());
+/// });
+/// ```
+///
+/// (Move it in instead: `s.spawn(move |_| local.len())`.) A join handle cannot escape its scope:
+///
+/// ```compile_fail
+/// let handle = tether::scope(|s| s.spawn(|_| 1)).unwrap();
+/// handle.join();
+/// ```
+///
+/// Children receive their [`Context`], not the scope: a child cannot spawn siblings, but it can
+/// open a nested scope, whose context is then a child of its own.
+///
+/// # Examples
+///
+/// ```
+/// let mut data = vec![1, 2, 3];
+/// tether::scope(|s| {
+///     s.spawn(|_| println!("the children may borrow {data:?}"));
+///     s.spawn(|_| assert_eq!(data.len(), 3));
+/// })
+/// .unwrap();
+/// data.push(4); // the borrows ended with the scope
+/// ```
+pub struct Scope<'scope, 'env: 'scope> {
+    /// The enclosing crossbeam scope, which joins every child before [`scope`] returns
+    /// (invariant 1).
+    threads: &'scope crossbeam::thread::Scope<'env>,
+    shared: Arc<Shared>,
+    /// Soundness does not rest on variance here, unlike std's `Scope`: spawned closures must
+    /// outlive `'env` (fixed, and invariant through crossbeam's `Scope<'env>`), never `'scope`, so
+    /// shrinking `'scope` only shortens what the join handles may do.
+    _scope: PhantomData<&'scope ()>,
+}
+
+/// What the scope body and its children share: the context, the failures, the running count
+/// and the limit's slots.
+pub(crate) struct Shared {
+    ctx: Context,
+    failures: Mutex<Failures>,
+    /// Children spawned and not yet finished (invariant 4); `idle` is notified when it hits zero.
+    running: Mutex<usize>,
+    idle: Condvar,
+    /// The concurrency limit's free slots, one message each; `None` without a limit.
+    slots: Option<(Sender<()>, Receiver<()>)>,
+}
+
+/// The failures of a scope, in the order they happened (invariant 3).
+#[derive(Default)]
+struct Failures {
+    panics: Vec<(u64, Payload)>,
+    next_panic: u64,
+    errors: Vec<SharedError>,
+}
+
+// ===== impl ScopeBuilder =====
+
+impl ScopeBuilder {
+    /// A builder for a scope below the ambient context, with no deadline, no values and no limit.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let answer = tether::ScopeBuilder::new().run(|_| 42).unwrap();
+    /// assert_eq!(answer, 42);
+    /// ```
+    pub fn new() -> ScopeBuilder {
+        ScopeBuilder::default()
+    }
+
+    /// Makes the scope's context a child of `parent` instead of the ambient context: cancelling
+    /// `parent` cancels the scope and every child.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tether::{Canceller, Cause, Context, ScopeBuilder};
+    ///
+    /// let server = Context::new();
+    /// server.cancel_with(Cause::Cancelled);
+    /// ScopeBuilder::new().parent(&server).run(|s| assert!(s.context().is_cancelled())).unwrap();
+    /// ```
+    pub fn parent(mut self, parent: &Context) -> ScopeBuilder {
+        self.parent = Some(parent.clone());
+        self
+    }
+
+    /// Cancels the scope with [`Cause::DeadlineExceeded`] at `deadline` (or at the parent's
+    /// deadline if that is earlier). With [`timeout`](Self::timeout) too, the earlier one applies.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use tether::{Canceller, CancelError};
+    ///
+    /// tether::ScopeBuilder::new().deadline(Instant::now()).run(|s| {
+    ///     assert_eq!(s.spawn(|ctx| ctx.err()).join().unwrap(), Some(CancelError::DeadlineExceeded));
+    /// })
+    /// .unwrap();
+    /// ```
+    pub fn deadline(mut self, deadline: Instant) -> ScopeBuilder {
+        self.deadline = Some(self.deadline.map_or(deadline, |d| d.min(deadline)));
+        self
+    }
+
+    /// Cancels the scope with [`Cause::DeadlineExceeded`] `timeout` from now (this call, not
+    /// `run`). A timeout too large to represent means no deadline of its own.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tether::Canceller;
+    ///
+    /// let cause = tether::ScopeBuilder::new()
+    ///     .timeout(Duration::from_millis(1))
+    ///     .run(|s| s.context().wait())
+    ///     .unwrap();
+    /// assert_eq!(cause, tether::Cause::DeadlineExceeded);
+    /// ```
+    pub fn timeout(self, timeout: Duration) -> ScopeBuilder {
+        match Instant::now().checked_add(timeout) {
+            Some(deadline) => self.deadline(deadline),
+            None => self,
+        }
+    }
+
+    /// Binds `value` to `key` in the scope's context; children see it per the key's
+    /// [`Inheritance`](crate::Inheritance).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tether::Key;
+    /// static USER: Key<String> = Key::new("user");
+    ///
+    /// tether::ScopeBuilder::new().value(&USER, "ada".to_string()).run(|s| {
+    ///     s.spawn(|ctx| assert_eq!(ctx.value(&USER).unwrap(), "ada"));
+    /// })
+    /// .unwrap();
+    /// ```
+    pub fn value<T: Send + Sync + 'static>(mut self, key: &'static Key<T>, value: T) -> ScopeBuilder {
+        self.values.push((key.id(), Arc::new(value) as Value));
+        self
+    }
+
+    /// Lets at most `limit` children run at once (errgroup's `SetLimit`):
+    /// [`Scope::spawn`] waits for a free slot, [`Scope::try_spawn`] refuses when there is none.
+    ///
+    /// A `spawn` waiting for a slot stops waiting when the scope is cancelled; the child then
+    /// starts at once, already cancelled, outside the limit (so it can see the cause and return).
+    ///
+    /// # Panics
+    ///
+    /// If `limit` is zero: no child could ever run.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    ///
+    /// let (running, peak) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    /// tether::ScopeBuilder::new().limit(2).run(|s| {
+    ///     for _ in 0..8 {
+    ///         s.spawn(|_| {
+    ///             let now = running.fetch_add(1, SeqCst) + 1;
+    ///             peak.fetch_max(now, SeqCst);
+    ///             running.fetch_sub(1, SeqCst);
+    ///         });
+    ///     }
+    ///     s.wait_all();
+    /// })
+    /// .unwrap();
+    /// assert!(peak.load(SeqCst) <= 2);
+    /// ```
+    pub fn limit(mut self, limit: usize) -> ScopeBuilder {
+        assert!(limit > 0, "tether: a scope's concurrency limit must be at least 1");
+        self.limit = Some(limit);
+        self
+    }
+
+    /// Runs `f` in the configured scope: see [`scope`].
+    ///
+    /// # Errors
+    ///
+    /// As [`scope`]: the failures of fallible children.
+    ///
+    /// # Panics
+    ///
+    /// As [`scope`]: re-raises the first panic of the body or a child.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let n = tether::ScopeBuilder::new().limit(1).run(|s| s.spawn(|_| 1).join().unwrap()).unwrap();
+    /// assert_eq!(n, 1);
+    /// ```
+    pub fn run<'env, F, R>(self, f: F) -> Result<R, ScopeError>
+    where
+        F: for<'scope> FnOnce(&'scope Scope<'scope, 'env>) -> R,
+    {
+        let parent = self.parent.unwrap_or_else(crate::current);
+        let mut ctx = match self.deadline {
+            Some(deadline) => parent.with_deadline(deadline),
+            None => parent.child(),
+        };
+        if !self.values.is_empty() {
+            let values =
+                self.values.into_iter().fold(ctx.values().clone(), |values, (key, v)| values.with(key, v));
+            ctx = ctx.with_values(values);
+        }
+        exit(Arc::new(Shared::new(ctx, self.limit)), f)
+    }
+}
+
+impl fmt::Debug for ScopeBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScopeBuilder")
+            .field("parent", &self.parent)
+            .field("deadline", &self.deadline)
+            .field("values", &self.values.len())
+            .field("limit", &self.limit)
+            .finish()
+    }
+}
+
+/// Runs the body, then the exit protocol (module docs).
+fn exit<'env, F, R>(shared: Arc<Shared>, f: F) -> Result<R, ScopeError>
+where
+    F: for<'scope> FnOnce(&'scope Scope<'scope, 'env>) -> R,
+{
+    let joined = crossbeam::thread::scope(|threads| {
+        let scope = Scope { threads, shared: shared.clone(), _scope: PhantomData };
+        let body = {
+            let _ambient = ambient::enter(shared.ctx.clone());
+            catch_unwind(AssertUnwindSafe(|| f(&scope)))
+        };
+        // 1. Cancel with the cause that says why (a failure may have cancelled it already: the
+        //    first cause wins).
+        let body = match body {
+            Ok(result) => {
+                shared.cancel(Cause::ScopeExited);
+                Some(result)
+            }
+            Err(payload) => {
+                shared.panicked(Some("scope body".into()), payload);
+                None
+            }
+        };
+        // 2. Join: when this closure returns, crossbeam joins every child thread it started
+        //    (invariant 1), including those whose handles were dropped or forgotten.
+        body
+    });
+    // Every child has finished: its thread was joined, which synchronizes with this point, so
+    // the failures below are all that will ever be recorded.
+    let body = joined.unwrap_or_else(|payload| {
+        // A thread panicked outside the child's own `catch_unwind`: only the destructor of a result
+        // nobody joined can (it runs as crossbeam's thread ends). Report it like any panic.
+        shared.record_panic(payload);
+        None
+    });
+    // 3. Report: the first panic, else the errors, else the body's result.
+    let Failures { panics, errors, .. } = std::mem::take(&mut *shared.failures());
+    let mut panics = panics.into_iter().map(|(_, payload)| payload);
+    if let Some(first) = panics.next() {
+        panics.for_each(crate::testing::record_unhandled_panic);
+        resume_unwind(first);
+    }
+    match ScopeError::from_errors(errors) {
+        Some(error) => Err(error),
+        None => Ok(body.expect("tether: the body neither returned nor panicked")),
+    }
+}
+
+// ===== impl Scope =====
+
+impl<'scope, 'env> Scope<'scope, 'env> {
+    /// The scope's context: a child of the scope's parent, and the parent of every child's
+    /// context. Cancelling it cancels every child.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tether::Canceller;
+    /// tether::scope(|s| {
+    ///     let child = s.spawn(|ctx| ctx.wait());
+    ///     s.context().cancel();
+    ///     assert_eq!(child.join().unwrap(), tether::Cause::Cancelled);
+    /// })
+    /// .unwrap();
+    /// ```
+    pub fn context(&self) -> &Context {
+        &self.shared.ctx
+    }
+
+    /// Cancels the scope (with [`Cause::Cancelled`]) and so every child; does not wait for them.
+    /// Children spawned afterwards start already cancelled.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tether::Canceller;
+    /// tether::scope(|s| {
+    ///     s.cancel();
+    ///     assert!(s.spawn(|ctx| ctx.is_cancelled()).join().unwrap());
+    /// })
+    /// .unwrap();
+    /// ```
+    pub fn cancel(&self) {
+        self.shared.ctx.cancel();
+    }
+
+    /// Blocks until every child spawned so far has finished, **without cancelling** them: the
+    /// exit of `std::thread::scope`, Trio's nursery and Kotlin's `coroutineScope`. The scope
+    /// stays usable afterwards.
+    ///
+    /// Call it last in the body to let the children run to completion instead of being
+    /// cancelled by the exit. A child failure or panic still cancels the siblings (they then
+    /// finish early), and is still reported when the scope ends.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tether::Canceller;
+    /// let finished = tether::scope(|s| {
+    ///     let h = s.spawn(|ctx| {
+    ///         std::thread::sleep(std::time::Duration::from_millis(5));
+    ///         !ctx.is_cancelled()
+    ///     });
+    ///     s.wait_all();
+    ///     h.join().unwrap()
+    /// })
+    /// .unwrap();
+    /// assert!(finished, "wait_all does not cancel");
+    /// ```
+    pub fn wait_all(&self) {
+        let running = self.shared.running.lock().unwrap_or_else(PoisonError::into_inner);
+        let _idle = self
+            .shared
+            .idle
+            .wait_while(running, |running| *running > 0)
+            .unwrap_or_else(PoisonError::into_inner);
+    }
+}
+
+impl fmt::Debug for Scope<'_, '_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Scope")
+            .field("context", &self.shared.ctx)
+            .field("running", &*self.shared.running.lock().unwrap_or_else(PoisonError::into_inner))
+            .finish_non_exhaustive()
+    }
+}
+
+// ===== impl Shared =====
+
+impl Shared {
+    fn new(ctx: Context, limit: Option<usize>) -> Shared {
+        let slots = limit.map(|n| {
+            let (tx, rx) = crossbeam_channel::bounded(n);
+            for _ in 0..n {
+                tx.send(()).expect("the receiver is alive");
+            }
+            (tx, rx)
+        });
+        Shared {
+            ctx,
+            failures: Mutex::new(Failures::default()),
+            running: Mutex::new(0),
+            idle: Condvar::new(),
+            slots,
+        }
+    }
+
+    fn failures(&self) -> MutexGuard<'_, Failures> {
+        // A poisoned lock only means a panic elsewhere; the vectors are always consistent.
+        self.failures.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Cancels the scope with `cause`. A panic of an on-cancel callback run by this cancellation
+    /// is recorded like a child's (it must not unwind out of a child thread: invariant 2).
+    fn cancel(&self, cause: Cause) {
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| self.ctx.cancel_with(cause))) {
+            self.record_panic(payload);
+        }
+    }
+
+    /// Records a panic payload; returns its id, for a join handle to take it back.
+    fn record_panic(&self, payload: Payload) -> u64 {
+        let mut failures = self.failures();
+        let id = failures.next_panic;
+        failures.next_panic += 1;
+        failures.panics.push((id, payload));
+        id
+    }
+
+    /// Records that `who` (a child or the body) panicked and cancels the scope, naming it.
+    fn panicked(&self, who: Option<Arc<str>>, payload: Payload) -> u64 {
+        let summary = PanicSummary::from_payload(who, &*payload);
+        let id = self.record_panic(payload);
+        self.cancel(Cause::Panicked(summary));
+        id
+    }
+
+    /// Takes back the payload recorded as `id`, so the scope will not re-raise it.
+    fn take_panic(&self, id: u64) -> Option<Payload> {
+        let mut failures = self.failures();
+        let index = failures.panics.iter().position(|(i, _)| *i == id)?;
+        Some(failures.panics.remove(index).1)
+    }
+
+    /// Records a fallible child's error and cancels the scope with it.
+    fn failed(&self, error: SharedError) {
+        self.failures().errors.push(error.clone());
+        self.cancel(Cause::ChildFailed(error));
+    }
+
+    /// Waits for a slot of the limit. `true` if one was taken (the child must give it back);
+    /// `false` without a limit, or when the scope was cancelled first.
+    fn acquire_slot(&self) -> bool {
+        let Some((_, free)) = &self.slots else { return false };
+        if free.try_recv().is_ok() {
+            return true;
+        }
+        let done = self.ctx.done();
+        select! {
+            recv(free) -> slot => slot.is_ok(),
+            recv(done) -> _ => false,
+        }
+    }
+
+    /// Takes a slot if one is free. `Some(taken)` as [`acquire_slot`](Self::acquire_slot), `None`
+    /// when the limit is full.
+    fn try_acquire_slot(&self) -> Option<bool> {
+        match &self.slots {
+            None => Some(false),
+            Some((_, free)) => free.try_recv().ok().map(|()| true),
+        }
+    }
+
+    fn release_slot(&self) {
+        if let Some((give_back, _)) = &self.slots {
+            // Never full: at most `limit` slots are out, and each is given back once.
+            let _ = give_back.try_send(());
+        }
+    }
+}
