@@ -341,6 +341,12 @@ impl Context {
     pub(crate) fn values(&self) -> &Values {
         &self.values
     }
+
+    /// The cancellation cell of this context's node, if it has one: what the Go adapter
+    /// (`crate::go`) holds to cancel a node from a custom parent without keeping the node alive.
+    pub(crate) fn core(&self) -> Option<&Arc<crate::cancel::tree::Core>> {
+        self.node.as_ref().map(|node| node.core())
+    }
 }
 
 impl Canceller for Context {

@@ -38,6 +38,7 @@
 
 mod cancel;
 mod context;
+pub mod go;
 mod live;
 mod loom;
 mod slab;
