@@ -604,22 +604,30 @@ impl<W: Write> Interp<W> {
     }
 }
 
-fn main() -> ExitCode {
-    let ops = match parse(io::stdin().lock()) {
+/// Runs `script`, writing the transcript to `out` and diagnostics to `diag`; returns the exit
+/// status (see the top of this file). `tests/conformance.rs` calls this in-process.
+pub fn interpret(script: impl BufRead, out: impl Write, mut diag: impl Write) -> u8 {
+    let ops = match parse(script) {
         Ok(ops) => ops,
         Err(e) => {
-            eprintln!("go_script: {e}");
-            return ExitCode::from(2);
+            let _ = writeln!(diag, "go_script: {e}");
+            return 2;
         }
     };
-    let mut interp = Interp::new(io::BufWriter::new(io::stdout().lock()));
+    let mut interp = Interp::new(out);
     if let Err(e) = interp.run(&ops).and_then(|()| interp.out.flush()) {
-        eprintln!("go_script: {e}");
-        return ExitCode::from(1);
+        let _ = writeln!(diag, "go_script: {e}");
+        return 1;
     }
     if interp.late {
-        eprintln!("go_script: the run left the timing model; re-run it");
-        return ExitCode::from(3);
+        let _ = writeln!(diag, "go_script: the run left the timing model; re-run it");
+        return 3;
     }
-    ExitCode::SUCCESS
+    0
+}
+
+#[allow(dead_code)] // unused when `tests/conformance.rs` includes this file as a module
+fn main() -> ExitCode {
+    let out = io::BufWriter::new(io::stdout().lock());
+    ExitCode::from(interpret(io::stdin().lock(), out, io::stderr()))
 }
