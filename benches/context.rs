@@ -1,1 +1,184 @@
-fn main() {}
+//! Benchmarks of the cancellation core, named and shaped after Go's `context/benchmark_test.go`
+//! so the numbers compare one to one (`benches/compare.sh` runs Go's next to these).
+//!
+//! Go's `b.RunParallel` runs the body on GOMAXPROCS goroutines; [`parallel`] does the same with
+//! one OS thread per core and reports wall time per operation, as Go does.
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+use tether::{Canceller, Context, Key};
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+/// Runs `body` `iters` times spread over one thread per core; returns the wall time.
+fn parallel<F: Fn() + Sync>(iters: u64, body: F) -> Duration {
+    let n = cores() as u64;
+    let per_thread = iters.div_ceil(n);
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..n {
+            s.spawn(|| {
+                for _ in 0..per_thread {
+                    body();
+                }
+            });
+        }
+    });
+    start.elapsed()
+}
+
+/// Go's `for i := 0; i < 100; i++ { x /= x + 1 }`: a chain of dependent divisions.
+fn spin(x: &mut u64) {
+    for _ in 0..100 {
+        *x /= *x + 1;
+    }
+}
+
+static KEY: Key<&'static str> = Key::new("key");
+
+fn common_parent_cancel(c: &mut Criterion) {
+    let root = Context::background().with_value(&KEY, "value");
+    let shared = root.child();
+    c.bench_function("common_parent_cancel", |b| {
+        b.iter_custom(|iters| {
+            parallel(iters, || {
+                // The starting value is opaque to the optimiser, as Go's `x` is to its compiler.
+                let mut x = black_box(0u64);
+                let ctx = shared.child();
+                assert_eq!(ctx.value(&KEY), Some(&"value"));
+                spin(&mut x);
+                ctx.cancel();
+                spin(&mut x);
+                black_box(x);
+            })
+        })
+    });
+    shared.cancel();
+}
+
+fn with_timeout(c: &mut Criterion) {
+    let mut group = c.benchmark_group("with_timeout");
+    for concurrency in [40usize, 4_000, 400_000] {
+        let root = Context::background();
+        // Pending timers held for the whole measurement, as Go's benchmark does.
+        let pending: Vec<Context> = (0..concurrency).map(|_| root.with_timeout(HOUR)).collect();
+        group.bench_function(BenchmarkId::from_parameter(format!("concurrency={concurrency}")), |b| {
+            b.iter_custom(|iters| {
+                parallel(iters, || {
+                    let batch: [Context; 10] = std::array::from_fn(|_| root.with_timeout(HOUR));
+                    for ctx in &batch {
+                        ctx.cancel();
+                    }
+                })
+            })
+        });
+        for ctx in &pending {
+            ctx.cancel();
+        }
+    }
+    group.finish();
+}
+
+fn build_tree(root: &Context, depth: usize) {
+    let mut ctx = root.clone();
+    for _ in 0..depth {
+        ctx = ctx.child();
+    }
+    black_box(&ctx);
+}
+
+fn cancel_tree(c: &mut Criterion) {
+    let mut group = c.benchmark_group("cancel_tree");
+    for depth in [1usize, 10, 100, 1000] {
+        group.bench_function(format!("depth={depth}/root=background"), |b| {
+            b.iter(|| build_tree(&Context::background(), depth))
+        });
+        group.bench_function(format!("depth={depth}/root=open"), |b| {
+            b.iter(|| {
+                let root = Context::new();
+                build_tree(&root, depth);
+                root.cancel();
+            })
+        });
+        group.bench_function(format!("depth={depth}/root=closed"), |b| {
+            b.iter(|| {
+                let root = Context::new();
+                root.cancel();
+                build_tree(&root, depth);
+            })
+        });
+    }
+    group.finish();
+}
+
+fn check_cancelled(c: &mut Criterion) {
+    let ctx = Context::new();
+    ctx.cancel();
+    let mut group = c.benchmark_group("check_cancelled");
+    group.bench_function("err", |b| b.iter(|| black_box(black_box(&ctx).err())));
+    group.bench_function("is_cancelled", |b| b.iter(|| black_box(black_box(&ctx).is_cancelled())));
+    let done = ctx.done();
+    group.bench_function("done", |b| b.iter(|| black_box(black_box(&done).try_recv().is_err())));
+    group.finish();
+}
+
+fn context_cancel_done(c: &mut Criterion) {
+    let ctx = Context::new();
+    let done = ctx.done();
+    c.bench_function("context_cancel_done", |b| {
+        b.iter_custom(|iters| {
+            parallel(iters, || {
+                black_box(done.try_recv().is_err());
+            })
+        })
+    });
+}
+
+fn deep_value(c: &mut Criterion) {
+    static KEYS: [Key<usize>; 100] = [const { Key::new("k") }; 100];
+    static MISSING: Key<usize> = Key::new("missing");
+    let mut group = c.benchmark_group("deep_value");
+    for depth in [1usize, 10, 20, 30, 50, 100] {
+        let mut ctx = Context::background();
+        for (i, key) in KEYS.iter().take(depth).enumerate() {
+            ctx = ctx.with_value(key, i);
+        }
+        group.bench_function(format!("same_thread/depth={depth}"), |b| {
+            b.iter(|| black_box(black_box(&ctx).value(&MISSING)))
+        });
+        group.bench_function(format!("new_thread/depth={depth}"), |b| {
+            b.iter(|| std::thread::scope(|s| s.spawn(|| black_box(ctx.value(&MISSING)).is_none()).join()))
+        });
+    }
+    group.finish();
+}
+
+fn err_ok(c: &mut Criterion) {
+    let ctx = Context::new();
+    c.bench_function("err_ok", |b| b.iter(|| black_box(black_box(&ctx).err())));
+    c.bench_function("is_cancelled_ok", |b| b.iter(|| black_box(black_box(&ctx).is_cancelled())));
+}
+
+fn err_cancelled(c: &mut Criterion) {
+    let ctx = Context::new();
+    ctx.cancel();
+    c.bench_function("err_cancelled", |b| b.iter(|| black_box(black_box(&ctx).err())));
+}
+
+criterion_group!(
+    benches,
+    common_parent_cancel,
+    with_timeout,
+    cancel_tree,
+    check_cancelled,
+    context_cancel_done,
+    deep_value,
+    err_ok,
+    err_cancelled
+);
+criterion_main!(benches);

@@ -9,7 +9,7 @@
 //!    node registered under `self`'s node, so cancelling a derived context never affects its parent.
 
 use crate::cancel::tree::{self, Node};
-use crate::cancel::{CallbackHandle, CancelError, Canceller, Cause};
+use crate::cancel::{CallbackHandle, CancelError, Canceller, Cause, Registration};
 use crate::loom::Arc;
 use crate::value::{KeyId, Valuer, Values};
 use crate::{Key, LiveCounts};
@@ -185,7 +185,7 @@ impl Context {
     /// assert_eq!(inner.value(&LOCALE), Some(&"fr"));
     /// ```
     pub fn with_value<T: Send + Sync + 'static>(&self, key: &'static Key<T>, value: T) -> Context {
-        let values = self.values.with(key.id(), Arc::new(value) as crate::value::Value);
+        let values = self.values.with(key.id(), std::sync::Arc::new(value) as crate::value::Value);
         self.derive(None, Cause::DeadlineExceeded, values)
     }
 
@@ -256,7 +256,8 @@ impl Context {
     /// the cause. If the context is already cancelled it runs now, on this thread. It runs on the
     /// thread that cancels (or, for a deadline, on the timer thread): keep it short.
     ///
-    /// On a context that can never be cancelled the callback is dropped unrun.
+    /// On a context that can never be cancelled the callback is dropped unrun (and the handle's
+    /// first `stop()` returns `true`).
     ///
     /// # Examples
     ///
@@ -277,10 +278,12 @@ impl Context {
     /// ```
     pub fn on_cancel<F: FnOnce(&Cause) + Send + 'static>(&self, callback: F) -> CallbackHandle {
         let Some(node) = &self.node else {
-            return CallbackHandle::new(None);
+            return CallbackHandle::new(Registration::NeverRuns);
         };
-        let slot = tree::on_cancel(node.core(), Box::new(callback));
-        CallbackHandle::new(slot.map(|slot| (node.core().clone(), slot)))
+        CallbackHandle::new(match tree::on_cancel(node.core(), Box::new(callback)) {
+            Some(slot) => Registration::Registered(node.core().clone(), slot),
+            None => Registration::RanAtOnce,
+        })
     }
 
     /// The value bound to `key` in this context, if any.

@@ -48,9 +48,12 @@ mod value;
 #[cfg(all(test, loom))]
 mod tests;
 
-pub use cancel::{
-    CallbackHandle, CallbackPanics, CancelError, Canceller, Cause, PanicSummary, SharedError,
-};
+pub use cancel::{CallbackHandle, CallbackPanics, CancelError, Canceller, Cause, PanicSummary, SharedError};
 pub use context::Context;
 pub use live::{LiveCounts, live};
 pub use value::{Inheritance, Key, KeyId, Valuer};
+
+/// The README's examples, compiled and run as doc tests so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -33,3 +33,20 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
+
+/// `Arc::into_inner`: the value if this was the last strong reference.
+///
+/// loom's `Arc` has no `into_inner`; its `try_unwrap` can fail when two threads drop their
+/// references at once, in which case the returned `Arc` is dropped normally and whichever drop is
+/// last runs the value's `Drop` (which, for `Node`, continues the release loop itself). Either way
+/// the value is dropped exactly once.
+pub(crate) fn arc_into_inner<T>(arc: Arc<T>) -> Option<T> {
+    #[cfg(loom)]
+    {
+        Arc::try_unwrap(arc).ok()
+    }
+    #[cfg(not(loom))]
+    {
+        Arc::into_inner(arc)
+    }
+}

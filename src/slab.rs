@@ -1,67 +1,88 @@
 //! A minimal slab: O(1) insert and remove by index, for a parent's children and a node's callbacks.
 //!
+//! Index 0 lives inline (`first`), so the common case of a node with one child (a chain of
+//! derivations) allocates nothing here.
+//!
 //! # Invariants
-//! 1. `len` equals the number of `Occupied` entries.
-//! 2. Every `Vacant` entry is on the free list that starts at `free` (a chain of indices).
-//! 3. When `len` drops to 0 and the slab has grown past [`RETAIN`] entries, its memory is
-//!    released, so a parent that once had a million children and now has none keeps nothing.
+//! 1. `len` equals the number of occupied entries (`first` plus `Occupied` entries of `rest`).
+//! 2. Index 0 is `first`; index `i >= 1` is `rest[i - 1]`. Every `Vacant` entry of `rest` is on the
+//!    free list that starts at `free` (a chain of indices into `rest`).
+//! 3. When `len` drops to 0 and `rest` has grown past [`RETAIN`] entries, its memory is released,
+//!    so a parent that once had a million children and now has none keeps nothing.
 
 /// Capacity kept when the slab empties (small enough to be noise, large enough that a parent whose
 /// children come and go one at a time does not allocate on every registration).
 const RETAIN: usize = 8;
 
-const NONE: usize = usize::MAX;
+const NONE: u32 = u32::MAX;
 
 enum Entry<T> {
     Occupied(T),
-    Vacant(usize),
+    Vacant(u32),
 }
 
 /// A slab of `T`s addressed by the index `insert` returned.
 pub(crate) struct Slab<T> {
-    entries: Vec<Entry<T>>,
-    free: usize,
-    len: usize,
+    first: Option<T>,
+    rest: Vec<Entry<T>>,
+    /// Head of the free list (an index into `rest`), or `NONE`. `u32` keeps the slab small: it
+    /// sits in every node, and four billion live children of one parent is not a use case.
+    free: u32,
+    len: u32,
 }
 
 impl<T> Slab<T> {
     /// An empty slab; does not allocate.
     pub(crate) const fn new() -> Self {
-        Slab { entries: Vec::new(), free: NONE, len: 0 }
+        Slab { first: None, rest: Vec::new(), free: NONE, len: 0 }
     }
 
     /// Number of occupied entries.
     pub(crate) fn len(&self) -> usize {
-        self.len
+        self.len as usize
     }
 
     /// Stores `value` and returns its index, reusing a vacant entry if there is one.
     pub(crate) fn insert(&mut self, value: T) -> usize {
         self.len += 1;
-        if self.free == NONE {
-            self.entries.push(Entry::Occupied(value));
-            return self.entries.len() - 1;
+        if self.first.is_none() {
+            self.first = Some(value);
+            return 0;
         }
-        let index = self.free;
-        match std::mem::replace(&mut self.entries[index], Entry::Occupied(value)) {
+        if self.free == NONE {
+            assert!(
+                self.rest.len() < NONE as usize - 1,
+                "tether: more than 2^32 - 2 live entries in one slab"
+            );
+            self.rest.push(Entry::Occupied(value));
+            return self.rest.len();
+        }
+        let at = self.free as usize;
+        match std::mem::replace(&mut self.rest[at], Entry::Occupied(value)) {
             Entry::Vacant(next) => self.free = next,
             Entry::Occupied(_) => unreachable!("free list points at an occupied entry (invariant 2)"),
         }
-        index
+        at + 1
     }
 
     /// Removes and returns the entry at `index`, if it is occupied.
     pub(crate) fn remove(&mut self, index: usize) -> Option<T> {
-        let entry = self.entries.get_mut(index)?;
-        if matches!(entry, Entry::Vacant(_)) {
-            return None;
-        }
-        let Entry::Occupied(value) = std::mem::replace(entry, Entry::Vacant(self.free)) else {
-            unreachable!("checked occupied above")
+        let value = if index == 0 {
+            self.first.take()?
+        } else {
+            let at = index - 1;
+            let entry = self.rest.get_mut(at)?;
+            if matches!(entry, Entry::Vacant(_)) {
+                return None;
+            }
+            let Entry::Occupied(value) = std::mem::replace(entry, Entry::Vacant(self.free)) else {
+                unreachable!("checked occupied above")
+            };
+            self.free = at as u32;
+            value
         };
-        self.free = index;
         self.len -= 1;
-        if self.len == 0 && self.entries.capacity() > RETAIN {
+        if self.len == 0 && self.rest.capacity() > RETAIN {
             // Invariant 3: give the memory back.
             *self = Slab::new();
         }
@@ -70,23 +91,22 @@ impl<T> Slab<T> {
 
     /// A reference to the entry at `index`, if it is occupied.
     pub(crate) fn get(&self, index: usize) -> Option<&T> {
-        match self.entries.get(index)? {
+        if index == 0 {
+            return self.first.as_ref();
+        }
+        match self.rest.get(index - 1)? {
             Entry::Occupied(value) => Some(value),
             Entry::Vacant(_) => None,
         }
     }
 
-    /// Empties the slab, returning every occupied value in index order.
-    pub(crate) fn drain(&mut self) -> Vec<T> {
-        let entries = std::mem::take(&mut self.entries);
-        *self = Slab::new();
-        entries
-            .into_iter()
-            .filter_map(|e| match e {
-                Entry::Occupied(v) => Some(v),
-                Entry::Vacant(_) => None,
-            })
-            .collect()
+    /// Empties the slab, yielding every occupied value in index order. Allocates nothing.
+    pub(crate) fn drain(&mut self) -> impl Iterator<Item = T> + use<T> {
+        let Slab { first, rest, .. } = std::mem::replace(self, Slab::new());
+        first.into_iter().chain(rest.into_iter().filter_map(|e| match e {
+            Entry::Occupied(v) => Some(v),
+            Entry::Vacant(_) => None,
+        }))
     }
 }
 
@@ -103,11 +123,13 @@ mod tests {
         assert_eq!(slab.remove(ids[10]), None);
         assert_eq!(slab.insert(1000), ids[10]);
         assert_eq!(slab.get(ids[10]), Some(&1000));
+        assert_eq!(slab.remove(ids[0]), Some(0));
+        assert_eq!(slab.insert(2000), ids[0]);
         for id in ids {
             slab.remove(id);
         }
         assert_eq!(slab.len(), 0);
-        assert_eq!(slab.entries.capacity(), 0);
+        assert_eq!(slab.rest.capacity(), 0);
     }
 
     #[test]
@@ -117,7 +139,7 @@ mod tests {
             slab.insert(i);
         }
         slab.remove(2);
-        assert_eq!(slab.drain(), vec![0, 1, 3, 4]);
+        assert_eq!(slab.drain().collect::<Vec<_>>(), vec![0, 1, 3, 4]);
         assert_eq!(slab.len(), 0);
     }
 }

@@ -126,13 +126,18 @@ pub enum Cause {
 /// ```
 /// let p = tether::PanicSummary::new(Some("worker-3".into()), "index out of bounds".into());
 /// assert_eq!(p.to_string(), "worker-3 panicked: index out of bounds");
+/// assert_eq!(p.who(), Some("worker-3"));
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PanicSummary {
-    /// Name of the thread or task that panicked (`None` when it had no name).
-    pub who: Option<Arc<str>>,
-    /// The panic message when the payload was a `&str` or `String`, otherwise a placeholder.
-    pub message: Arc<str>,
+    /// One pointer, so a `Cause` stays small (it is stored in every cancelled node).
+    inner: Arc<SummaryInner>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct SummaryInner {
+    who: Option<Arc<str>>,
+    message: Arc<str>,
 }
 
 impl PanicSummary {
@@ -145,7 +150,29 @@ impl PanicSummary {
     /// assert_eq!(p.to_string(), "a child panicked: boom");
     /// ```
     pub fn new(who: Option<Arc<str>>, message: Arc<str>) -> Self {
-        PanicSummary { who, message }
+        PanicSummary { inner: Arc::new(SummaryInner { who, message }) }
+    }
+
+    /// Name of the thread or task that panicked (`None` when it had no name).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(tether::PanicSummary::new(None, "x".into()).who(), None);
+    /// ```
+    pub fn who(&self) -> Option<&str> {
+        self.inner.who.as_deref()
+    }
+
+    /// The panic message when the payload was a `&str` or `String`, otherwise a placeholder.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(tether::PanicSummary::new(None, "boom".into()).message(), "boom");
+    /// ```
+    pub fn message(&self) -> &str {
+        &self.inner.message
     }
 
     /// A summary of a panic payload, reading its message when it is a `&str` or a `String`.
@@ -155,7 +182,7 @@ impl PanicSummary {
     /// ```
     /// let payload = std::panic::catch_unwind(|| panic!("boom {}", 7)).unwrap_err();
     /// let p = tether::PanicSummary::from_payload(None, &*payload);
-    /// assert_eq!(&*p.message, "boom 7");
+    /// assert_eq!(p.message(), "boom 7");
     /// ```
     pub fn from_payload(who: Option<Arc<str>>, payload: &(dyn std::any::Any + Send)) -> Self {
         let message: Arc<str> = if let Some(s) = payload.downcast_ref::<&'static str>() {
@@ -165,15 +192,15 @@ impl PanicSummary {
         } else {
             "Box<dyn Any> (a non-string panic payload)".into()
         };
-        PanicSummary { who, message }
+        PanicSummary::new(who, message)
     }
 }
 
 impl fmt::Display for PanicSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.who {
-            Some(who) => write!(f, "{who} panicked: {}", self.message),
-            None => write!(f, "a child panicked: {}", self.message),
+        match self.who() {
+            Some(who) => write!(f, "{who} panicked: {}", self.message()),
+            None => write!(f, "a child panicked: {}", self.message()),
         }
     }
 }

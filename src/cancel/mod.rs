@@ -13,6 +13,7 @@ pub use tree::CallbackPanics;
 
 use crossbeam_channel::Receiver;
 use std::convert::Infallible;
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 use tree::{CallbackSlot, Core};
 
@@ -70,7 +71,10 @@ pub trait Canceller {
     ///
     /// If the context can never be cancelled: the wait could never end.
     fn wait(&self) -> Cause {
-        assert!(self.can_be_cancelled(), "tether: wait() on a context that can never be cancelled would block forever");
+        assert!(
+            self.can_be_cancelled(),
+            "tether: wait() on a context that can never be cancelled would block forever"
+        );
         let _ = self.done().recv();
         self.cause().expect("tether: done() disconnected before the cause was set")
     }
@@ -103,20 +107,32 @@ pub trait Canceller {
 /// ```
 #[must_use = "dropping the handle keeps the callback registered; keep it to be able to stop it"]
 pub struct CallbackHandle {
-    registration: Option<(crate::loom::Arc<Core>, CallbackSlot)>,
+    registration: Registration,
+    /// Set by the first `stop()`: later calls prevent nothing.
+    stopped: AtomicBool,
+}
+
+/// Where the callback went when it was registered.
+pub(crate) enum Registration {
+    /// Registered on a node, at this slot.
+    Registered(crate::loom::Arc<Core>, CallbackSlot),
+    /// The node was already cancelled: the callback ran during registration.
+    RanAtOnce,
+    /// The context can never be cancelled: the callback was dropped unrun.
+    NeverRuns,
 }
 
 impl CallbackHandle {
-    pub(crate) fn new(registration: Option<(crate::loom::Arc<Core>, CallbackSlot)>) -> Self {
-        CallbackHandle { registration }
+    pub(crate) fn new(registration: Registration) -> Self {
+        CallbackHandle { registration, stopped: AtomicBool::new(false) }
     }
 
     /// Unregisters the callback. Returns `true` if this call prevented it from running, `false` if
     /// it has already run or is running, or was already stopped (Go's `AfterFunc` stop contract).
     ///
-    /// A callback registered on a context whose every handle was then dropped without
-    /// cancellation was discarded unrun with it: `stop()` returns `true` for it (it never ran
-    /// and never will).
+    /// A callback registered on a context that can never be cancelled, or on one whose every
+    /// handle was then dropped without cancellation, never runs: the first `stop()` returns `true`
+    /// for it, as Go's does for an `AfterFunc` on `Background()`.
     ///
     /// # Examples
     ///
@@ -127,15 +143,21 @@ impl CallbackHandle {
     /// assert!(!handle.stop(), "it already ran");
     /// ```
     pub fn stop(&self) -> bool {
+        // SeqCst is not needed for exclusivity, but this is not a hot path: keep it simple.
+        if self.stopped.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return false;
+        }
         match &self.registration {
-            Some((core, slot)) => tree::stop(core, *slot),
-            None => false,
+            Registration::Registered(core, slot) => tree::stop(core, *slot),
+            Registration::RanAtOnce => false,
+            Registration::NeverRuns => true,
         }
     }
 }
 
 impl std::fmt::Debug for CallbackHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CallbackHandle").field("registered", &self.registration.is_some()).finish_non_exhaustive()
+        let registered = matches!(self.registration, Registration::Registered(..));
+        f.debug_struct("CallbackHandle").field("registered", &registered).finish_non_exhaustive()
     }
 }

@@ -49,7 +49,7 @@ use super::Cause;
 use super::cause::CancelError;
 use super::deadline::{self, TimerKey};
 use crate::live::{self, Kind};
-use crate::loom::{Arc, AtomicU8, Mutex, Ordering, lock};
+use crate::loom::{Arc, AtomicU8, Mutex, Ordering, arc_into_inner, lock};
 use crate::slab::Slab;
 use crossbeam_channel::{Receiver, Sender};
 use std::any::Any;
@@ -82,8 +82,6 @@ pub(crate) struct Core {
     state: AtomicU8,
     /// Shared with every node of the same domain (invariant 5).
     domain: Arc<Domain>,
-    /// This node's own pending deadline, if it armed one; fixed at creation.
-    timer: Option<TimerKey>,
     inner: Mutex<Inner>,
 }
 
@@ -92,6 +90,15 @@ struct Inner {
     cause: Option<Cause>,
     /// Registered children (invariant 2); drained by cancellation (invariant 3).
     children: Slab<Arc<Core>>,
+    /// Callbacks and the done channel, allocated on first use: most nodes never need them.
+    extras: Option<Box<Extras>>,
+    /// Set when the node's last handle is dropped uncancelled: its callbacks were discarded.
+    released: bool,
+}
+
+struct Extras {
+    /// This node's own pending deadline, if it armed one; set at creation, before sharing.
+    timer: Option<TimerKey>,
     /// Registered callbacks with their ids; drained by cancellation or by release.
     callbacks: Slab<(u64, Callback)>,
     /// Source of callback ids, so a stale `stop()` can never remove another callback.
@@ -99,8 +106,6 @@ struct Inner {
     /// The done channel, created by the first `done()`; the sender is dropped on cancellation.
     done_rx: Option<Receiver<Infallible>>,
     done_tx: Option<Sender<Infallible>>,
-    /// Set when the node's last handle is dropped uncancelled: its callbacks were discarded.
-    released: bool,
 }
 
 /// The owner of a core: keeps the parent alive and detaches from it on drop.
@@ -111,6 +116,8 @@ pub(crate) struct Node {
     slot: usize,
     /// The effective deadline: the earlier of the node's own and its parent's.
     deadline: Option<Instant>,
+    /// Set by the first `release`: the node is detached and its parent link taken.
+    released: bool,
 }
 
 /// What a propagation collected, to be acted on after every lock is released.
@@ -167,18 +174,14 @@ impl Node {
         let now = arm.map(|_| Instant::now());
         let expired = arm.zip(now).is_some_and(|(at, now)| at <= now);
         let timer = arm.filter(|_| !expired).map(TimerKey::new);
-        let core = Arc::new(Core {
-            state: AtomicU8::new(OPEN),
-            domain,
-            timer,
-            inner: Mutex::new(Inner::new()),
-        });
+        let core =
+            Arc::new(Core { state: AtomicU8::new(OPEN), domain, inner: Mutex::new(Inner::new(timer)) });
         let slot = match parent {
             Some(p) => register(&p.core, &core),
             None => UNREGISTERED,
         };
         live::add(Kind::Nodes, 1);
-        let node = Arc::new(Node { core, parent: parent.cloned(), slot, deadline });
+        let node = Arc::new(Node { core, parent: parent.cloned(), slot, deadline, released: false });
         if expired {
             // "A deadline in the past cancels at once."
             cancel(&node.core, CancelError::DeadlineExceeded, deadline_cause).run();
@@ -200,15 +203,31 @@ impl Node {
 }
 
 impl Inner {
-    fn new() -> Self {
-        Inner {
-            cause: None,
-            children: Slab::new(),
-            callbacks: Slab::new(),
-            next_callback_id: 0,
-            done_rx: None,
-            done_tx: None,
-            released: false,
+    fn new(timer: Option<TimerKey>) -> Self {
+        let mut inner = Inner { cause: None, children: Slab::new(), extras: None, released: false };
+        if timer.is_some() {
+            inner.extras().timer = timer;
+        }
+        inner
+    }
+
+    fn extras(&mut self) -> &mut Extras {
+        self.extras.get_or_insert_with(|| {
+            Box::new(Extras {
+                timer: None,
+                callbacks: Slab::new(),
+                next_callback_id: 0,
+                done_rx: None,
+                done_tx: None,
+            })
+        })
+    }
+
+    /// Takes every registered callback out.
+    fn drain_callbacks(&mut self) -> Vec<(u64, Callback)> {
+        match &mut self.extras {
+            Some(extras) => extras.callbacks.drain().collect(),
+            None => Vec::new(),
         }
     }
 }
@@ -276,7 +295,7 @@ impl Core {
     /// The done channel: created on first use; disconnected once the core is cancelled.
     pub(crate) fn done(&self) -> Receiver<Infallible> {
         let mut inner = lock(&self.inner);
-        if let Some(rx) = &inner.done_rx {
+        if let Some(rx) = inner.extras.as_ref().and_then(|e| e.done_rx.as_ref()) {
             return rx.clone();
         }
         // Relaxed: under the lock that guards state writes (invariant 1).
@@ -284,8 +303,9 @@ impl Core {
             return closed_channel();
         }
         let (tx, rx) = crossbeam_channel::bounded(0);
-        inner.done_tx = Some(tx);
-        inner.done_rx = Some(rx.clone());
+        let extras = inner.extras();
+        extras.done_tx = Some(tx);
+        extras.done_rx = Some(rx.clone());
         rx
     }
 
@@ -308,6 +328,22 @@ fn closed_channel() -> Receiver<Infallible> {
 /// When this returns, every descendant of `core` is cancelled (invariant 5). The returned
 /// [`Fired`] must be [`run`](Fired::run) once no lock is held.
 pub(crate) fn cancel(core: &Arc<Core>, err: CancelError, cause: Cause) -> Fired {
+    // Fast path: an open node without children is its whole subtree, so cancelling it under its
+    // own lock completes the subtree; no other canceller can be inside it. (An ancestor's
+    // propagation that reaches it afterwards finds it cancelled and skips it.)
+    {
+        let mut inner = lock(&core.inner);
+        // Relaxed: under the lock that guards state writes (invariant 1).
+        if core.state.load(Ordering::Relaxed) == OPEN && inner.children.len() == 0 {
+            let mut fired = Fired { callbacks: Vec::new(), timers: Vec::new() };
+            let done_tx = mark_cancelled(core, &mut inner, err, &cause, &mut fired);
+            drop(inner);
+            drop(done_tx);
+            return fired;
+        }
+    }
+    // Slow path: the subtree may be large, or another thread may be propagating through it; the
+    // domain lock orders us after that thread, so we return only once the subtree is complete.
     let _domain = lock(&core.domain.propagation);
     propagate(core, err, cause)
 }
@@ -324,10 +360,6 @@ pub(crate) fn expire(core: &Arc<Core>, cause: Cause) {
 /// The propagation loop: depth-first with an explicit stack, never recursive (the tree's depth is
 /// the user's to choose). Caller holds the domain lock.
 fn propagate(root: &Arc<Core>, err: CancelError, cause: Cause) -> Fired {
-    let state = match err {
-        CancelError::Cancelled => CANCELLED,
-        CancelError::DeadlineExceeded => DEADLINE,
-    };
     let mut fired = Fired { callbacks: Vec::new(), timers: Vec::new() };
     let mut stack: Vec<Arc<Core>> = Vec::new();
     let mut next = Some(root.clone());
@@ -337,22 +369,39 @@ fn propagate(root: &Arc<Core>, err: CancelError, cause: Cause) -> Fired {
         if core.state.load(Ordering::Relaxed) != OPEN {
             continue; // already cancelled, and so is its subtree (invariants 3 and 5)
         }
-        inner.cause = Some(cause.clone());
-        // Release: pairs with the Acquire loads in `is_cancelled`/`err`.
-        core.state.store(state, Ordering::Release);
-        let children = inner.children.drain();
-        live::add(Kind::Children, -(children.len() as isize));
-        stack.extend(children);
-        for (_, callback) in inner.callbacks.drain() {
-            live::add(Kind::Callbacks, -1);
-            fired.callbacks.push((callback, cause.clone()));
-        }
-        let done_tx = inner.done_tx.take();
+        let before = stack.len();
+        stack.extend(inner.children.drain());
+        live::add(Kind::Children, -((stack.len() - before) as isize));
+        let done_tx = mark_cancelled(&core, &mut inner, err, &cause, &mut fired);
         drop(inner);
-        drop(done_tx); // disconnects every `done()` receiver
-        fired.timers.extend(core.timer);
+        drop(done_tx); // disconnects every `done()` receiver, outside the lock
     }
     fired
+}
+
+/// Sets the cause and state of `core` (whose locked state is `inner`), moves its callbacks and
+/// timer into `fired`, and returns its done sender for the caller to drop once unlocked.
+fn mark_cancelled(
+    core: &Core,
+    inner: &mut Inner,
+    err: CancelError,
+    cause: &Cause,
+    fired: &mut Fired,
+) -> Option<Sender<Infallible>> {
+    let state = match err {
+        CancelError::Cancelled => CANCELLED,
+        CancelError::DeadlineExceeded => DEADLINE,
+    };
+    inner.cause = Some(cause.clone());
+    // Release: pairs with the Acquire loads in `is_cancelled`/`err`.
+    core.state.store(state, Ordering::Release);
+    let extras = inner.extras.as_mut()?; // most nodes have no deadline, callbacks or done channel
+    fired.timers.extend(extras.timer);
+    for (_, callback) in extras.callbacks.drain() {
+        live::add(Kind::Callbacks, -1);
+        fired.callbacks.push((callback, cause.clone()));
+    }
+    extras.done_tx.take()
 }
 
 impl Fired {
@@ -392,9 +441,10 @@ pub(crate) fn on_cancel(core: &Arc<Core>, callback: Callback) -> Option<Callback
     let mut inner = lock(&core.inner);
     // Relaxed: under the lock that guards state writes (invariant 1).
     if core.state.load(Ordering::Relaxed) == OPEN && !inner.released {
-        let id = inner.next_callback_id;
-        inner.next_callback_id += 1;
-        let index = inner.callbacks.insert((id, callback));
+        let extras = inner.extras();
+        let id = extras.next_callback_id;
+        extras.next_callback_id += 1;
+        let index = extras.callbacks.insert((id, callback));
         live::add(Kind::Callbacks, 1);
         return Some(CallbackSlot { index, id });
     }
@@ -411,9 +461,10 @@ pub(crate) fn on_cancel(core: &Arc<Core>, callback: Callback) -> Option<Callback
 /// or it was discarded unrun because the node was dropped without being cancelled.
 pub(crate) fn stop(core: &Arc<Core>, slot: CallbackSlot) -> bool {
     let mut inner = lock(&core.inner);
-    let ours = inner.callbacks.get(slot.index).is_some_and(|(id, _)| *id == slot.id);
+    let callbacks = inner.extras.as_mut().map(|e| &mut e.callbacks);
+    let ours = callbacks.as_ref().and_then(|c| c.get(slot.index)).is_some_and(|(id, _)| *id == slot.id);
     if ours {
-        let removed = inner.callbacks.remove(slot.index);
+        let removed = callbacks.and_then(|c| c.remove(slot.index));
         live::add(Kind::Callbacks, -1);
         drop(inner);
         drop(removed); // the closure's captures are user code: drop them unlocked
@@ -427,20 +478,12 @@ pub(crate) fn stop(core: &Arc<Core>, slot: CallbackSlot) -> bool {
 
 impl Drop for Node {
     fn drop(&mut self) {
-        self.release();
-        // Invariant 4: drop the ancestor chain with a loop. Each ancestor whose last reference
-        // this was is released here, with its own `parent` already taken out, so its `Drop`
-        // does not go further up.
-        let mut next = self.parent.take();
+        // Invariant 4: release the ancestor chain with a loop. `release` hands back the parent
+        // reference; an ancestor whose last reference that was is released here in turn, so the
+        // `Drop` it then runs finds it released and goes no further.
+        let mut next = self.release();
         while let Some(parent) = next {
-            next = match Arc::into_inner(parent) {
-                Some(mut node) => {
-                    let grandparent = node.parent.take();
-                    drop(node);
-                    grandparent
-                }
-                None => None,
-            };
+            next = arc_into_inner(parent).and_then(|mut node| node.release());
         }
     }
 }
@@ -449,23 +492,30 @@ impl Node {
     /// Detaches from the parent, disarms the timer and discards unrun callbacks: after the last
     /// handle is gone nothing can cancel this node any more except its parent, from which it is
     /// now detached.
-    fn release(&mut self) {
-        if let Some(key) = self.core.timer {
-            deadline::remove(key);
+    ///
+    /// Idempotent; returns the parent reference (taken out of `self`) on the first call.
+    fn release(&mut self) -> Option<Arc<Node>> {
+        if self.released {
+            return None;
         }
-        let discarded = {
+        self.released = true;
+        let (timer, discarded) = {
             let mut inner = lock(&self.core.inner);
             inner.released = true;
-            let callbacks = inner.callbacks.drain();
+            let callbacks = inner.drain_callbacks();
             live::add(Kind::Callbacks, -(callbacks.len() as isize));
-            callbacks
+            (inner.extras.as_ref().and_then(|e| e.timer), callbacks)
         };
+        if let Some(key) = timer {
+            deadline::remove(key);
+        }
         drop(discarded); // user code: outside the lock
         if let Some(parent) = &self.parent {
             let detached = detach(&parent.core, self.slot, &self.core);
             drop(detached);
         }
         live::add(Kind::Nodes, -1);
+        self.parent.take()
     }
 }
 

@@ -140,7 +140,8 @@ fn insert_into<K: Clone + Eq, V: Clone>(
                 Slot::Sub(_) => unreachable!("handled above"),
             };
             debug_assert!(shift + BITS < MAX_DEPTH * BITS, "distinct hashes differ within 64 bits");
-            let below = Branch { bitmap: 0, slots: Vec::new() }.with_new(shift + BITS, existing_hash, other.clone());
+            let below =
+                Branch { bitmap: 0, slots: Vec::new() }.with_new(shift + BITS, existing_hash, other.clone());
             Slot::Sub(Arc::new(insert_into(&below, shift + BITS, hash, key, value)))
         }
     };

@@ -239,11 +239,6 @@ impl Values {
         next
     }
 
-    /// The bindings a spawned child starts with: the inherited ones only.
-    pub(crate) fn for_spawn(&self) -> Values {
-        Values { inherited: self.inherited.clone(), local: Map::default() }
-    }
-
     /// The value bound to `key`.
     pub(crate) fn get(&self, key: KeyId) -> Option<&(dyn Any + Send + Sync)> {
         let map = match key.inheritance {

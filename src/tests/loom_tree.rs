@@ -1,0 +1,90 @@
+//! Models: cancel vs registration, cancel vs detach, stop vs run, two cancels with two causes,
+//! nested cancels completing before `cancel` returns.
+
+use crate::{Canceller, Cause, Context};
+use loom::sync::Arc;
+use loom::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use loom::thread;
+
+fn model(f: impl Fn() + Sync + Send + 'static) {
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(3);
+    builder.check(f);
+}
+
+#[test]
+fn cancel_racing_child_registration_leaves_the_child_cancelled_and_unregistered() {
+    model(|| {
+        let parent = Context::new();
+        let p = parent.clone();
+        let t = thread::spawn(move || p.child());
+        parent.cancel_with(Cause::ScopeExited);
+        let child = t.join().unwrap();
+        assert!(child.is_cancelled());
+        assert_eq!(child.cause(), Some(Cause::ScopeExited));
+        assert_eq!(parent.registered_children(), 0);
+    });
+}
+
+#[test]
+fn cancel_racing_child_drop_neither_loses_nor_double_frees_the_registration() {
+    model(|| {
+        let parent = Context::new();
+        let child = parent.child();
+        let grandchild_probe = child.child();
+        let t = thread::spawn(move || drop(child));
+        parent.cancel();
+        t.join().unwrap();
+        assert!(grandchild_probe.is_cancelled());
+        drop(grandchild_probe);
+        assert_eq!(parent.registered_children(), 0);
+    });
+}
+
+#[test]
+fn stop_racing_the_run_gives_exactly_one_of_ran_or_stopped() {
+    model(|| {
+        let ctx = Context::new();
+        let runs = Arc::new(AtomicUsize::new(0));
+        let r = runs.clone();
+        let handle = ctx.on_cancel(move |_| {
+            r.fetch_add(1, SeqCst);
+        });
+        let c = ctx.clone();
+        let t = thread::spawn(move || c.cancel());
+        let stopped = handle.stop();
+        t.join().unwrap();
+        assert_eq!(runs.load(SeqCst) + usize::from(stopped), 1);
+    });
+}
+
+#[test]
+fn two_cancels_with_different_causes_have_one_winner_that_every_observer_sees() {
+    model(|| {
+        let root = Context::new();
+        let leaf = root.child();
+        let r = root.clone();
+        let l = leaf.clone();
+        let a = thread::spawn(move || r.cancel_with(Cause::ScopeExited));
+        let b = thread::spawn(move || l.cancel_with(Cause::Cancelled));
+        a.join().unwrap();
+        b.join().unwrap();
+        let winner = leaf.cause().unwrap();
+        assert!(winner == Cause::ScopeExited || winner == Cause::Cancelled);
+        assert_eq!(root.cause(), Some(Cause::ScopeExited), "the root was only cancelled once");
+    });
+}
+
+#[test]
+fn a_cancel_returns_only_when_its_whole_subtree_is_cancelled_even_if_another_thread_started_it() {
+    model(|| {
+        let root = Context::new();
+        let mid = root.child();
+        let leaf = mid.child();
+        let m = mid.clone();
+        let t = thread::spawn(move || m.cancel());
+        root.cancel();
+        assert!(leaf.is_cancelled(), "checked right after our cancel returned");
+        t.join().unwrap();
+    });
+}

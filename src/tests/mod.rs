@@ -1,0 +1,6 @@
+//! loom models of the cancellation tree's races (run with `RUSTFLAGS="--cfg loom"`).
+//!
+//! Each model has two or three threads and checks one race named in its function's name; loom
+//! explores every interleaving of the tree's mutexes and atomics (see `src/loom.rs`).
+
+mod loom_tree;
