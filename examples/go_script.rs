@@ -38,13 +38,17 @@ struct Op {
 
 impl Op {
     fn text(&self) -> String {
-        std::iter::once(self.name.as_str()).chain(self.args.iter().map(String::as_str)).collect::<Vec<_>>().join(" ")
+        std::iter::once(self.name.as_str())
+            .chain(self.args.iter().map(String::as_str))
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 }
 
 fn is_ident(s: &str) -> bool {
     let mut chars = s.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 fn is_word(s: &str) -> bool {
@@ -58,8 +62,14 @@ fn parse_offset(s: &str) -> Result<i64, String> {
     }
 }
 
-const CANCELLABLE: &[&str] =
-    &["with_cancel", "with_cancel_cause", "with_deadline", "with_deadline_cause", "with_timeout", "with_timeout_cause"];
+const CANCELLABLE: &[&str] = &[
+    "with_cancel",
+    "with_cancel_cause",
+    "with_deadline",
+    "with_deadline_cause",
+    "with_timeout",
+    "with_timeout_cause",
+];
 
 fn validate(op: &Op, kinds: &mut HashMap<String, String>) -> Result<(), String> {
     let a = &op.args;
@@ -324,9 +334,12 @@ impl<W: Write> Interp<W> {
             "nil" => None,
             "canceled" => Some(Cause::Cancelled),
             "deadline_exceeded" => Some(Cause::DeadlineExceeded),
-            name => {
-                Some(self.causes.entry(name.to_string()).or_insert_with(|| Cause::custom(Named(name.into()))).clone())
-            }
+            name => Some(
+                self.causes
+                    .entry(name.to_string())
+                    .or_insert_with(|| Cause::custom(Named(name.into())))
+                    .clone(),
+            ),
         }
     }
 
@@ -518,7 +531,7 @@ impl<W: Write> Interp<W> {
                     "errtext {} err={} timeout={} cause={}",
                     a[0],
                     quote(err.map(|e| e.to_string())),
-                    err.is_some_and(|e| go::is_timeout(e)),
+                    err.is_some_and(go::is_timeout),
                     quote(go::cause(c).map(|c| c.to_string()))
                 );
                 writeln!(self.out, "{line}")?;

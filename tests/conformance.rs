@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 const LATE: u8 = 3;
 /// Runs of one script before a late run counts as a failure.
 const ATTEMPTS: usize = 4;
+/// Scripts run at the same time.
+const PARALLEL: usize = 8;
 
 fn corpus() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance");
@@ -34,13 +36,16 @@ fn run(script: &str) -> (u8, String, String) {
 /// Checks one script against its golden transcript; `Err` describes the mismatch.
 fn check(path: &Path) -> Result<usize, String> {
     let script = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
-    let golden = std::fs::read_to_string(path.with_extension("golden")).map_err(|e| format!("no golden: {e}"))?;
+    let golden =
+        std::fs::read_to_string(path.with_extension("golden")).map_err(|e| format!("no golden: {e}"))?;
     let name = path.file_name().unwrap().to_string_lossy().into_owned();
     for attempt in 1..=ATTEMPTS {
         let (status, out, diag) = run(&script);
+        // A late run (the machine was slow) that still prints Go's transcript passes; one that
+        // differs proves nothing, so it is run again.
         match status {
-            LATE if attempt < ATTEMPTS => continue,
-            0 if out == golden => return Ok(attempt),
+            0 | LATE if out == golden => return Ok(attempt),
+            LATE => {}
             0 => {
                 let (line, (want, got)) = golden
                     .lines()
@@ -53,18 +58,31 @@ fn check(path: &Path) -> Result<usize, String> {
             _ => return Err(format!("{name}: exit status {status}: {diag}")),
         }
     }
-    unreachable!("the last attempt returns")
+    Err(format!("{name}: {ATTEMPTS} late runs (the machine is too loaded), none with Go's transcript"))
 }
 
 #[test]
 fn every_corpus_script_prints_the_transcript_go_printed() {
     let scripts = corpus();
     assert!(scripts.len() >= 20, "the corpus is missing: {} scripts", scripts.len());
-    // The scripts mostly sleep (in virtual time): run them all at once.
-    let results: Vec<Result<usize, String>> = std::thread::scope(|s| {
-        let handles: Vec<_> = scripts.iter().map(|p| s.spawn(move || check(p))).collect();
-        handles.into_iter().map(|h| h.join().expect("the interpreter does not panic")).collect()
+    // The scripts mostly sleep (in virtual time): run several at once, on `PARALLEL` workers.
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<(usize, Result<usize, String>)> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..PARALLEL)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(path) = scripts.get(i) else { return done };
+                        done.push((i, check(path)));
+                    }
+                })
+            })
+            .collect();
+        workers.into_iter().flat_map(|w| w.join().expect("the interpreter does not panic")).collect()
     });
+    let results: Vec<Result<usize, String>> = results.into_iter().map(|(_, r)| r).collect();
     let failures: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
     assert!(failures.is_empty(), "{} of {} scripts differ from Go:\n{}", failures.len(), scripts.len(), {
         failures.iter().map(|f| f.as_str()).collect::<Vec<_>>().join("\n")

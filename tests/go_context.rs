@@ -234,7 +234,10 @@ mod x_test {
     fn string_keys_compare_by_contents_like_go_strings() {
         let ctx = go::with_value(&go::background(), "key", String::from("value"));
         let key = String::from("key");
-        assert_eq!(ctx.value(&key).and_then(|v| v.downcast_ref::<String>()).map(String::as_str), Some("value"));
+        assert_eq!(
+            ctx.value(&key).and_then(|v| v.downcast_ref::<String>()).map(String::as_str),
+            Some("value")
+        );
         assert!(ctx.value("other").is_none());
     }
 
@@ -323,7 +326,11 @@ mod x_test {
         }
         let check_values = |when: &str| {
             for (key, want) in &vals {
-                assert_eq!(ctx.value(key).and_then(|v| v.downcast_ref::<i32>()), Some(want), "seed={seed} {when}");
+                assert_eq!(
+                    ctx.value(key).and_then(|v| v.downcast_ref::<i32>()),
+                    Some(want),
+                    "seed={seed} {when}"
+                );
             }
         };
         if !test_timeout {
@@ -399,7 +406,9 @@ mod x_test {
         let bg = go::background();
         let p = &parent_cause;
         let ch = &child_cause;
-        let cases: Vec<(&str, Box<dyn Fn() -> Box<dyn go::Context>>, Option<CancelError>, Option<Cause>)> = vec![
+        type Case<'a> =
+            (&'a str, Box<dyn Fn() -> Box<dyn go::Context> + 'a>, Option<CancelError>, Option<Cause>);
+        let cases: Vec<Case<'_>> = vec![
             ("Background", Box::new(|| Box::new(go::background())), None, None),
             ("TODO", Box::new(|| Box::new(go::todo())), None, None),
             (
@@ -844,14 +853,21 @@ mod x_test {
     #[derive(Clone)]
     pub(super) struct CustomContext {
         parent: Ctx,
-        state: Arc<Mutex<(Option<crossbeam_channel::Sender<Infallible>>, Option<CancelError>)>>,
+        /// The sender of `donec` until it is closed, and the error set then.
+        state: Arc<Mutex<CustomState>>,
         donec: Receiver<Infallible>,
     }
+
+    type CustomState = (Option<crossbeam_channel::Sender<Infallible>>, Option<CancelError>);
 
     impl CustomContext {
         pub(super) fn new(parent: Ctx) -> (CustomContext, impl Fn()) {
             let (tx, donec) = crossbeam_channel::bounded(0);
-            let c = CustomContext { parent: parent.clone(), state: Arc::new(Mutex::new((Some(tx), None))), donec };
+            let c = CustomContext {
+                parent: parent.clone(),
+                state: Arc::new(Mutex::new((Some(tx), None))),
+                donec,
+            };
             let finish = |c: &CustomContext, err: Option<CancelError>| {
                 let mut s = c.state.lock().unwrap();
                 if s.0.take().is_some() {
@@ -921,7 +937,9 @@ mod context_test {
         let (timer_child, _stop2) = go::with_timeout(&value_child, VERY_LONG_DURATION);
         let after_stop = go::after_func(&parent, || {});
 
-        for (name, c) in [("parent", &parent), ("cancel", &cancel_child), ("timer", &timer_child), ("value", &value_child)] {
+        for (name, c) in
+            [("parent", &parent), ("cancel", &cancel_child), ("timer", &timer_child), ("value", &value_child)]
+        {
             assert!(!closed(c.done()), "<-{name}.done() should block");
         }
         // A value layer shares its parent's node: two children.
@@ -931,7 +949,9 @@ mod context_test {
         assert_eq!(native.registered_children(), 0, "cancel didn't clear the children");
         assert!(!after_stop.stop(), "the AfterFunc was started by the cancel");
 
-        for (name, c) in [("parent", &parent), ("cancel", &cancel_child), ("value", &value_child), ("timer", &timer_child)] {
+        for (name, c) in
+            [("parent", &parent), ("cancel", &cancel_child), ("value", &value_child), ("timer", &timer_child)]
+        {
             assert!(closed(c.done()), "<-{name}.done() blocked, but shouldn't have");
             assert_eq!(c.err(), Some(CancelError::Cancelled), "{name}.err()");
         }
@@ -1257,26 +1277,27 @@ mod example_test {
     #[test]
     fn example_after_func_cond() {
         type Shared = Arc<(Mutex<()>, Condvar)>;
-        let wait_on_cond = |ctx: &Ctx, cond: &Shared, condition_met: &dyn Fn() -> bool| -> Option<CancelError> {
-            let waker = cond.clone();
-            let stop = go::after_func(ctx, move || {
-                let _guard = waker.0.lock().unwrap();
-                waker.1.notify_all();
-            });
-            let mut guard = cond.0.lock().unwrap();
-            let result = loop {
-                if condition_met() {
-                    break None;
-                }
-                guard = cond.1.wait(guard).unwrap();
-                if let Some(err) = ctx.err() {
-                    break Some(err);
-                }
+        let wait_on_cond =
+            |ctx: &Ctx, cond: &Shared, condition_met: &dyn Fn() -> bool| -> Option<CancelError> {
+                let waker = cond.clone();
+                let stop = go::after_func(ctx, move || {
+                    let _guard = waker.0.lock().unwrap();
+                    waker.1.notify_all();
+                });
+                let mut guard = cond.0.lock().unwrap();
+                let result = loop {
+                    if condition_met() {
+                        break None;
+                    }
+                    guard = cond.1.wait(guard).unwrap();
+                    if let Some(err) = ctx.err() {
+                        break Some(err);
+                    }
+                };
+                drop(guard);
+                stop.stop();
+                result
             };
-            drop(guard);
-            stop.stop();
-            result
-        };
         let cond: Shared = Arc::new((Mutex::new(()), Condvar::new()));
         let outs: Vec<String> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..4)

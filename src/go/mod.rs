@@ -131,7 +131,10 @@ pub trait Context: Send + Sync + 'static {
     /// Go's `AfterFunc` method (the `afterFuncer` interface): arrange to call `f` once after this
     /// context is done, and return a handle that stops it. Return `Err(f)` (the default) if this
     /// context has no such mechanism; the adapter then uses its shared watcher.
-    fn after_func(&self, f: Box<dyn FnOnce() + Send + 'static>) -> Result<AfterFuncStop, Box<dyn FnOnce() + Send>> {
+    fn after_func(
+        &self,
+        f: Box<dyn FnOnce() + Send + 'static>,
+    ) -> Result<AfterFuncStop, Box<dyn FnOnce() + Send>> {
         Err(f)
     }
 }
@@ -155,7 +158,10 @@ impl<T: Context + ?Sized> Context for Arc<T> {
     fn name(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         (**self).name(f)
     }
-    fn after_func(&self, f: Box<dyn FnOnce() + Send + 'static>) -> Result<AfterFuncStop, Box<dyn FnOnce() + Send>> {
+    fn after_func(
+        &self,
+        f: Box<dyn FnOnce() + Send + 'static>,
+    ) -> Result<AfterFuncStop, Box<dyn FnOnce() + Send>> {
         (**self).after_func(f)
     }
 }

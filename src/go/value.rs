@@ -207,7 +207,10 @@ pub(crate) fn str_hash(key: &str) -> u64 {
 
 /// Go's `stringify` for a value of type `V`: strings print as themselves, anything else as its type
 /// name (Rust cannot ask at run time whether a type implements `Display`).
-pub(crate) fn describe<V: 'static>(value: &(dyn Any + Send + Sync), f: &mut fmt::Formatter<'_>) -> fmt::Result {
+pub(crate) fn describe<V: 'static>(
+    value: &(dyn Any + Send + Sync),
+    f: &mut fmt::Formatter<'_>,
+) -> fmt::Result {
     if let Some(s) = value.downcast_ref::<String>() {
         f.write_str(s)
     } else if let Some(s) = value.downcast_ref::<&'static str>() {
