@@ -228,9 +228,17 @@ impl Context {
     /// Cancels this context and everything derived from it, with `cause`.
     ///
     /// Idempotent: the first cancellation wins; later calls change nothing. Synchronous: when it
-    /// returns, every descendant observes the cancellation and reports this cause, and every
-    /// on-cancel callback of the subtree has run (on this thread). Does nothing on a context that
-    /// can never be cancelled. `err()` becomes [`CancelError::Cancelled`].
+    /// returns, every descendant observes the cancellation (each reports the cause of whichever
+    /// cancellation reached it first: this one, unless a concurrent cancel of an overlapping
+    /// subtree got there before), every `done()` receiver of the subtree is ready, and the
+    /// on-cancel callbacks of the nodes this call cancelled have run, on this thread (callbacks of
+    /// nodes that a concurrent cancel reached first run on that canceller's thread). Does nothing
+    /// on a context that can never be cancelled. `err()` becomes [`CancelError::Cancelled`].
+    ///
+    /// A thread that observes the cancellation *while* it is being propagated may see `err()`
+    /// return `Some` a moment before `done()` becomes ready (the done channel is closed right
+    /// after the node's state is set, outside its lock); once `cancel_with` has returned, both
+    /// agree.
     ///
     /// # Panics
     ///
@@ -302,7 +310,9 @@ impl Context {
     }
 
     /// How many children are registered with this context's node right now: derived contexts
-    /// that are alive and not cancelled. Returns to zero when they are all dropped or cancelled.
+    /// that are still alive and were not cancelled through this node. A child cancelled on its own
+    /// stays registered until its last handle is dropped; all of them are released when this
+    /// context is cancelled. Returns to zero when they are all dropped.
     ///
     /// # Examples
     ///

@@ -92,7 +92,8 @@ struct Inner {
     children: Slab<Arc<Core>>,
     /// Callbacks and the done channel, allocated on first use: most nodes never need them.
     extras: Option<Box<Extras>>,
-    /// Set when the node's last handle is dropped uncancelled: its callbacks were discarded.
+    /// Set when the node's last handle is dropped while it is still open: its callbacks were
+    /// discarded unrun, and nothing can cancel it any more.
     released: bool,
 }
 
@@ -470,8 +471,9 @@ pub(crate) fn stop(core: &Arc<Core>, slot: CallbackSlot) -> bool {
         drop(removed); // the closure's captures are user code: drop them unlocked
         return true;
     }
-    // Relaxed: under the lock that guards state writes (invariant 1).
-    inner.released && core.state.load(Ordering::Relaxed) == OPEN
+    // `released` is only set on a node dropped while open (see `Node::release`): its callbacks
+    // were discarded unrun, and now never run.
+    inner.released
 }
 
 // ===== detach and drop =====
@@ -501,10 +503,16 @@ impl Node {
         self.released = true;
         let (timer, discarded) = {
             let mut inner = lock(&self.core.inner);
-            inner.released = true;
+            // Relaxed: under the lock that guards state writes (invariant 1). `released` records
+            // "dropped while open", decided under the same lock as cancellation, so `stop()` can
+            // tell a discarded callback from one a racing cancel took to run.
+            let open = self.core.state.load(Ordering::Relaxed) == OPEN;
+            inner.released = open;
             let callbacks = inner.drain_callbacks();
             live::add(Kind::Callbacks, -(callbacks.len() as isize));
-            (inner.extras.as_ref().and_then(|e| e.timer), callbacks)
+            // A cancelled node's timer was disarmed by its cancellation: don't take the map lock.
+            let timer = if open { inner.extras.as_ref().and_then(|e| e.timer) } else { None };
+            (timer, callbacks)
         };
         if let Some(key) = timer {
             deadline::remove(key);
