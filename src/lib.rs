@@ -60,6 +60,7 @@ mod ambient;
 pub mod blocking;
 mod cancel;
 mod context;
+pub mod go;
 mod live;
 mod loom;
 mod scope;

@@ -13,6 +13,7 @@
 //! 4. Recursion in `insert` is bounded by the hash width (`MAX_DEPTH` levels), not by user input;
 //!    dropping a map is likewise bounded by `MAX_DEPTH` nested levels.
 
+use std::borrow::Borrow;
 use std::sync::Arc;
 
 const BITS: u32 = 5;
@@ -55,8 +56,12 @@ fn index(hash: u64, shift: u32) -> u32 {
 }
 
 impl<K: Clone + Eq, V: Clone> Map<K, V> {
-    /// The value bound to `key` (whose hash is `hash`).
-    pub(crate) fn get(&self, hash: u64, key: &K) -> Option<&V> {
+    /// The value bound to `key` (whose hash is `hash`), looked up by any borrowed form of the key
+    /// (a `&str` for `Arc<str>` keys), as `HashMap::get` does.
+    pub(crate) fn get<Q: Eq + ?Sized>(&self, hash: u64, key: &Q) -> Option<&V>
+    where
+        K: Borrow<Q>,
+    {
         let mut branch = self.root.as_deref()?;
         let mut shift = 0;
         loop {
@@ -66,10 +71,10 @@ impl<K: Clone + Eq, V: Clone> Map<K, V> {
             }
             let pos = (branch.bitmap & (bit - 1)).count_ones() as usize;
             match &branch.slots[pos] {
-                Slot::Entry(h, k, v) => return (*h == hash && k == key).then_some(v),
+                Slot::Entry(h, k, v) => return (*h == hash && k.borrow() == key).then_some(v),
                 Slot::Collision(h, entries) => {
                     return if *h == hash {
-                        entries.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+                        entries.iter().find(|(k, _)| k.borrow() == key).map(|(_, v)| v)
                     } else {
                         None
                     };

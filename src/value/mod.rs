@@ -15,7 +15,7 @@
 //!    child keeps only the first. Lookup cost depends on the number of distinct keys bound (log32
 //!    of it), never on the number of derivations.
 
-mod map;
+pub(crate) mod map;
 
 use map::Map;
 use std::any::Any;
