@@ -362,16 +362,6 @@ impl Context {
         Context { node: Some(node), values }
     }
 
-    /// This context with `values` instead of its own: the same node.
-    pub(crate) fn with_values(&self, values: Values) -> Context {
-        Context { node: self.node.clone(), values }
-    }
-
-    /// The bindings.
-    pub(crate) fn values(&self) -> &Values {
-        &self.values
-    }
-
     /// The cancellation cell of this context's node, if it has one: what the Go adapter
     /// (`crate::go`) holds to cancel a node from a custom parent without keeping the node alive.
     pub(crate) fn core(&self) -> Option<&Arc<crate::cancel::tree::Core>> {
