@@ -101,11 +101,13 @@ fn a_siblings_error_fails_the_scope_like_any_childs() {
 #[test]
 #[should_panic(expected = "would wait for itself")]
 fn wait_all_from_a_child_of_the_same_scope_panics_instead_of_deadlocking() {
-    let payload = std::panic::catch_unwind(|| {
-        tether::scope(|s| {
-            s.spawn(|_| s.wait_all());
+    let payload = assert_no_leaks(|| {
+        std::panic::catch_unwind(|| {
+            tether::scope(|s| {
+                s.spawn(|_| s.wait_all());
+            })
         })
-    })
-    .unwrap_err();
+        .unwrap_err()
+    });
     std::panic::resume_unwind(payload);
 }
