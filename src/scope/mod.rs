@@ -149,9 +149,12 @@ pub struct ScopeBuilder {
 ///
 /// # Lifetimes
 ///
-/// `'env` is the lifetime of what children may borrow: anything that outlives the call to
-/// [`scope`]. `'scope` is the lifetime of the scope itself, which bounds the join handles. A child
-/// cannot borrow what the body itself owns, since that dies before the children are joined:
+/// As in std: `'scope` is the lifetime of the scope itself, from before the body starts until
+/// every child has finished (but before [`scope`] returns); spawned closures and their results
+/// may borrow anything that lives that long (`F: 'scope`), and join handles cannot outlive it.
+/// `'env` is the lifetime of what the scope borrows from its caller: anything that outlives the
+/// call to [`scope`], so `'env: 'scope`. A child cannot borrow what the body itself owns, since
+/// that dies before the children are joined:
 ///
 /// ```compile_fail,E0373
 /// tether::scope(|s| {
