@@ -13,6 +13,9 @@
 //!    earlier, and the first cause wins);
 //! 2. **join**: wait until no child is running, including those whose handles were dropped or
 //!    forgotten and those that children spawned;
+//!    Then the scope's state, with its context and the values bound to it, is dropped on the
+//!    owner's thread (after the children have let go of it), so no value outlives `scope` on a
+//!    child's thread; a panicking value destructor counts as a panic of the scope;
 //! 3. **report**: the first panic (body or child) is re-raised with its original payload; the
 //!    later ones go to [`crate::testing::take_unhandled_panics`]. Otherwise the fallible children's
 //!    errors, the first one first, as [`ScopeError`]. Otherwise the body's result.
@@ -84,7 +87,8 @@ type Payload = Box<dyn Any + Send + 'static>;
 /// Re-raises the first panic of the body or of a child, with its original payload, after every
 /// child has been joined (a panic taken by [`ScopedJoinHandle::join`] is not re-raised). Later
 /// panics are recorded for [`crate::testing::take_unhandled_panics`]. A panic takes precedence
-/// over child errors.
+/// over child errors. The destructor of a value bound to the scope ([`ScopeBuilder::value`]) runs
+/// before `scope` returns, on the calling thread; if it panics, that is a panic of the scope too.
 ///
 /// # Examples
 ///
@@ -425,34 +429,48 @@ fn exit<'env, F, R>(shared: Arc<Shared>, f: F) -> Result<R, ScopeError>
 where
     F: for<'scope> FnOnce(&'scope Scope<'scope, 'env>) -> R,
 {
-    let scope = Scope { shared, scope: PhantomData, env: PhantomData };
-    let shared = &*scope.shared;
-    // Step 2 as a guard: it runs below, and it also runs if anything between here and there
-    // unwinds, so no path out of this function skips the wait (invariant 1).
-    let join = WaitIdle(shared);
-    let body = {
-        let _ambient = ambient::enter(shared.ctx.clone());
-        catch_unwind(AssertUnwindSafe(|| f(&scope)))
-    };
-    // 1. Cancel with the cause that says why (a failure may have cancelled it already: the
-    //    first cause wins).
-    let body = match body {
-        Ok(result) => {
-            shared.cancel(Cause::ScopeExited);
-            Some(result)
-        }
-        Err(payload) => {
-            shared.panicked(Some("scope body".into()), payload);
-            None
-        }
-    };
-    // 2. Join: wait until no child is running, whatever happened to the handles.
-    drop(join);
-    // Every child has counted itself out after recording its failures, and the wait
-    // synchronized with that, so the failures below are all that will ever be recorded.
+    let mut ended = None;
+    // Steps 1 and 2 run in a closure that owns the scope's state, so that the state (its
+    // context, and with it the values bound to the scope) is dropped at the closure's end: on
+    // this thread, before `scope` returns, with no panic in flight. A value destructor that
+    // panics there is caught below as a panic of the scope (`tests/faults.rs`).
+    let released = catch_unwind(AssertUnwindSafe(|| {
+        let scope = Scope { shared, scope: PhantomData, env: PhantomData };
+        let shared = &*scope.shared;
+        // Step 2 as a guard: it runs below, and it also runs if anything between here and there
+        // unwinds, so no path out of this function skips the wait (invariant 1).
+        let join = WaitIdle(shared);
+        let body = {
+            let _ambient = ambient::enter(shared.ctx.clone());
+            catch_unwind(AssertUnwindSafe(|| f(&scope)))
+        };
+        // 1. Cancel with the cause that says why (a failure may have cancelled it already: the
+        //    first cause wins).
+        let body = match body {
+            Ok(result) => {
+                shared.cancel(Cause::ScopeExited);
+                Some(result)
+            }
+            Err(payload) => {
+                shared.panicked(Some("scope body".into()), payload);
+                None
+            }
+        };
+        // 2. Join: wait until no child is running, whatever happened to the handles.
+        drop(join);
+        // Every child has counted itself out after recording its failures, and the wait
+        // synchronized with that, so the failures below are all that will ever be recorded.
+        ended = Some((body, std::mem::take(&mut *shared.failures())));
+        sole_owner(&scope.shared);
+    }));
+    let (body, Failures { panics, errors, .. }) =
+        ended.expect("tether: the exit protocol unwound before the join");
+    let mut panics: Vec<Payload> = panics.into_iter().map(|(_, payload)| payload).collect();
+    if let Err(payload) = released {
+        panics.push(payload);
+    }
     // 3. Report: the first panic, else the errors, else the body's result.
-    let Failures { panics, errors, .. } = std::mem::take(&mut *shared.failures());
-    let mut panics = panics.into_iter().map(|(_, payload)| payload);
+    let mut panics = panics.into_iter();
     if let Some(first) = panics.next() {
         panics.for_each(crate::testing::record_unhandled_panic);
         resume_unwind(first);
@@ -460,6 +478,16 @@ where
     match ScopeError::from_errors(errors) {
         Some(error) => Err(error),
         None => Ok(body.expect("tether: the body neither returned nor panicked")),
+    }
+}
+
+/// Waits until `shared` is the only reference to the scope's state. Every child holds one until
+/// just after it counts itself out (`Running`), so once the join has seen no child running this
+/// waits at most for that last step of each child.
+fn sole_owner(shared: &Arc<Shared>) {
+    // SeqCst like every access to the count; the children's decrements are Release.
+    while Arc::strong_count(shared) > 1 {
+        std::thread::yield_now();
     }
 }
 
