@@ -33,8 +33,7 @@ struct Totals {
 
 fn main() {
     let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(300);
-    let mut runner =
-        TestRunner::new(Config { rng_seed: RngSeed::Fixed(0x1ea4), ..Config::default() });
+    let mut runner = TestRunner::new(Config { rng_seed: RngSeed::Fixed(0x1ea4), ..Config::default() });
     let strategy = programs::program();
     let (mut adhoc, mut tether) = (Totals::default(), Totals::default());
     for _ in 0..n {
@@ -64,7 +63,8 @@ fn main() {
     }
     println!("| | ad-hoc `thread::spawn` | `tether::scope` |");
     println!("| --- | ---: | ---: |");
-    let row = |name: &str, a: &dyn std::fmt::Display, t: &dyn std::fmt::Display| println!("| {name} | {a} | {t} |");
+    let row =
+        |name: &str, a: &dyn std::fmt::Display, t: &dyn std::fmt::Display| println!("| {name} | {a} | {t} |");
     row("programs run", &adhoc.programs, &tether.programs);
     row("leaked threads (never joined)", &adhoc.leaked_threads, &tether.leaked_threads);
     row("threads still running at return", &adhoc.still_running, &tether.leaked_threads);

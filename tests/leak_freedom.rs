@@ -37,7 +37,9 @@
 #[path = "common/programs.rs"]
 mod programs;
 
-use programs::{Action, Child, Deadline, End, Program, ScopeSpec, Spawn, TetherRun, Wait, program, run_adhoc};
+use programs::{
+    Action, Child, Deadline, End, Program, ScopeSpec, Spawn, TetherRun, Wait, program, run_adhoc,
+};
 use proptest::test_runner::{Config, RngSeed, TestCaseError, TestError, TestRunner};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use tether::testing::LeakCheck;
@@ -149,7 +151,9 @@ fn a_failing_program_shrinks_to_a_small_readable_one() {
     let result = runner.run(&program(), |p| {
         if has_deep_failure(&p.root, 0) { Err(TestCaseError::fail("a nested failure")) } else { Ok(()) }
     });
-    let Err(TestError::Fail(_, minimal)) = result else { panic!("no program with a nested failure: {result:?}") };
+    let Err(TestError::Fail(_, minimal)) = result else {
+        panic!("no program with a nested failure: {result:?}")
+    };
     let text = format!("{minimal:?}");
     assert_eq!(text.trim().lines().count(), 4, "not minimal:{text}");
     assert_eq!(minimal.root.children.len(), 1, "{text}");

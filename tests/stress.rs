@@ -148,7 +148,8 @@ fn a_cancel_storm_on_a_parent_with_100_000_children_reaches_every_child() {
             .collect();
         assert_eq!(parent.registered_children(), STORM);
         // Half the children are dropped by another thread while the parent is being cancelled.
-        let (keep, dropped): (Vec<_>, Vec<_>) = children.into_iter().enumerate().partition(|(i, _)| i % 2 == 0);
+        let (keep, dropped): (Vec<_>, Vec<_>) =
+            children.into_iter().enumerate().partition(|(i, _)| i % 2 == 0);
         std::thread::scope(|t| {
             t.spawn(move || drop(dropped));
             parent.cancel();
@@ -178,7 +179,8 @@ fn a_deadline_storm_of_100_000_timers_fires_the_few_that_expire_and_leaks_none()
             })
             .collect();
         assert!(tether::live().timers >= STORM / 100);
-        let (expiring, far): (Vec<_>, Vec<_>) = timers.into_iter().enumerate().partition(|(i, _)| i % 100 == 0);
+        let (expiring, far): (Vec<_>, Vec<_>) =
+            timers.into_iter().enumerate().partition(|(i, _)| i % 100 == 0);
         for (i, ctx) in far {
             if i % 2 == 0 {
                 ctx.cancel();

@@ -293,7 +293,12 @@ fn leaf_action() -> impl Strategy<Value = Action> {
 }
 
 fn child_with(action: impl Strategy<Value = Action>) -> impl Strategy<Value = Child> {
-    (spawn_kind(), action, prop::option::weighted(0.3, prop_oneof![Just(Callback::Keep), Just(Callback::Stop)]), prop::bool::weighted(0.3))
+    (
+        spawn_kind(),
+        action,
+        prop::option::weighted(0.3, prop_oneof![Just(Callback::Keep), Just(Callback::Stop)]),
+        prop::bool::weighted(0.3),
+    )
         .prop_map(|(on, action, callback, read)| Child { id: 0, on, action, callback, read })
 }
 
@@ -308,7 +313,12 @@ fn scope_spec(depth: u32) -> BoxedStrategy<ScopeSpec> {
         ]
         .boxed()
     };
-    (deadline(), prop::option::weighted(0.4, 0u32..100), prop::collection::vec(child_with(action), 0..=MAX_CHILDREN), end())
+    (
+        deadline(),
+        prop::option::weighted(0.4, 0u32..100),
+        prop::collection::vec(child_with(action), 0..=MAX_CHILDREN),
+        end(),
+    )
         .prop_map(|(deadline, bind, children, end)| ScopeSpec { id: 0, deadline, bind, children, end })
         .boxed()
 }
@@ -758,7 +768,8 @@ impl TetherRun {
             let first = (cb == Callback::Stop).then(|| handle.stop());
             self.callbacks.lock().unwrap().push((c.id, ran, first, handle));
         }
-        let observe = |cause: Cause| self.observed.lock().unwrap().push((scope_id, c.id, model_cause(&cause)));
+        let observe =
+            |cause: Cause| self.observed.lock().unwrap().push((scope_id, c.id, model_cause(&cause)));
         match &c.action {
             Action::Finish => Ok(()),
             Action::Fail => Err(Failure::Code(c.id)),
@@ -778,7 +789,9 @@ impl TetherRun {
                 };
                 match cause {
                     Some(cause) => observe(cause),
-                    None => self.violation(format!("#{} blocked {BLOCK_LIMIT:?} and was never cancelled", c.id)),
+                    None => {
+                        self.violation(format!("#{} blocked {BLOCK_LIMIT:?} and was never cancelled", c.id))
+                    }
                 }
                 Ok(())
             }
