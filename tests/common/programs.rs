@@ -559,6 +559,10 @@ fn deadline_instant(d: Deadline) -> Option<Instant> {
 
 // ===== the tether interpreter =====
 
+/// A callback a child registered: the child, how many times it ran, the result of the `stop()`
+/// called right away (`Callback::Stop`), and its handle.
+type Registered = (u32, Arc<AtomicUsize>, Option<bool>, CallbackHandle);
+
 /// What one run with tether observed.
 #[derive(Default)]
 pub struct TetherRun {
@@ -567,7 +571,7 @@ pub struct TetherRun {
     /// (scope, child, cause) for every child that saw its scope cancelled.
     observed: Mutex<Vec<(u32, u32, ModelCause)>>,
     reads: Mutex<BTreeMap<u32, Option<u32>>>,
-    callbacks: Mutex<Vec<(u32, Arc<AtomicUsize>, Option<bool>, CallbackHandle)>>,
+    callbacks: Mutex<Vec<Registered>>,
     violations: Mutex<Vec<String>>,
     /// Keeps the senders of the `Recv` waits' channels alive (they never deliver).
     never: Mutex<Vec<crossbeam_channel::Sender<()>>>,
