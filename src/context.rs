@@ -45,7 +45,7 @@ use std::time::{Duration, Instant};
 /// ```
 #[derive(Clone)]
 pub struct Context {
-    node: Option<Arc<Node>>,
+    node: Option<Node>,
     values: Values,
 }
 

@@ -9,13 +9,13 @@
 #[cfg(loom)]
 pub(crate) use loom::sync::{
     Arc, Mutex, MutexGuard,
-    atomic::{AtomicU8, Ordering},
+    atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering, fence},
 };
 
 #[cfg(not(loom))]
 pub(crate) use std::sync::{
     Arc, Mutex, MutexGuard,
-    atomic::{AtomicU8, Ordering},
+    atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering, fence},
 };
 
 /// Locks `mutex`, ignoring poisoning.
@@ -31,22 +31,5 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     #[cfg(not(loom))]
     {
         mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
-/// `Arc::into_inner`: the value if this was the last strong reference.
-///
-/// loom's `Arc` has no `into_inner`; its `try_unwrap` can fail when two threads drop their
-/// references at once, in which case the returned `Arc` is dropped normally and whichever drop is
-/// last runs the value's `Drop` (which, for `Node`, continues the release loop itself). Either way
-/// the value is dropped exactly once.
-pub(crate) fn arc_into_inner<T>(arc: Arc<T>) -> Option<T> {
-    #[cfg(loom)]
-    {
-        Arc::try_unwrap(arc).ok()
-    }
-    #[cfg(not(loom))]
-    {
-        Arc::into_inner(arc)
     }
 }

@@ -1,12 +1,13 @@
 //! A minimal slab: O(1) insert and remove by index, for a parent's children and a node's callbacks.
 //!
 //! Index 0 lives inline (`first`), so the common case of a node with one child (a chain of
-//! derivations) allocates nothing here.
+//! derivations) allocates nothing here; the rest lives behind one pointer, so an empty or
+//! one-entry slab costs 24 bytes in every node.
 //!
 //! # Invariants
 //! 1. `len` equals the number of occupied entries (`first` plus `Occupied` entries of `rest`).
-//! 2. Index 0 is `first`; index `i >= 1` is `rest[i - 1]`. Every `Vacant` entry of `rest` is on the
-//!    free list that starts at `free` (a chain of indices into `rest`).
+//! 2. Index 0 is `first`; index `i >= 1` is `rest.entries[i - 1]`. Every `Vacant` entry is on the
+//!    free list that starts at `rest.free` (a chain of indices into `rest.entries`).
 //! 3. When `len` drops to 0 and `rest` has grown past [`RETAIN`] entries, its memory is released,
 //!    so a parent that once had a million children and now has none keeps nothing.
 
@@ -24,17 +25,23 @@ enum Entry<T> {
 /// A slab of `T`s addressed by the index `insert` returned.
 pub(crate) struct Slab<T> {
     first: Option<T>,
-    rest: Vec<Entry<T>>,
-    /// Head of the free list (an index into `rest`), or `NONE`. `u32` keeps the slab small: it
-    /// sits in every node, and four billion live children of one parent is not a use case.
-    free: u32,
+    rest: Option<Box<Rest<T>>>,
+    /// `u32` keeps the slab small: it sits in every node, and four billion live children of one
+    /// parent is not a use case (`insert` checks).
     len: u32,
+}
+
+/// Indices 1 and up.
+struct Rest<T> {
+    entries: Vec<Entry<T>>,
+    /// Head of the free list (an index into `entries`), or `NONE`.
+    free: u32,
 }
 
 impl<T> Slab<T> {
     /// An empty slab; does not allocate.
     pub(crate) const fn new() -> Self {
-        Slab { first: None, rest: Vec::new(), free: NONE, len: 0 }
+        Slab { first: None, rest: None, len: 0 }
     }
 
     /// Number of occupied entries.
@@ -44,22 +51,20 @@ impl<T> Slab<T> {
 
     /// Stores `value` and returns its index, reusing a vacant entry if there is one.
     pub(crate) fn insert(&mut self, value: T) -> usize {
+        assert!(self.len < NONE - 1, "tether: more than 2^32 - 2 live entries in one slab");
         self.len += 1;
         if self.first.is_none() {
             self.first = Some(value);
             return 0;
         }
-        if self.free == NONE {
-            assert!(
-                self.rest.len() < NONE as usize - 1,
-                "tether: more than 2^32 - 2 live entries in one slab"
-            );
-            self.rest.push(Entry::Occupied(value));
-            return self.rest.len();
+        let rest = self.rest.get_or_insert_with(|| Box::new(Rest { entries: Vec::new(), free: NONE }));
+        if rest.free == NONE {
+            rest.entries.push(Entry::Occupied(value));
+            return rest.entries.len();
         }
-        let at = self.free as usize;
-        match std::mem::replace(&mut self.rest[at], Entry::Occupied(value)) {
-            Entry::Vacant(next) => self.free = next,
+        let at = rest.free as usize;
+        match std::mem::replace(&mut rest.entries[at], Entry::Occupied(value)) {
+            Entry::Vacant(next) => rest.free = next,
             Entry::Occupied(_) => unreachable!("free list points at an occupied entry (invariant 2)"),
         }
         at + 1
@@ -71,18 +76,19 @@ impl<T> Slab<T> {
             self.first.take()?
         } else {
             let at = index - 1;
-            let entry = self.rest.get_mut(at)?;
+            let rest = self.rest.as_mut()?;
+            let entry = rest.entries.get_mut(at)?;
             if matches!(entry, Entry::Vacant(_)) {
                 return None;
             }
-            let Entry::Occupied(value) = std::mem::replace(entry, Entry::Vacant(self.free)) else {
+            let Entry::Occupied(value) = std::mem::replace(entry, Entry::Vacant(rest.free)) else {
                 unreachable!("checked occupied above")
             };
-            self.free = at as u32;
+            rest.free = at as u32;
             value
         };
         self.len -= 1;
-        if self.len == 0 && self.rest.capacity() > RETAIN {
+        if self.len == 0 && self.rest.as_ref().is_some_and(|r| r.entries.capacity() > RETAIN) {
             // Invariant 3: give the memory back.
             *self = Slab::new();
         }
@@ -94,7 +100,7 @@ impl<T> Slab<T> {
         if index == 0 {
             return self.first.as_ref();
         }
-        match self.rest.get(index - 1)? {
+        match self.rest.as_ref()?.entries.get(index - 1)? {
             Entry::Occupied(value) => Some(value),
             Entry::Vacant(_) => None,
         }
@@ -103,6 +109,7 @@ impl<T> Slab<T> {
     /// Empties the slab, yielding every occupied value in index order. Allocates nothing.
     pub(crate) fn drain(&mut self) -> impl Iterator<Item = T> + use<T> {
         let Slab { first, rest, .. } = std::mem::replace(self, Slab::new());
+        let rest = rest.map(|r| r.entries).unwrap_or_default();
         first.into_iter().chain(rest.into_iter().filter_map(|e| match e {
             Entry::Occupied(v) => Some(v),
             Entry::Vacant(_) => None,
@@ -129,7 +136,7 @@ mod tests {
             slab.remove(id);
         }
         assert_eq!(slab.len(), 0);
-        assert_eq!(slab.rest.capacity(), 0);
+        assert!(slab.rest.is_none());
     }
 
     #[test]

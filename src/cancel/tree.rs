@@ -1,40 +1,46 @@
 //! The cancellation tree engine: creation, propagation, detach, callbacks.
 //!
-//! The public [`crate::Context`] is a thin handle over an `Arc<Node>`; everything that touches
-//! shared state lives here, as `pub(crate) fn`s (the split tokio-util's `tree_node.rs` uses).
+//! The public [`crate::Context`] is a thin handle over a [`Node`]; everything that touches shared
+//! state lives here, as `pub(crate) fn`s (the split tokio-util's `tree_node.rs` uses).
 //! Design note: `design/0001-cancellation-tree.md`.
 //!
 //! # Structure
-//! - [`Core`] is the cancellation cell of one node: its state, cause, registered children,
-//!   callbacks and lazily created done channel. It is shared (`Arc`) by its `Node`, by its parent's
-//!   children slab while registered, by the timer driver while its deadline is pending, and by
-//!   callback handles.
-//! - [`Node`] owns a core and links it to the parent `Node` (strongly, so an ancestor and its
-//!   deadline live as long as any descendant). When the last handle to a `Node` goes, its `Drop`
-//!   detaches the core from the parent: forgetting to cancel leaks nothing.
-//! - A [`Domain`] is a lock shared by all nodes below one topmost cancellable ancestor. Every
-//!   propagation in a domain holds it, so concurrent cancels of overlapping subtrees serialise.
+//! - [`Core`] is one node, in one allocation: its state, cause, registered children, callbacks,
+//!   lazily created done channel, its deadline, and a handle to its parent. It is shared (`Arc`)
+//!   by its handles, by its parent's children slab while registered, by the timer driver while its
+//!   deadline is pending, by callback handles, and (as `top`) by the nodes of its domain.
+//! - [`Node`] is a *counted* handle: `Core::handles` counts them. Contexts hold one, and a child
+//!   holds one of its parent (so an ancestor and its deadline live as long as any descendant).
+//!   When the last handle goes, the node is released: detached from its parent, timer disarmed,
+//!   callbacks discarded. Forgetting to cancel leaks nothing.
+//! - The domain lock (`propagation` of the topmost cancellable ancestor, `top`) is shared by all
+//!   nodes below it. Every propagation in a domain holds it, so concurrent cancels of
+//!   overlapping subtrees serialise.
 //!
 //! # Invariants
 //! 1. `state` goes `OPEN -> CANCELLED | DEADLINE` at most once and never back. It is written only
 //!    under the core's lock, after `cause` is set (so `state != OPEN` implies `cause.is_some()`).
-//! 2. While `state == OPEN`, `children` holds exactly the cores of the registered children that
-//!    have not detached, `callbacks` exactly the callbacks neither run nor stopped nor discarded.
+//! 2. While `state == OPEN` and the node has handles, `children` holds exactly the cores of the
+//!    registered children that have not been released, `callbacks` exactly the callbacks neither
+//!    run nor stopped nor discarded.
 //! 3. Once `state != OPEN`, `children`, `callbacks` and `done_tx` are empty, for ever: the cancel
 //!    that set the state drained them, and registration on a cancelled core creates the child
 //!    already cancelled instead of registering it.
-//! 4. References point down the core tree only: a core never refers to its parent. A child `Node`
-//!    refers to its parent `Node`. So there is no `Arc` cycle, and dropping a `Node` chain is a
-//!    loop over `Arc::into_inner`, never a recursion.
-//! 5. A child's domain is its parent's domain when the parent can be cancelled; a root starts its
-//!    own. Hence every descendant of a node shares the node's domain, and when [`cancel`] returns
-//!    (having held the domain lock for the whole propagation), every descendant is cancelled.
+//! 4. A core reaches its parent only through the parent handle in `inner.parent`, which its
+//!    release takes out. A parent's slab holds a child's core only until that child is released
+//!    (or the parent cancelled). So any `Arc` cycle between a parent and a child core is broken no
+//!    later than the child's release, and releasing an ancestor chain is a loop, never a recursion.
+//! 5. A child's `top` is its parent's `top`, or the parent itself; a root has none. Hence every
+//!    descendant of a node shares the node's domain lock, and when [`cancel`] returns (having held
+//!    that lock for the whole propagation), every descendant is cancelled.
+//! 6. `handles` counts the live `Node`s of a core. It only increases from a live handle (never
+//!    from zero), so the release runs exactly once, in the thread whose decrement reached zero.
 //!
 //! # Lock order
 //! `domain -> core -> timer map`, and at most one core lock at a time: propagation locks the cores
 //! of the subtree one after another; registration and detach lock only the parent's core (the
 //! child's core is not yet, or no longer, shared). User code (callbacks, the destructors of
-//! captured state, drops of `Node`s) never runs while any of these locks is held: callbacks run
+//! captured state, releases of `Node`s) never runs while any of these locks is held: callbacks run
 //! after the domain lock is released, and drained entries are dropped outside the core lock.
 //!
 //! # Where callbacks run
@@ -49,14 +55,14 @@ use super::Cause;
 use super::cause::CancelError;
 use super::deadline::{self, TimerKey};
 use crate::live::{self, Kind};
-use crate::loom::{Arc, AtomicU8, Mutex, Ordering, arc_into_inner, lock};
+use crate::loom::{Arc, AtomicBool, AtomicU8, AtomicU32, Mutex, Ordering, fence, lock};
 use crate::slab::Slab;
 use crossbeam_channel::{Receiver, Sender};
 use std::any::Any;
 use std::convert::Infallible;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::OnceLock;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// `Core::state`: not cancelled.
 const OPEN: u8 = 0;
@@ -66,22 +72,32 @@ const CANCELLED: u8 = 1;
 const DEADLINE: u8 = 2;
 
 /// Index meaning "not registered in a parent's children slab".
-const UNREGISTERED: usize = usize::MAX;
+const UNREGISTERED: u32 = u32::MAX;
 
 /// A callback registered with [`on_cancel`].
 pub(crate) type Callback = Box<dyn FnOnce(&Cause) + Send + 'static>;
 
-/// The lock serialising propagation below one topmost cancellable ancestor (invariant 5).
-pub(crate) struct Domain {
-    propagation: Mutex<()>,
-}
-
-/// The cancellation cell of one node.
+/// One node of the tree: its cancellation cell, and the link that keeps its parent alive.
 pub(crate) struct Core {
     /// `OPEN`, `CANCELLED` or `DEADLINE` (invariant 1).
     state: AtomicU8,
-    /// Shared with every node of the same domain (invariant 5).
-    domain: Arc<Domain>,
+    /// Index of this core in its parent's children slab, or `UNREGISTERED`; written once, before
+    /// the first [`Node`] handle exists.
+    slot: AtomicU32,
+    /// Live [`Node`] handles (invariant 6); the node is released when it drops to zero.
+    handles: AtomicU32,
+    /// Set, under the core's lock, when the last handle is dropped while the node is still open:
+    /// its callbacks were discarded unrun, and nothing can cancel it any more. An atomic only so
+    /// that it can sit in the header word; every access holds the lock (Relaxed).
+    released: AtomicBool,
+    /// The topmost cancellable ancestor, whose `propagation` lock is this node's domain lock
+    /// (invariant 5); `None` when this node is itself the top.
+    top: Option<Arc<Core>>,
+    /// The domain lock, used when `top` is `None`.
+    propagation: Mutex<()>,
+    /// The effective deadline (the earlier of the node's own and its parent's), packed as
+    /// nanoseconds from a process epoch ([`pack_deadline`]) to keep the core small.
+    deadline: i64,
     inner: Mutex<Inner>,
 }
 
@@ -92,9 +108,8 @@ struct Inner {
     children: Slab<Arc<Core>>,
     /// Callbacks and the done channel, allocated on first use: most nodes never need them.
     extras: Option<Box<Extras>>,
-    /// Set when the node's last handle is dropped while it is still open: its callbacks were
-    /// discarded unrun, and nothing can cancel it any more.
-    released: bool,
+    /// A handle to the parent, held until this node is released (invariant 4).
+    parent: Option<Node>,
 }
 
 struct Extras {
@@ -109,16 +124,12 @@ struct Extras {
     done_tx: Option<Sender<Infallible>>,
 }
 
-/// The owner of a core: keeps the parent alive and detaches from it on drop.
+/// A counted handle to a node: what a [`crate::Context`] holds and what a child holds of its
+/// parent. While a node has handles it stays registered with its parent and its deadline stays
+/// armed; when the last handle goes, the node is released (detached, timer disarmed, callbacks
+/// discarded), whether or not its `Core` lives on (invariant 6).
 pub(crate) struct Node {
     core: Arc<Core>,
-    parent: Option<Arc<Node>>,
-    /// Index of `core` in the parent's children slab, or `UNREGISTERED`.
-    slot: usize,
-    /// The effective deadline: the earlier of the node's own and its parent's.
-    deadline: Option<Instant>,
-    /// Set by the first `release`: the node is detached and its parent link taken.
-    released: bool,
 }
 
 /// What a propagation collected, to be acted on after every lock is released.
@@ -156,33 +167,34 @@ pub struct CallbackPanics {
 impl Node {
     /// A new node below `parent` (a root if `None`), with its own deadline `own_deadline` whose
     /// expiry cancels it with `deadline_cause`.
-    pub(crate) fn new(
-        parent: Option<&Arc<Node>>,
-        own_deadline: Option<Instant>,
-        deadline_cause: Cause,
-    ) -> Arc<Node> {
-        let parent_deadline = parent.and_then(|p| p.deadline);
+    pub(crate) fn new(parent: Option<&Node>, own_deadline: Option<Instant>, deadline_cause: Cause) -> Node {
+        let parent_deadline = parent.and_then(|p| unpack_deadline(p.core.deadline));
         // Go's rule: a deadline later than the parent's is served by the parent's timer.
         let arm = own_deadline.filter(|own| parent_deadline.is_none_or(|p| p >= *own));
         let deadline = match (arm, parent_deadline) {
             (Some(own), _) => Some(own),
             (None, p) => p,
         };
-        let domain = match parent {
-            Some(p) => p.core.domain.clone(),
-            None => Arc::new(Domain { propagation: Mutex::new(()) }),
-        };
-        let now = arm.map(|_| Instant::now());
-        let expired = arm.zip(now).is_some_and(|(at, now)| at <= now);
+        let top = parent.map(|p| p.core.top.clone().unwrap_or_else(|| p.core.clone()));
+        let expired = arm.is_some_and(|at| at <= Instant::now());
         let timer = arm.filter(|_| !expired).map(TimerKey::new);
-        let core =
-            Arc::new(Core { state: AtomicU8::new(OPEN), domain, inner: Mutex::new(Inner::new(timer)) });
-        let slot = match parent {
-            Some(p) => register(&p.core, &core),
-            None => UNREGISTERED,
-        };
+        let core = Arc::new(Core {
+            state: AtomicU8::new(OPEN),
+            slot: AtomicU32::new(UNREGISTERED),
+            handles: AtomicU32::new(1),
+            released: AtomicBool::new(false),
+            top,
+            propagation: Mutex::new(()),
+            deadline: pack_deadline(deadline),
+            inner: Mutex::new(Inner::new(timer, parent.cloned())),
+        });
+        if let Some(p) = parent {
+            // Relaxed: written before the handle below exists; read by `release`, which runs
+            // after the last handle's Release decrement and an Acquire fence.
+            core.slot.store(register(&p.core, &core), Ordering::Relaxed);
+        }
         live::add(Kind::Nodes, 1);
-        let node = Arc::new(Node { core, parent: parent.cloned(), slot, deadline, released: false });
+        let node = Node { core };
         if expired {
             // "A deadline in the past cancels at once."
             cancel(&node.core, CancelError::DeadlineExceeded, deadline_cause).run();
@@ -199,13 +211,53 @@ impl Node {
 
     /// The effective deadline.
     pub(crate) fn deadline(&self) -> Option<Instant> {
-        self.deadline
+        unpack_deadline(self.core.deadline)
+    }
+}
+
+/// `Core::deadline` for "no deadline".
+const NO_DEADLINE: i64 = i64::MIN;
+
+/// The instant every packed deadline is measured from.
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// Packs a deadline as signed nanoseconds from [`epoch`]; exact for deadlines within ±292 years
+/// of it, and saturating beyond (such a deadline is, for any process, "never" or "long past").
+fn pack_deadline(deadline: Option<Instant>) -> i64 {
+    let Some(at) = deadline else { return NO_DEADLINE };
+    let base = epoch();
+    match at.checked_duration_since(base) {
+        Some(after) => i64::try_from(after.as_nanos()).unwrap_or(i64::MAX),
+        None => i64::try_from(base.duration_since(at).as_nanos()).map_or(NO_DEADLINE + 1, |n| -n),
+    }
+}
+
+/// The inverse of [`pack_deadline`].
+fn unpack_deadline(packed: i64) -> Option<Instant> {
+    if packed == NO_DEADLINE {
+        return None;
+    }
+    let base = epoch();
+    let offset = Duration::from_nanos(packed.unsigned_abs());
+    if packed >= 0 { base.checked_add(offset) } else { base.checked_sub(offset) }
+}
+
+impl Clone for Node {
+    fn clone(&self) -> Self {
+        // Relaxed: a new handle is made from an existing one, which keeps the count above zero;
+        // no data is published by taking a handle (as in `Arc::clone`).
+        let before = self.core.handles.fetch_add(1, Ordering::Relaxed);
+        assert!(before < u32::MAX / 2, "tether: more than 2^31 handles to one context");
+        Node { core: self.core.clone() }
     }
 }
 
 impl Inner {
-    fn new(timer: Option<TimerKey>) -> Self {
-        let mut inner = Inner { cause: None, children: Slab::new(), extras: None, released: false };
+    fn new(timer: Option<TimerKey>, parent: Option<Node>) -> Self {
+        let mut inner = Inner { cause: None, children: Slab::new(), extras: None, parent };
         if timer.is_some() {
             inner.extras().timer = timer;
         }
@@ -235,13 +287,13 @@ impl Inner {
 
 /// Registers `child` with `parent`, or, if `parent` is already cancelled, makes `child` cancelled
 /// with the parent's error and cause (invariant 3). Returns the child's slot.
-fn register(parent: &Arc<Core>, child: &Arc<Core>) -> usize {
+fn register(parent: &Arc<Core>, child: &Arc<Core>) -> u32 {
     let mut inner = lock(&parent.inner);
     // Relaxed: state is only written under this lock, which we hold (invariant 1).
     let state = parent.state.load(Ordering::Relaxed);
     if state == OPEN {
         live::add(Kind::Children, 1);
-        return inner.children.insert(child.clone());
+        return inner.children.insert(child.clone()) as u32;
     }
     let cause = inner.cause.clone();
     drop(inner);
@@ -345,7 +397,8 @@ pub(crate) fn cancel(core: &Arc<Core>, err: CancelError, cause: Cause) -> Fired 
     }
     // Slow path: the subtree may be large, or another thread may be propagating through it; the
     // domain lock orders us after that thread, so we return only once the subtree is complete.
-    let _domain = lock(&core.domain.propagation);
+    let top = core.top.as_deref().unwrap_or(core);
+    let _domain = lock(&top.propagation);
     propagate(core, err, cause)
 }
 
@@ -443,7 +496,8 @@ pub(crate) struct CallbackSlot {
 pub(crate) fn on_cancel(core: &Arc<Core>, callback: Callback) -> Option<CallbackSlot> {
     let mut inner = lock(&core.inner);
     // Relaxed: under the lock that guards state writes (invariant 1).
-    if core.state.load(Ordering::Relaxed) == OPEN && !inner.released {
+    // Relaxed (`released`): written only under this lock.
+    if core.state.load(Ordering::Relaxed) == OPEN && !core.released.load(Ordering::Relaxed) {
         let extras = inner.extras();
         let id = extras.next_callback_id;
         extras.next_callback_id += 1;
@@ -475,66 +529,84 @@ pub(crate) fn stop(core: &Arc<Core>, slot: CallbackSlot) -> bool {
     }
     // `released` is only set on a node dropped while open (see `Node::release`): its callbacks
     // were discarded unrun, and now never run.
-    inner.released
+    drop(inner);
+    // Relaxed: written only under the core's lock, which ordered it before our lock above.
+    core.released.load(Ordering::Relaxed)
 }
 
 // ===== detach and drop =====
 
 impl Drop for Node {
     fn drop(&mut self) {
-        // Invariant 4: release the ancestor chain with a loop. `release` hands back the parent
-        // reference; an ancestor whose last reference that was is released here in turn, so the
-        // `Drop` it then runs finds it released and goes no further.
-        let mut next = self.release();
+        // Invariant 4: release the ancestor chain with a loop. Releasing a node hands back its
+        // parent handle; dropping that handle could release the parent, and so on up, so each
+        // handle is let go of here rather than by its own `Drop`.
+        let mut next = let_go(&self.core);
         while let Some(parent) = next {
-            next = arc_into_inner(parent).and_then(|mut node| node.release());
+            next = let_go(&parent.into_core());
         }
     }
 }
 
 impl Node {
-    /// Detaches from the parent, disarms the timer and discards unrun callbacks: after the last
-    /// handle is gone nothing can cancel this node any more except its parent, from which it is
-    /// now detached.
-    ///
-    /// Idempotent; returns the parent reference (taken out of `self`) on the first call.
-    fn release(&mut self) -> Option<Arc<Node>> {
-        if self.released {
-            return None;
-        }
-        self.released = true;
-        let (timer, discarded) = {
-            let mut inner = lock(&self.core.inner);
-            // Relaxed: under the lock that guards state writes (invariant 1). `released` records
-            // "dropped while open", decided under the same lock as cancellation, so `stop()` can
-            // tell a discarded callback from one a racing cancel took to run.
-            let open = self.core.state.load(Ordering::Relaxed) == OPEN;
-            inner.released = open;
-            let callbacks = inner.drain_callbacks();
-            live::add(Kind::Callbacks, -(callbacks.len() as isize));
-            // A cancelled node's timer was disarmed by its cancellation: don't take the map lock.
-            let timer = if open { inner.extras.as_ref().and_then(|e| e.timer) } else { None };
-            (timer, callbacks)
-        };
-        if let Some(key) = timer {
-            deadline::remove(key);
-        }
-        drop(discarded); // user code: outside the lock
-        if let Some(parent) = &self.parent {
-            let detached = detach(&parent.core, self.slot, &self.core);
-            drop(detached);
-        }
-        live::add(Kind::Nodes, -1);
-        self.parent.take()
+    /// The core, without giving up this handle's count: the caller owns that count now.
+    fn into_core(self) -> Arc<Core> {
+        let this = std::mem::ManuallyDrop::new(self);
+        // SAFETY: `this` is wrapped in `ManuallyDrop` and never used again, so its `core` field is
+        // moved out exactly once and never dropped in place.
+        unsafe { std::ptr::read(&this.core) }
     }
+}
+
+/// Gives up one handle count of `core`; if it was the last, releases the node and returns its
+/// parent handle for the caller to let go of in turn.
+fn let_go(core: &Arc<Core>) -> Option<Node> {
+    // Release: pairs with the Acquire fence below in whichever thread lets go last, so all uses
+    // of the node through other handles happen before its release (as in `Arc::drop`).
+    if core.handles.fetch_sub(1, Ordering::Release) != 1 {
+        return None;
+    }
+    fence(Ordering::Acquire);
+    release(core)
+}
+
+/// Detaches `core` from its parent, disarms its timer and discards unrun callbacks: after the
+/// last handle is gone nothing can cancel this node any more except its parent, from which it is
+/// now detached. Returns the parent handle, which the caller lets go of.
+fn release(core: &Arc<Core>) -> Option<Node> {
+    let (timer, discarded, parent) = {
+        let mut inner = lock(&core.inner);
+        // Relaxed: under the lock that guards state writes (invariant 1). `released` records
+        // "dropped while open", decided under the same lock as cancellation, so `stop()` can
+        // tell a discarded callback from one a racing cancel took to run.
+        let open = core.state.load(Ordering::Relaxed) == OPEN;
+        core.released.store(open, Ordering::Relaxed); // Relaxed: under the lock, as every access
+        let callbacks = inner.drain_callbacks();
+        live::add(Kind::Callbacks, -(callbacks.len() as isize));
+        // A cancelled node's timer was disarmed by its cancellation: don't take the map lock.
+        let timer = if open { inner.extras.as_ref().and_then(|e| e.timer) } else { None };
+        (timer, callbacks, inner.parent.take())
+    };
+    if let Some(key) = timer {
+        deadline::remove(key);
+    }
+    drop(discarded); // user code: outside the lock
+    if let Some(parent) = &parent {
+        // Relaxed: see the store in `Node::new`; ordered before us by the handle count.
+        let detached = detach(&parent.core, core.slot.load(Ordering::Relaxed), core);
+        drop(detached);
+    }
+    live::add(Kind::Nodes, -1);
+    parent
 }
 
 /// Removes `child` from `parent`'s children, unless the parent was cancelled (which drained them,
 /// invariant 3). Returns the removed reference, to be dropped by the caller outside the lock.
-fn detach(parent: &Arc<Core>, slot: usize, child: &Arc<Core>) -> Option<Arc<Core>> {
+fn detach(parent: &Arc<Core>, slot: u32, child: &Arc<Core>) -> Option<Arc<Core>> {
     if slot == UNREGISTERED {
         return None;
     }
+    let slot = slot as usize;
     let mut inner = lock(&parent.inner);
     // Relaxed: under the lock that guards state writes (invariant 1).
     if parent.state.load(Ordering::Relaxed) != OPEN {
@@ -547,4 +619,11 @@ fn detach(parent: &Arc<Core>, slot: usize, child: &Arc<Core>) -> Option<Arc<Core
     );
     live::add(Kind::Children, -1);
     removed
+}
+#[cfg(all(test, not(loom)))]
+#[test]
+fn a_core_fits_glibc_fast_bins_with_its_arc_header() {
+    // 128 bytes of request is glibc's default fast-bin limit; nodes are allocated and freed in
+    // bulk (chains, fans), where fast bins are much cheaper than the sorted bins.
+    assert!(std::mem::size_of::<Core>() + 16 <= 128, "Core is {} bytes", std::mem::size_of::<Core>());
 }
