@@ -107,7 +107,8 @@ fn cancellation_token(c: &mut Criterion) {
 
     // A parent with many live children, cancelled: tokio-util and tether side by side (Go has no
     // benchmark of this shape).
-    for children in [1_000usize] {
+    {
+        let children = 1_000usize;
         group.throughput(Throughput::Elements(children as u64));
         group.bench_function(format!("cancel_wide/children={children}/tokio_util"), |b| {
             b.iter(|| {

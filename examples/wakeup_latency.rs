@@ -31,15 +31,12 @@ const SETTLE: Duration = Duration::from_millis(1);
 
 /// Runs `samples` rounds. `blocked` runs on the waiter thread with each round's item and returns
 /// once woken; `wake` runs on this thread. Returns the latencies in nanoseconds, sorted.
-fn measure<T: Send + 'static>(
+fn measure<T: Clone + Send + 'static>(
     samples: usize,
     make: impl Fn() -> T,
     wake: impl Fn(&T),
     blocked: impl Fn(T) + Send + 'static,
-) -> Vec<u64>
-where
-    T: Clone,
-{
+) -> Vec<u64> {
     let (work_tx, work_rx): (Sender<T>, Receiver<T>) = bounded(0);
     let (ready_tx, ready_rx) = bounded::<()>(0);
     let (woke_tx, woke_rx) = bounded::<Instant>(0);
