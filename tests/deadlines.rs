@@ -11,6 +11,8 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 /// Far enough in the future that no test outlives it.
 const FAR: Duration = Duration::from_secs(3600);
+/// A bound that only a lost wake-up could exceed (it fails the test instead of hanging it).
+const GENEROUS: Duration = Duration::from_secs(10);
 /// Short enough that a test waits for it without slowing the suite.
 const SHORT: Duration = Duration::from_millis(20);
 
@@ -123,4 +125,33 @@ fn many_deadlines_share_one_timer_thread() {
 
 fn thread_count() -> usize {
     std::fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(0)
+}
+
+#[test]
+fn deadlines_armed_concurrently_from_many_threads_all_fire_and_leave_no_entries() {
+    let _g = serial();
+    let before = live().timers;
+    std::thread::scope(|s| {
+        for t in 0..8u64 {
+            s.spawn(move || {
+                let ctxs: Vec<Context> = (0..200u64)
+                    .map(|i| Context::new().with_timeout(Duration::from_micros(t * 300 + i * 50)))
+                    .collect();
+                for ctx in &ctxs {
+                    assert_eq!(ctx.wait(), Cause::DeadlineExceeded);
+                }
+            });
+        }
+    });
+    assert_eq!(live().timers, before);
+}
+
+#[test]
+fn an_earlier_deadline_armed_while_the_driver_sleeps_on_a_later_one_fires_on_time() {
+    let _g = serial();
+    let late = Context::new().with_timeout(FAR);
+    let soon = Context::new().with_timeout(SHORT);
+    // If arming `soon` failed to wake the driver, this would wait for `FAR`.
+    assert_eq!(soon.wait_timeout(GENEROUS), Some(Cause::DeadlineExceeded));
+    assert!(!late.is_cancelled());
 }

@@ -71,6 +71,9 @@ const CANCELLED: u8 = 1;
 /// `Core::state`: cancelled, `err()` is `DeadlineExceeded`.
 const DEADLINE: u8 = 2;
 
+/// `Core::timer` when the node has no pending deadline of its own.
+const NO_TIMER: u32 = u32::MAX;
+
 /// Index meaning "not registered in a parent's children slab".
 const UNREGISTERED: u32 = u32::MAX;
 
@@ -95,6 +98,10 @@ pub(crate) struct Core {
     top: Option<Arc<Core>>,
     /// The domain lock, used when `top` is `None`.
     propagation: Mutex<()>,
+    /// This node's own pending deadline as a packed [`TimerKey`], or `NO_TIMER`: set by
+    /// `arm_timer`, taken by the cancellation or release that disarms it; always under the core's
+    /// lock (Relaxed). Kept here rather than in `Extras` so a deadline costs no extra allocation.
+    timer: AtomicU32,
     /// The effective deadline (the earlier of the node's own and its parent's), packed as
     /// nanoseconds from a process epoch ([`pack_deadline`]) to keep the core small.
     deadline: i64,
@@ -113,8 +120,6 @@ struct Inner {
 }
 
 struct Extras {
-    /// This node's own pending deadline, if it armed one; set at creation, before sharing.
-    timer: Option<TimerKey>,
     /// Registered callbacks with their ids; drained by cancellation or by release.
     callbacks: Slab<(u64, Callback)>,
     /// Source of callback ids, so a stale `stop()` can never remove another callback.
@@ -136,7 +141,31 @@ pub(crate) struct Node {
 #[must_use = "callbacks must run and timers must be disarmed"]
 pub(crate) struct Fired {
     callbacks: Vec<(Callback, Cause)>,
-    timers: Vec<TimerKey>,
+    /// Deadlines to disarm, with the address of their core (an identity, never dereferenced).
+    /// The first is kept inline: a cancellation usually disarms zero or one deadline.
+    timer: Option<(TimerKey, usize)>,
+    more_timers: Vec<(TimerKey, usize)>,
+}
+
+impl Fired {
+    /// Takes `core`'s pending deadline, if any, to be disarmed by `run`. Caller holds the core's
+    /// lock.
+    fn disarm(&mut self, core: &Core) {
+        // Relaxed: under the core's lock, like every access to `timer`.
+        let packed = core.timer.swap(NO_TIMER, Ordering::Relaxed);
+        if packed != NO_TIMER {
+            let entry = (TimerKey::unpack(packed), core as *const Core as usize);
+            match self.timer {
+                None => self.timer = Some(entry),
+                Some(_) => self.more_timers.push(entry),
+            }
+        }
+    }
+}
+
+/// A core's address: its identity for the timer driver.
+fn core_addr(core: &Arc<Core>) -> usize {
+    Arc::as_ptr(core) as usize
 }
 
 /// The payload re-raised by `cancel` when several of the callbacks it ran panicked: every payload,
@@ -177,16 +206,17 @@ impl Node {
         };
         let top = parent.map(|p| p.core.top.clone().unwrap_or_else(|| p.core.clone()));
         let expired = arm.is_some_and(|at| at <= Instant::now());
-        let timer = arm.filter(|_| !expired).map(TimerKey::new);
+        let timer = arm.filter(|_| !expired);
         let core = Arc::new(Core {
             state: AtomicU8::new(OPEN),
             slot: AtomicU32::new(UNREGISTERED),
             handles: AtomicU32::new(1),
             released: AtomicBool::new(false),
+            timer: AtomicU32::new(NO_TIMER),
             top,
             propagation: Mutex::new(()),
             deadline: pack_deadline(deadline),
-            inner: Mutex::new(Inner::new(timer, parent.cloned())),
+            inner: Mutex::new(Inner::new(parent.cloned())),
         });
         if let Some(p) = parent {
             // Relaxed: written before the handle below exists; read by `release`, which runs
@@ -198,8 +228,8 @@ impl Node {
         if expired {
             // "A deadline in the past cancels at once."
             cancel(&node.core, CancelError::DeadlineExceeded, deadline_cause).run();
-        } else if let Some(key) = timer {
-            arm_timer(&node.core, key, deadline_cause);
+        } else if let Some(at) = timer {
+            arm_timer(&node.core, at, deadline_cause);
         }
         node
     }
@@ -256,23 +286,13 @@ impl Clone for Node {
 }
 
 impl Inner {
-    fn new(timer: Option<TimerKey>, parent: Option<Node>) -> Self {
-        let mut inner = Inner { cause: None, children: Slab::new(), extras: None, parent };
-        if timer.is_some() {
-            inner.extras().timer = timer;
-        }
-        inner
+    fn new(parent: Option<Node>) -> Self {
+        Inner { cause: None, children: Slab::new(), extras: None, parent }
     }
 
     fn extras(&mut self) -> &mut Extras {
         self.extras.get_or_insert_with(|| {
-            Box::new(Extras {
-                timer: None,
-                callbacks: Slab::new(),
-                next_callback_id: 0,
-                done_rx: None,
-                done_tx: None,
-            })
+            Box::new(Extras { callbacks: Slab::new(), next_callback_id: 0, done_rx: None, done_tx: None })
         })
     }
 
@@ -304,15 +324,19 @@ fn register(parent: &Arc<Core>, child: &Arc<Core>) -> u32 {
     UNREGISTERED
 }
 
-/// Hands the deadline to the timer driver, and takes it back if a concurrent cancellation of the
-/// parent got to the core first (its attempt to disarm came before this arming).
-fn arm_timer(core: &Arc<Core>, key: TimerKey, cause: Cause) {
-    deadline::insert(key, core.clone(), cause);
-    // Acquire: pairs with the Release store in `propagate`; if a cancel already happened, its
-    // state store is visible here because its `deadline::remove` came after it (map lock order).
-    if core.state.load(Ordering::Acquire) != OPEN {
-        deadline::remove(key);
+/// Hands the deadline to the timer driver and records its key, or takes it back if a concurrent
+/// cancellation of the parent got to the core first: the key is stored and the state checked
+/// under the core's lock, the same lock under which a cancellation takes the key to disarm it.
+fn arm_timer(core: &Arc<Core>, at: Instant, cause: Cause) {
+    let key = deadline::insert(at, core.clone(), cause);
+    let inner = lock(&core.inner);
+    // Relaxed (both): under the lock that guards state and timer writes (invariant 1).
+    if core.state.load(Ordering::Relaxed) == OPEN {
+        core.timer.store(key.pack(), Ordering::Relaxed);
+        return;
     }
+    drop(inner);
+    deadline::remove(key, core_addr(core));
 }
 
 // ===== observation =====
@@ -388,7 +412,7 @@ pub(crate) fn cancel(core: &Arc<Core>, err: CancelError, cause: Cause) -> Fired 
         let mut inner = lock(&core.inner);
         // Relaxed: under the lock that guards state writes (invariant 1).
         if core.state.load(Ordering::Relaxed) == OPEN && inner.children.len() == 0 {
-            let mut fired = Fired { callbacks: Vec::new(), timers: Vec::new() };
+            let mut fired = Fired { callbacks: Vec::new(), timer: None, more_timers: Vec::new() };
             let done_tx = mark_cancelled(core, &mut inner, err, &cause, &mut fired);
             drop(inner);
             drop(done_tx);
@@ -414,7 +438,7 @@ pub(crate) fn expire(core: &Arc<Core>, cause: Cause) {
 /// The propagation loop: depth-first with an explicit stack, never recursive (the tree's depth is
 /// the user's to choose). Caller holds the domain lock.
 fn propagate(root: &Arc<Core>, err: CancelError, cause: Cause) -> Fired {
-    let mut fired = Fired { callbacks: Vec::new(), timers: Vec::new() };
+    let mut fired = Fired { callbacks: Vec::new(), timer: None, more_timers: Vec::new() };
     let mut stack: Vec<Arc<Core>> = Vec::new();
     let mut closed: Vec<Sender<Infallible>> = Vec::new();
     let mut next = Some(root.clone());
@@ -451,8 +475,8 @@ fn mark_cancelled(
     inner.cause = Some(cause.clone());
     // Release: pairs with the Acquire loads in `is_cancelled`/`err`.
     core.state.store(state, Ordering::Release);
-    let extras = inner.extras.as_mut()?; // most nodes have no deadline, callbacks or done channel
-    fired.timers.extend(extras.timer);
+    fired.disarm(core);
+    let extras = inner.extras.as_mut()?; // most nodes have no callbacks or done channel
     for (_, callback) in extras.callbacks.drain() {
         live::add(Kind::Callbacks, -1);
         fired.callbacks.push((callback, cause.clone()));
@@ -464,8 +488,8 @@ impl Fired {
     /// Disarms the timers and runs the callbacks; re-raises callback panics after all have run:
     /// the payload itself when one panicked, a [`CallbackPanics`] when several did.
     pub(crate) fn run(self) {
-        for key in self.timers {
-            deadline::remove(key);
+        for (key, core) in self.timer.into_iter().chain(self.more_timers) {
+            deadline::remove(key, core);
         }
         let mut panics = Vec::new();
         for (callback, cause) in self.callbacks {
@@ -583,12 +607,14 @@ fn release(core: &Arc<Core>) -> Option<Node> {
         core.released.store(open, Ordering::Relaxed); // Relaxed: under the lock, as every access
         let callbacks = inner.drain_callbacks();
         live::add(Kind::Callbacks, -(callbacks.len() as isize));
-        // A cancelled node's timer was disarmed by its cancellation: don't take the map lock.
-        let timer = if open { inner.extras.as_ref().and_then(|e| e.timer) } else { None };
+        // A cancelled node's timer key was taken by its cancellation: nothing to disarm then.
+        // Relaxed: under the core's lock, like every access to `timer`.
+        let timer = core.timer.swap(NO_TIMER, Ordering::Relaxed);
         (timer, callbacks, inner.parent.take())
     };
-    if let Some(key) = timer {
-        deadline::remove(key);
+    if timer != NO_TIMER {
+        let key = TimerKey::unpack(timer);
+        deadline::remove(key, core_addr(core));
     }
     drop(discarded); // user code: outside the lock
     if let Some(parent) = &parent {

@@ -1,0 +1,132 @@
+//! Graceful shutdown on SIGINT or SIGTERM. The signal cancels the server's context with a cause
+//! that names it. Workers stop taking new jobs and finish the job they hold, and the scope joins
+//! every thread before `main` returns. This is Go's `signal.NotifyContext(ctx, os.Interrupt,
+//! syscall.SIGTERM)`, plus a typed cause and threads that cannot outlive `main`'s scope.
+//!
+//! Run with `cargo run --release --example graceful_shutdown`: after a moment the program sends
+//! itself SIGTERM, so it ends by itself. Run it with `-- --wait` to wait for a real signal
+//! instead: press Ctrl-C, or run `kill -TERM <pid>` from another terminal.
+//!
+//! Signals come from the `signal-hook` crate, the usual choice in Rust for this job. A signal
+//! handler may only do async-signal-safe work. signal-hook's handler writes to a self-pipe, and
+//! an ordinary thread (`Signals::forever`) reads the pipe and may then do anything, such as
+//! cancelling a context.
+
+use crossbeam_channel::Receiver;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+use signal_hook::low_level::{raise, signal_name};
+use std::time::{Duration, Instant};
+use tether::blocking::{self, RecvError};
+use tether::{Canceller, Cause, Context, ScopeBuilder};
+
+/// The cause of a shutdown: the signal that asked for it.
+#[derive(Debug, thiserror::Error)]
+#[error("received {name} (signal {number})")]
+struct Shutdown {
+    number: i32,
+    name: &'static str,
+}
+
+const WORKERS: usize = 3;
+/// A new job arrives this often.
+const ARRIVAL: Duration = Duration::from_millis(30);
+/// How long a job takes.
+const JOB: Duration = Duration::from_millis(80);
+/// The longest a job may run. Shutdown does not cut a job short: this bound does.
+const JOB_TIMEOUT: Duration = Duration::from_secs(2);
+/// Without `--wait`, the program raises SIGTERM after this long.
+const SELF_SIGNAL_AFTER: Duration = Duration::from_millis(400);
+
+/// A worker takes jobs until the server shuts down, and finishes the job it holds.
+fn worker(ctx: &Context, id: usize, jobs: &Receiver<u32>) -> usize {
+    let mut done = 0;
+    loop {
+        // Wait for a job, or for the shutdown, whichever comes first.
+        let job = match blocking::recv(ctx, jobs) {
+            Ok(job) => job,
+            Err(RecvError::Cancelled(cause)) => {
+                println!("  worker-{id}: takes no more jobs ({cause})");
+                return done;
+            }
+            Err(err) => panic!("the job queue outlives the workers: {err}"),
+        };
+        // The job in hand runs to completion: its context is detached from the shutdown (Go's
+        // `WithoutCancel`) and gets a timeout of its own.
+        let job_ctx = ctx.detached().with_timeout(JOB_TIMEOUT);
+        match blocking::sleep(&job_ctx, JOB) {
+            Ok(()) if ctx.is_cancelled() => println!("  worker-{id}: finished job {job} during the shutdown"),
+            Ok(()) => {}
+            Err(cause) => println!("  worker-{id}: abandoned job {job}: {cause}"),
+        }
+        done += 1;
+    }
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let wait_for_signal = std::env::args().any(|arg| arg == "--wait");
+    let start = Instant::now();
+    let server = Context::new();
+
+    // Register the handlers before starting any work, so that no signal is missed.
+    let mut signals = Signals::new([SIGINT, SIGTERM])?;
+    let listening = signals.handle();
+    println!("server (pid {}) started {WORKERS} workers", std::process::id());
+    if wait_for_signal {
+        println!("waiting for Ctrl-C or `kill -TERM {}`", std::process::id());
+    }
+
+    let (queued, done) = ScopeBuilder::new().parent(&server).run(|s| {
+        // However the scope ends (a signal, a panic, the body returning), stop listening:
+        // `close` ends the `forever()` loop, so the signal thread can be joined.
+        let _close = s.context().on_cancel(move |_| listening.close());
+
+        // The signal thread turns the first signal into a cancellation that names it.
+        let shutdown = server.clone();
+        s.builder().name("signals").spawn(move |_| {
+            if let Some(number) = signals.forever().next() {
+                let name = signal_name(number).unwrap_or("an unknown signal");
+                println!("{:>4} ms: {name} received: shutting down", start.elapsed().as_millis());
+                shutdown.cancel_with(Cause::custom(Shutdown { number, name }));
+            }
+        })?;
+
+        // Without `--wait`, send ourselves SIGTERM after a moment, unless the server stopped first.
+        if !wait_for_signal {
+            s.spawn(|ctx| {
+                if blocking::sleep(ctx, SELF_SIGNAL_AFTER).is_ok() {
+                    raise(SIGTERM).expect("raise(SIGTERM)");
+                }
+            });
+        }
+
+        let (tx, jobs) = crossbeam_channel::unbounded();
+        let workers: Vec<_> = (0..WORKERS)
+            .map(|id| {
+                let jobs = jobs.clone();
+                s.builder().name(format!("worker-{id}")).spawn(move |ctx| worker(ctx, id, &jobs))
+            })
+            .collect::<Result<_, _>>()?;
+
+        // The body hands out jobs until the shutdown.
+        let mut next = 0;
+        while blocking::sleep(s.context(), ARRIVAL).is_ok() {
+            tx.send(next).expect("the workers hold the receiver");
+            next += 1;
+        }
+        let done: usize = workers.into_iter().map(|w| w.join().expect("workers do not panic")).sum();
+        Ok::<_, std::io::Error>((jobs.len(), done))
+    })??;
+
+    // Every thread of the scope has been joined: nothing runs past this line.
+    let cause = server.cause().expect("the server was cancelled");
+    println!(
+        "{:>4} ms: shutdown complete: {done} jobs done, {queued} left in the queue",
+        start.elapsed().as_millis()
+    );
+    println!("cause: {cause}");
+    if let Some(shutdown) = cause.downcast_ref::<Shutdown>() {
+        println!("(a real server would now exit with status {})", 128 + shutdown.number);
+    }
+    Ok(())
+}
