@@ -3,20 +3,24 @@
 //!
 //! The counts are what the leak checker ([`crate::testing`]) and the leak-freedom suites read. They
 //! must cost almost nothing on the hot paths that update them (every node creation and drop), so
-//! each count is striped over [`STRIPES`] cache-padded cells and a thread only touches its own
-//! stripe. Reading sums the stripes.
+//! each thread counts in its own cells, with plain loads and stores (no locked read-modify-write):
+//! a thread is the only writer of its cells. Reading sums every thread's cells plus those of the
+//! threads that have exited.
 //!
 //! # Invariants
 //! 1. Every increment is matched by exactly one decrement of the same kind when the counted thing
-//!    goes away; so when the process is quiescent, [`live()`] returns the exact number alive.
-//! 2. While other threads are creating and dropping things, a reading is a sum of stripes read at
+//!    goes away (possibly on another thread: only the sum is meaningful); so when the process is
+//!    quiescent, [`live()`] returns the exact number alive.
+//! 2. A thread's cells are written only by that thread. When it exits, its counts are folded into
+//!    `RETIRED` and its cells unregistered, both under the `REGISTRY` lock that readers hold, so a
+//!    reading counts each thread's contribution exactly once.
+//! 3. While other threads are creating and dropping things, a reading is a sum of cells read at
 //!    slightly different moments: good for leak checks at quiescent points, not a linearizable
 //!    snapshot.
 
-use crossbeam_utils::CachePadded;
-use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicIsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, PoisonError};
 
-const STRIPES: usize = 8;
 const KINDS: usize = 6;
 
 /// What a counter counts.
@@ -30,31 +34,62 @@ pub(crate) enum Kind {
     Tasks = 5,
 }
 
+type Cells = [AtomicIsize; KINDS];
+
 #[allow(clippy::declare_interior_mutable_const)] // used only as an array initializer
 const ZERO: AtomicIsize = AtomicIsize::new(0);
-static COUNTS: [CachePadded<[AtomicIsize; KINDS]>; STRIPES] =
-    [const { CachePadded::new([ZERO; KINDS]) }; STRIPES];
 
-fn stripe() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        // Relaxed: only uniqueness-ish spreading of threads over stripes matters, not ordering.
-        static STRIPE: usize = NEXT.fetch_add(1, Relaxed) % STRIPES;
+/// Counts of threads that have exited (invariant 2), and of updates made during thread exit.
+static RETIRED: Cells = [ZERO; KINDS];
+/// The cells of every live thread that has counted something.
+static REGISTRY: Mutex<Vec<Arc<Cells>>> = Mutex::new(Vec::new());
+
+/// A thread's own cells; folded into `RETIRED` when the thread exits.
+struct Local(Arc<Cells>);
+
+impl Local {
+    fn register() -> Local {
+        let cells = Arc::new([ZERO; KINDS]);
+        REGISTRY.lock().unwrap_or_else(PoisonError::into_inner).push(cells.clone());
+        Local(cells)
     }
-    STRIPE.try_with(|s| *s).unwrap_or(0)
+}
+
+impl Drop for Local {
+    fn drop(&mut self) {
+        let mut registry = REGISTRY.lock().unwrap_or_else(PoisonError::into_inner);
+        for (retired, cell) in RETIRED.iter().zip(self.0.iter()) {
+            // Relaxed: the registry lock orders this against readers (invariant 2).
+            retired.fetch_add(cell.load(Relaxed), Relaxed);
+        }
+        registry.retain(|c| !Arc::ptr_eq(c, &self.0));
+    }
+}
+
+thread_local! {
+    static LOCAL: Local = Local::register();
 }
 
 /// Adds `delta` to the count of `kind`.
 #[inline]
 pub(crate) fn add(kind: Kind, delta: isize) {
-    // Relaxed: counts carry no data; readers only need eventual exactness (invariant 2).
-    COUNTS[stripe()][kind as usize].fetch_add(delta, Relaxed);
+    let counted = LOCAL.try_with(|local| {
+        let cell = &local.0[kind as usize];
+        // Relaxed load and store, not a read-modify-write: this thread is the cell's only writer
+        // (invariant 2); readers only need eventual exactness (invariant 3).
+        cell.store(cell.load(Relaxed) + delta, Relaxed);
+    });
+    if counted.is_err() {
+        // The thread is exiting and its cells are gone: count in the shared cells instead.
+        RETIRED[kind as usize].fetch_add(delta, Relaxed); // Relaxed: as above
+    }
 }
 
 fn read(kind: Kind) -> usize {
-    // Relaxed: see invariant 2; a reading is only exact at a quiescent point.
-    let sum: isize = COUNTS.iter().map(|s| s[kind as usize].load(Relaxed)).sum();
-    sum.max(0) as usize
+    let registry = REGISTRY.lock().unwrap_or_else(PoisonError::into_inner);
+    // Relaxed: see invariant 3; the registry lock makes each thread count exactly once.
+    let live: isize = registry.iter().map(|c| c[kind as usize].load(Relaxed)).sum();
+    (live + RETIRED[kind as usize].load(Relaxed)).max(0) as usize
 }
 
 /// A reading of the process-wide live counts.

@@ -25,15 +25,19 @@ use std::any::Any;
 use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 static UNHANDLED: Mutex<Vec<Box<dyn Any + Send>>> = Mutex::new(Vec::new());
 
-/// Live scope threads by registry id (increasing with start order), with their names.
+/// Live scope threads started while a check was running, by registry id (increasing with start
+/// order), with their names. Only those can appear in a report, so threads started with no check
+/// running are not registered: spawning then costs no global lock.
 static THREADS: Mutex<BTreeMap<u64, Option<Arc<str>>>> = Mutex::new(BTreeMap::new());
 static NEXT_THREAD: AtomicU64 = AtomicU64::new(0);
+/// Whether a check is running (checks exclude each other).
+static CHECK_RUNNING: AtomicBool = AtomicBool::new(false);
 
 /// Held by the running leak check: checks exclude each other.
 static CHECK: Mutex<()> = Mutex::new(());
@@ -74,12 +78,17 @@ pub fn take_unhandled_panics() -> Vec<Box<dyn Any + Send>> {
     std::mem::take(&mut *UNHANDLED.lock().unwrap_or_else(PoisonError::into_inner))
 }
 
-/// Registers a live scope thread; returns its registry id.
-pub(crate) fn thread_started(name: Option<Arc<str>>) -> u64 {
-    // Relaxed: only uniqueness and per-thread monotonicity matter; the map lock orders entries.
-    let id = NEXT_THREAD.fetch_add(1, Relaxed);
+/// Registers a live scope thread if a check is running; returns its registry id if registered.
+pub(crate) fn thread_started(name: Option<Arc<str>>) -> Option<u64> {
+    // SeqCst, with the same in `LeakCheck::start` (flag store, then id load): if this id is at or
+    // after the check's `first_thread`, this increment comes after that load in the single total
+    // order, hence after the flag store, so the flag load below sees the check and registers.
+    let id = NEXT_THREAD.fetch_add(1, SeqCst);
+    if !CHECK_RUNNING.load(SeqCst) {
+        return None;
+    }
     THREADS.lock().unwrap_or_else(PoisonError::into_inner).insert(id, name);
-    id
+    Some(id)
 }
 
 /// Unregisters a scope thread that has finished.
@@ -150,9 +159,10 @@ impl LeakCheck {
         assert!(!CHECKING.get(), "tether: a leak check was started inside another on the same thread");
         let exclusive = CHECK.lock().unwrap_or_else(PoisonError::into_inner);
         CHECKING.set(true);
+        CHECK_RUNNING.store(true, SeqCst);
         LeakCheck {
             baseline: crate::live(),
-            first_thread: NEXT_THREAD.load(Relaxed),
+            first_thread: NEXT_THREAD.load(SeqCst),
             grace: DEFAULT_GRACE,
             _exclusive: exclusive,
         }
@@ -212,6 +222,9 @@ impl LeakCheck {
 
 impl Drop for LeakCheck {
     fn drop(&mut self) {
+        // Before the exclusive lock is released (a field, dropped after this): the next check
+        // sets it again.
+        CHECK_RUNNING.store(false, SeqCst);
         let _ = CHECKING.try_with(|c| c.set(false));
     }
 }

@@ -52,3 +52,57 @@ fn a_forgotten_handle_of_a_panicking_child_still_has_its_panic_reraised() {
     .unwrap_err();
     assert_eq!(payload.downcast_ref::<u32>(), Some(&41));
 }
+
+#[test]
+fn many_forgotten_handles_of_children_borrowing_the_stack_are_all_waited_for() {
+    const CHILDREN: usize = 64;
+    let mut slots = [0_u64; CHILDREN];
+    let table: Vec<u64> = (0..CHILDREN as u64).collect();
+    let (started_tx, started) = bounded(CHILDREN);
+    tether::scope(|s| {
+        for (i, slot) in slots.iter_mut().enumerate() {
+            let (table, started_tx) = (&table, started_tx.clone());
+            // Each child holds a mutable borrow of a stack slot and a shared one of `table`, and
+            // is still running when the body returns: only the scope's own count waits for it.
+            mem::forget(s.spawn(move |ctx| {
+                started_tx.send(()).unwrap();
+                ctx.wait();
+                std::thread::yield_now();
+                *slot = table[i] * 2;
+            }));
+        }
+        for _ in 0..CHILDREN {
+            started.recv().unwrap();
+        }
+    })
+    .unwrap();
+    // Every borrow has ended and every write happened before `scope` returned.
+    assert!(slots.iter().enumerate().all(|(i, v)| *v == 2 * i as u64), "{slots:?}");
+    drop(table);
+}
+
+/// A result that reads borrowed stack data when dropped.
+struct Tally<'a>(&'a AtomicUsize);
+
+impl Drop for Tally<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, SeqCst);
+    }
+}
+
+#[test]
+fn results_borrowing_the_stack_are_dropped_before_the_scope_returns_unless_forgotten() {
+    let dropped = AtomicUsize::new(0);
+    tether::scope(|s| {
+        for i in 0..16 {
+            let handle = s.spawn(|_| Tally(&dropped));
+            if i % 2 == 0 {
+                drop(handle); // the result is dropped by the child, or by this drop if later
+            } else {
+                mem::forget(handle); // the result is leaked with the handle, never dropped
+            }
+        }
+    })
+    .unwrap();
+    assert_eq!(dropped.load(SeqCst), 8, "exactly the dropped handles' results, all before the return");
+}

@@ -138,3 +138,31 @@ fn errors_and_panics_from_several_children_at_once_raise_one_panic_and_record_th
     assert_eq!(others.len(), 1);
     assert_eq!(others[0].downcast_ref::<Payload>(), Some(&Payload(1 - first)));
 }
+
+/// A result whose destructor panics.
+struct ExplodesOnDrop;
+
+impl Drop for ExplodesOnDrop {
+    fn drop(&mut self) {
+        std::panic::panic_any(Payload(99));
+    }
+}
+
+#[test]
+fn a_panic_dropping_an_unjoined_result_on_the_child_thread_is_reraised_by_the_scope() {
+    let _serial = serial();
+    let (dropped_tx, dropped) = bounded::<()>(0);
+    let payload = catch_unwind(AssertUnwindSafe(|| {
+        tether::scope(|s| {
+            let handle = s.spawn(move |_| {
+                let _ = dropped.recv(); // returns once the handle is gone
+                ExplodesOnDrop
+            });
+            drop(handle);
+            drop(dropped_tx);
+        })
+    }))
+    .unwrap_err();
+    assert_eq!(payload.downcast_ref::<Payload>(), Some(&Payload(99)));
+    assert!(take_unhandled_panics().is_empty());
+}

@@ -11,23 +11,28 @@
 //! 1. **cancel** the scope's node with the cause that says why: [`Cause::ScopeExited`] when the
 //!    body returned, [`Cause::Panicked`] when it panicked (a child's failure or panic cancelled it
 //!    earlier, and the first cause wins);
-//! 2. **join** every child still running, including those whose handles were dropped or forgotten;
+//! 2. **join**: wait until no child is running, including those whose handles were dropped or
+//!    forgotten and those that children spawned;
 //! 3. **report**: the first panic (body or child) is re-raised with its original payload; the
 //!    later ones go to [`crate::testing::take_unhandled_panics`]. Otherwise the fallible children's
 //!    errors, the first one first, as [`ScopeError`]. Otherwise the body's result.
 //!
 //! # Invariants
-//! 1. No child outlives its scope: every child is a thread of a `crossbeam::thread::scope` that
-//!    encloses the body, and crossbeam joins all of them (it keeps every join handle itself) before
-//!    `scope` returns, whatever happened to our handles. Hence `mem::forget` of a handle cannot
-//!    let a thread keep borrowing `'env` data (see `tests/scope_forget.rs`).
+//! 1. No child outlives its scope: `scope` does not return (nor unwind) before the running count
+//!    (invariant 4) is zero, and a child counts itself out only after its last use of anything
+//!    it borrowed. The count, not the join handles, is what the exit waits for, so `mem::forget`
+//!    of a handle cannot let a thread keep borrowing `'scope` data (std's scheme; see
+//!    `thread.rs`, `ChildBuilder::spawn_with`, and `tests/scope_forget.rs`).
 //! 2. No child panic unwinds out of a child thread: the child catches it, records the payload in
-//!    the scope's [`Shared`] state, and cancels the scope. So crossbeam never replaces payloads with
-//!    its own error, and the original payload is what step 3 re-raises.
+//!    the scope's [`Shared`] state, and cancels the scope. So the original payload is what step 3
+//!    re-raises.
 //! 3. Failures are recorded under one lock, in the order they happened: the first recorded panic
 //!    or error is the first in time (as observed by that lock).
-//! 4. `running` counts children spawned and not yet finished: incremented before the thread is
-//!    started, decremented as the last thing the child does with the scope's state.
+//! 4. `running` counts children spawned and not yet finished: incremented on the spawning thread
+//!    before the thread is started, decremented as the last thing the child does. A spawner is
+//!    the body or a counted child, so the count cannot reach zero while a spawn is under way.
+//!    Once the body has returned and the count is zero, it stays zero: nothing is left that can
+//!    spawn.
 
 mod error;
 mod thread;
@@ -42,6 +47,7 @@ use std::any::Any;
 use std::fmt;
 use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -143,9 +149,12 @@ pub struct ScopeBuilder {
 ///
 /// # Lifetimes
 ///
-/// `'env` is the lifetime of what children may borrow: anything that outlives the call to
-/// [`scope`]. `'scope` is the lifetime of the scope itself, which bounds the join handles. A child
-/// cannot borrow what the body itself owns, since that dies before the children are joined:
+/// As in std: `'scope` is the lifetime of the scope itself, from before the body starts until
+/// every child has finished (but before [`scope`] returns); spawned closures and their results
+/// may borrow anything that lives that long (`F: 'scope`), and join handles cannot outlive it.
+/// `'env` is the lifetime of what the scope borrows from its caller: anything that outlives the
+/// call to [`scope`], so `'env: 'scope`. A child cannot borrow what the body itself owns, since
+/// that dies before the children are joined:
 ///
 /// ```compile_fail,E0373
 /// tether::scope(|s| {
@@ -161,8 +170,37 @@ pub struct ScopeBuilder {
 /// handle.join();
 /// ```
 ///
-/// Children receive their [`Context`], not the scope: a child cannot spawn siblings, but it can
-/// open a nested scope, whose context is then a child of its own.
+/// `'scope` is invariant, as in std, which is what makes the next rule sound: children may
+/// capture the scope itself and spawn siblings into it. Such a sibling is a child of the scope
+/// like any other (its context is a child of the scope's, the exit cancels and waits for it),
+/// and it must not borrow what its spawner owns:
+///
+/// ```compile_fail,E0373
+/// tether::scope(|s| {
+///     s.spawn(|_| {
+///         let a = String::from("abcd");
+///         s.spawn(|_| println!("{a:?}")); // might run after `a` is dropped
+///     });
+/// });
+/// ```
+///
+/// ```
+/// use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+///
+/// let visited = AtomicUsize::new(0);
+/// tether::scope(|s| {
+///     s.spawn(|_| {
+///         visited.fetch_add(1, SeqCst);
+///         // A child spawns a sibling: the scope waits for it too.
+///         s.spawn(|_| visited.fetch_add(1, SeqCst));
+///     });
+///     s.wait_all();
+/// })
+/// .unwrap();
+/// assert_eq!(visited.into_inner(), 2);
+/// ```
+///
+/// A child can also open a nested scope, whose context is then a child of its own.
 ///
 /// # Examples
 ///
@@ -176,14 +214,13 @@ pub struct ScopeBuilder {
 /// data.push(4); // the borrows ended with the scope
 /// ```
 pub struct Scope<'scope, 'env: 'scope> {
-    /// The enclosing crossbeam scope, which joins every child before [`scope`] returns
-    /// (invariant 1).
-    threads: &'scope crossbeam::thread::Scope<'env>,
     shared: Arc<Shared>,
-    /// Soundness does not rest on variance here, unlike std's `Scope`: spawned closures must
-    /// outlive `'env` (fixed, and invariant through crossbeam's `Scope<'env>`), never `'scope`, so
-    /// shrinking `'scope` only shortens what the join handles may do.
-    _scope: PhantomData<&'scope ()>,
+    /// Invariance over `'scope`, as in std, so that `'scope` cannot shrink: children get
+    /// `F: 'scope`, and a child that captured `&'scope Scope` could otherwise spawn a sibling
+    /// borrowing its own locals (the `compile_fail` example above), which the scope's wait would
+    /// not protect.
+    scope: PhantomData<&'scope mut &'scope ()>,
+    env: PhantomData<&'env mut &'env ()>,
 }
 
 /// What the scope body and its children share: the context, the failures, the running count
@@ -191,8 +228,13 @@ pub struct Scope<'scope, 'env: 'scope> {
 pub(crate) struct Shared {
     ctx: Context,
     failures: Mutex<Failures>,
-    /// Children spawned and not yet finished (invariant 4); `idle` is notified when it hits zero.
-    running: Mutex<usize>,
+    /// Children spawned and not yet finished (invariant 4).
+    running: AtomicUsize,
+    /// Threads blocked in [`Shared::wait_idle`]: the last child out notifies `idle` only when
+    /// there are some, so a scope nobody waits on yet costs no lock and no wake-up.
+    waiters: AtomicUsize,
+    /// Guards the waiters' check-then-sleep against the last child's notification.
+    idle_lock: Mutex<()>,
     idle: Condvar,
     /// The concurrency limit's free slots, one message each; `None` without a limit.
     slots: Option<(Sender<()>, Receiver<()>)>,
@@ -383,36 +425,31 @@ fn exit<'env, F, R>(shared: Arc<Shared>, f: F) -> Result<R, ScopeError>
 where
     F: for<'scope> FnOnce(&'scope Scope<'scope, 'env>) -> R,
 {
-    let joined = crossbeam::thread::scope(|threads| {
-        let scope = Scope { threads, shared: shared.clone(), _scope: PhantomData };
-        let body = {
-            let _ambient = ambient::enter(shared.ctx.clone());
-            catch_unwind(AssertUnwindSafe(|| f(&scope)))
-        };
-        // 1. Cancel with the cause that says why (a failure may have cancelled it already: the
-        //    first cause wins).
-        let body = match body {
-            Ok(result) => {
-                shared.cancel(Cause::ScopeExited);
-                Some(result)
-            }
-            Err(payload) => {
-                shared.panicked(Some("scope body".into()), payload);
-                None
-            }
-        };
-        // 2. Join: when this closure returns, crossbeam joins every child thread it started
-        //    (invariant 1), including those whose handles were dropped or forgotten.
-        body
-    });
-    // Every child has finished: its thread was joined, which synchronizes with this point, so
-    // the failures below are all that will ever be recorded.
-    let body = joined.unwrap_or_else(|payload| {
-        // A thread panicked outside the child's own `catch_unwind`: only the destructor of a result
-        // nobody joined can (it runs as crossbeam's thread ends). Report it like any panic.
-        shared.record_panic(payload);
-        None
-    });
+    let scope = Scope { shared, scope: PhantomData, env: PhantomData };
+    let shared = &*scope.shared;
+    // Step 2 as a guard: it runs below, and it also runs if anything between here and there
+    // unwinds, so no path out of this function skips the wait (invariant 1).
+    let join = WaitIdle(shared);
+    let body = {
+        let _ambient = ambient::enter(shared.ctx.clone());
+        catch_unwind(AssertUnwindSafe(|| f(&scope)))
+    };
+    // 1. Cancel with the cause that says why (a failure may have cancelled it already: the
+    //    first cause wins).
+    let body = match body {
+        Ok(result) => {
+            shared.cancel(Cause::ScopeExited);
+            Some(result)
+        }
+        Err(payload) => {
+            shared.panicked(Some("scope body".into()), payload);
+            None
+        }
+    };
+    // 2. Join: wait until no child is running, whatever happened to the handles.
+    drop(join);
+    // Every child has counted itself out after recording its failures, and the wait
+    // synchronized with that, so the failures below are all that will ever be recorded.
     // 3. Report: the first panic, else the errors, else the body's result.
     let Failures { panics, errors, .. } = std::mem::take(&mut *shared.failures());
     let mut panics = panics.into_iter().map(|(_, payload)| payload);
@@ -423,6 +460,15 @@ where
     match ScopeError::from_errors(errors) {
         Some(error) => Err(error),
         None => Ok(body.expect("tether: the body neither returned nor panicked")),
+    }
+}
+
+/// Waits, on drop, until no child of the scope is running.
+struct WaitIdle<'a>(&'a Shared);
+
+impl Drop for WaitIdle<'_> {
+    fn drop(&mut self) {
+        self.0.wait_idle();
     }
 }
 
@@ -465,12 +511,17 @@ impl<'scope, 'env> Scope<'scope, 'env> {
     }
 
     /// Blocks until every child spawned so far has finished, **without cancelling** them: the
-    /// exit of `std::thread::scope`, Trio's nursery and Kotlin's `coroutineScope`. The scope
-    /// stays usable afterwards.
+    /// exit of `std::thread::scope`, Trio's nursery and Kotlin's `coroutineScope`. Children that
+    /// children spawn while it waits are waited for too. The scope stays usable afterwards.
     ///
     /// Call it last in the body to let the children run to completion instead of being
     /// cancelled by the exit. A child failure or panic still cancels the siblings (they then
     /// finish early), and is still reported when the scope ends.
+    ///
+    /// # Panics
+    ///
+    /// When called from a child of this same scope, which would wait for itself. (From deeper
+    /// down, a grandchild in a nested scope, it deadlocks the same way and is not detected.)
     ///
     /// # Examples
     ///
@@ -488,12 +539,11 @@ impl<'scope, 'env> Scope<'scope, 'env> {
     /// assert!(finished, "wait_all does not cancel");
     /// ```
     pub fn wait_all(&self) {
-        let running = self.shared.running.lock().unwrap_or_else(PoisonError::into_inner);
-        let _idle = self
-            .shared
-            .idle
-            .wait_while(running, |running| *running > 0)
-            .unwrap_or_else(PoisonError::into_inner);
+        assert!(
+            !thread::is_child_of(&self.shared),
+            "tether: wait_all called from a child of the same scope would wait for itself"
+        );
+        self.shared.wait_idle();
     }
 }
 
@@ -501,7 +551,7 @@ impl fmt::Debug for Scope<'_, '_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Scope")
             .field("context", &self.shared.ctx)
-            .field("running", &*self.shared.running.lock().unwrap_or_else(PoisonError::into_inner))
+            .field("running", &self.shared.running.load(SeqCst))
             .finish_non_exhaustive()
     }
 }
@@ -520,10 +570,51 @@ impl Shared {
         Shared {
             ctx,
             failures: Mutex::new(Failures::default()),
-            running: Mutex::new(0),
+            running: AtomicUsize::new(0),
+            waiters: AtomicUsize::new(0),
+            idle_lock: Mutex::new(()),
             idle: Condvar::new(),
             slots,
         }
+    }
+
+    /// Counts a child as running (invariant 4), before its thread starts.
+    fn start_one(&self) {
+        // Relaxed would do, as in std (the spawner is itself counted or is the body, so nobody
+        // can see zero meanwhile); SeqCst keeps every access to the count in one order.
+        if self.running.fetch_add(1, SeqCst) > usize::MAX / 2 {
+            // Only reachable by forgetting absurdly many spawns: never let the count wrap to 0.
+            self.finish_one();
+            panic!("tether: too many running threads in a scope");
+        }
+    }
+
+    /// Counts a child as finished, waking the waiters if it was the last one. After this the
+    /// scope may end: the caller must not touch anything borrowed from `'scope` any more (it
+    /// keeps `self` alive with its own `Arc`).
+    fn finish_one(&self) {
+        // SeqCst (a Release decrement, in the order the waiters' `waiters` increment is in):
+        // either a waiter's check of `running` sees zero, or this thread sees the waiter and
+        // notifies it under `idle_lock`, after the waiter has started sleeping.
+        if self.running.fetch_sub(1, SeqCst) == 1 && self.waiters.load(SeqCst) > 0 {
+            drop(self.idle_lock.lock().unwrap_or_else(PoisonError::into_inner));
+            self.idle.notify_all();
+        }
+    }
+
+    /// Blocks until no child is running. Panic-free (it runs in a drop guard).
+    fn wait_idle(&self) {
+        // SeqCst (so Acquire): seeing zero synchronizes with every child's decrement, which is
+        // a release sequence of read-modify-writes, hence with everything each child did.
+        if self.running.load(SeqCst) == 0 {
+            return;
+        }
+        let mut guard = self.idle_lock.lock().unwrap_or_else(PoisonError::into_inner);
+        self.waiters.fetch_add(1, SeqCst);
+        while self.running.load(SeqCst) != 0 {
+            guard = self.idle.wait(guard).unwrap_or_else(PoisonError::into_inner);
+        }
+        self.waiters.fetch_sub(1, SeqCst);
     }
 
     fn failures(&self) -> MutexGuard<'_, Failures> {
