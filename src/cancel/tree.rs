@@ -462,9 +462,10 @@ fn propagate(root: &Arc<Core>, err: CancelError, cause: Cause) -> Fired {
         if core.state.load(Ordering::Relaxed) != OPEN {
             continue; // already cancelled, and so is its subtree (invariants 3 and 5)
         }
-        let before = stack.len();
-        stack.extend(inner.children.drain());
-        live::add(Kind::Children, -((stack.len() - before) as isize));
+        let drained = inner.children.drain_into(&mut stack);
+        if drained > 0 {
+            live::add(Kind::Children, -(drained as isize));
+        }
         // Kept until the whole subtree is marked: a thread woken by a node's `done()` must find
         // every descendant of that node cancelled too.
         closed.extend(mark_cancelled(&core, &mut inner, err, &cause, &mut fired));
