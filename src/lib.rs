@@ -63,6 +63,7 @@ mod context;
 pub mod go;
 mod live;
 mod loom;
+pub mod pool;
 mod scope;
 mod slab;
 pub mod testing;
@@ -76,7 +77,8 @@ pub use cancel::{CallbackHandle, CallbackPanics, CancelError, Canceller, Cause, 
 pub use context::Context;
 pub use live::{LiveCounts, live};
 pub use scope::{
-    ChildBuilder, JoinError, Scope, ScopeBuilder, ScopeError, ScopedJoinHandle, TrySpawnError, scope,
+    ChildBuilder, JoinError, Scope, ScopeBuilder, ScopeError, ScopedJoinHandle, TaskHandle, TrySpawnError,
+    scope,
 };
 pub use value::{Inheritance, Key, KeyId, Valuer};
 
