@@ -92,7 +92,6 @@ thread_local! {
 /// assert_eq!(err.to_string(), "the task pool has already started");
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct AlreadyStarted;
 
 impl fmt::Display for AlreadyStarted {
@@ -266,7 +265,14 @@ impl Pool {
                 None => self.injector.steal(),
             };
             match from_injector {
-                Steal::Success(job) => return Some(job),
+                Steal::Success(job) => {
+                    if local.is_some_and(|l| !l.deque.is_empty()) {
+                        // The batch now sits in this deque, which no push announced: wake a
+                        // sleeper to steal from it, or it could wait behind this job.
+                        self.notify();
+                    }
+                    return Some(job);
+                }
                 Steal::Retry => retry = true,
                 Steal::Empty => {}
             }

@@ -10,7 +10,8 @@
 //! 1. On the spawning thread: take a slot of the limit (if any, helping while it waits), make the
 //!    task's node (a child of the scope's node, with the inherited bindings only), count it as
 //!    running, and queue it (one allocation holds the closure, the outcome and the node).
-//! 2. On whichever thread takes it (a worker, or a thread helping while it waits): if its context
+//! 2. On whichever thread claims it (a worker, a thread helping while it waits, or the joiner
+//!    running it inline): if its context
 //!    is already cancelled, **skip** it: drop the closure without calling it and record
 //!    [`Outcome::Skipped`] with the cause. Otherwise run the closure with the context ambient,
 //!    under `catch_unwind`.
@@ -21,8 +22,11 @@
 //! 5. Give the slot back and count the task out: the last thing it does with `'scope` data.
 //!
 //! # Invariants
-//! 1. `f` and `running` are accessed only by the one thread that took the job from the pool
-//!    (pool invariant 1), before it stores [`DONE`].
+//! 1. `f` and `running` are accessed only by the one thread that claimed the task (the `PENDING`
+//!    → `RUNNING` compare-exchange), before it stores [`DONE`]. The claimer is the thread that
+//!    took the job from the pool, or a joiner that found it still pending and runs it inline
+//!    (as rayon's `join` pops its own job back); the other one then finds it claimed and only
+//!    lets go of its `Arc`.
 //! 2. `outcome` is written once, by the runner, before the `DONE` store (Release); it is read only
 //!    by the handle after a load that sees `DONE` (Acquire), or by the drop of the last `Arc`.
 
@@ -39,10 +43,13 @@ use std::sync::{Arc, OnceLock};
 use std::thread::Thread;
 use std::time::Duration;
 
-/// The task is queued or running.
+/// The task is queued and nobody has claimed it yet.
 const PENDING: u8 = 0;
+/// Claimed (by the thread that took it from the pool, or by a joiner running it inline) and
+/// running, or being skipped.
+const RUNNING: u8 = 1;
 /// The outcome is stored (invariant 2).
-const DONE: u8 = 1;
+const DONE: u8 = 2;
 
 /// How long a joiner with nothing to help sleeps before looking for jobs again. Completion wakes
 /// it at once; the timeout only bounds how late it notices jobs queued meanwhile.
@@ -59,7 +66,7 @@ enum Outcome<T> {
 
 /// One spawned task: the job on the pool and the packet its handle reads, in one allocation.
 struct Task<F, T> {
-    /// [`PENDING`] → [`DONE`].
+    /// [`PENDING`] → [`RUNNING`] → [`DONE`].
     state: AtomicU8,
     /// The closure; taken by the runner (invariant 1).
     f: UnsafeCell<Option<F>>,
@@ -86,6 +93,8 @@ trait Packet<T>: Send + Sync {
     fn state(&self) -> &AtomicU8;
     fn joiner(&self) -> &OnceLock<Thread>;
     fn ctx(&self) -> &Context;
+    /// Runs the task on this thread if nobody has claimed it yet; whether it did.
+    fn run_inline(&self) -> bool;
     /// # Safety
     /// Only after a load of `state` (Acquire) has seen `DONE` (invariant 2), by the handle.
     unsafe fn take_outcome(&self) -> Option<Outcome<T>>;
@@ -262,7 +271,11 @@ impl<'scope, 'env> Scope<'scope, 'env> {
         //   decrement (SeqCst) synchronizes with the owner's load that sees zero.
         // - A queued job always runs (workers never stop; every waiter helps), so the count does
         //   drop; a job is never dropped unrun (pool invariant 1 and `Task::run`).
-        // - After the count drop the pool holds no reference to the job: `run` took it by value.
+        // - After the count drop the pool holds no reference to the job (`run` took it by
+        //   value), except when a joiner claimed and ran the task inline: the queued `Arc` is
+        //   then popped later, maybe after `'scope`, and `run` only sees the claim taken and
+        //   drops it. That touches the atomics and empty cells: `f` and `running` were taken by
+        //   the claimer and `outcome` by the joiner, so no `'scope` data is read or dropped.
         // - The handle's `Arc` (and the outcome in it) is `'scope`-bound, dropped on a counted
         //   thread or the body, or leaked if the handle is forgotten; never used after `'scope`.
         // - As for threads, the count cannot reach zero while a spawn is under way (scope
@@ -280,9 +293,39 @@ where
     F: FnOnce(&Context) -> T + Send,
     T: Send,
 {
-    /// Steps 2 to 5 of the module docs.
+    /// Steps 2 to 5 of the module docs, if the task is still unclaimed.
     fn run(self: Arc<Self>) {
-        // SAFETY: invariant 1: this thread took the job from the pool and is its only runner.
+        if !self.claim() {
+            // A joiner ran it inline (and took the outcome). Dropping this `Arc` touches no
+            // `'scope` data: `f`, `running` and `outcome` are all empty by now.
+            return;
+        }
+        let running = self.execute();
+        let shared = &*running.shared;
+        // Let go of the task; if the handle is gone, this drops the outcome (user code).
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(self))) {
+            shared.record_panic(payload);
+        }
+        // 5. Count the task out (`Running::drop`): the last access to `'scope` data.
+        drop(running);
+    }
+}
+
+impl<F, T> Task<F, T>
+where
+    F: FnOnce(&Context) -> T + Send,
+    T: Send,
+{
+    /// Claims the task for this thread (invariant 1).
+    fn claim(&self) -> bool {
+        // Acquire: the spawner's writes of `f` and `running` happen before (they are also
+        // published by the deque, or by moving the handle to the joiner's thread).
+        self.state.compare_exchange(PENDING, RUNNING, Acquire, Acquire).is_ok()
+    }
+
+    /// Steps 2 to 4, by the claimer; returns the count for the caller to drop last.
+    fn execute(&self) -> Running {
+        // SAFETY: invariant 1: this thread claimed the task and is its only runner.
         let (f, running) = unsafe { ((*self.f.get()).take(), (*self.running.get()).take()) };
         let (f, running) = (f.expect("tether: a task ran twice"), running.expect("tether: a task ran twice"));
         let shared = &*running.shared;
@@ -316,18 +359,13 @@ where
         if let Some(joiner) = self.joiner.get() {
             joiner.unpark();
         }
-        // Let go of the task; if the handle is gone, this drops the outcome (user code).
-        if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(self))) {
-            shared.record_panic(payload);
-        }
-        // 5. Count the task out (`Running::drop`): the last access to `'scope` data.
-        drop(running);
+        running
     }
 }
 
 impl<F, T> Packet<T> for Task<F, T>
 where
-    F: Send,
+    F: FnOnce(&Context) -> T + Send,
     T: Send,
 {
     fn state(&self) -> &AtomicU8 {
@@ -342,6 +380,16 @@ where
         &self.ctx
     }
 
+    fn run_inline(&self) -> bool {
+        if !self.claim() {
+            return false;
+        }
+        // The caller (the handle) holds an `Arc`, so the outcome stays for it to take; the
+        // count drops here, on a thread that is the body or itself counted.
+        drop(self.execute());
+        true
+    }
+
     unsafe fn take_outcome(&self) -> Option<Outcome<T>> {
         // SAFETY: the caller saw `DONE` (Acquire), so the runner's write happened before and it
         // touches the cell no more (invariant 2); the handle is the only reader.
@@ -352,8 +400,9 @@ where
 // ===== impl TaskHandle =====
 
 impl<T> TaskHandle<'_, T> {
-    /// Waits for the task to finish, running other pending tasks meanwhile (so joining from a
-    /// task never deadlocks the pool), and returns its result. The task's completion
+    /// Waits for the task to finish and returns its result. If the task has not started, it
+    /// runs here, on the calling thread; if it is running elsewhere, this runs other pending
+    /// tasks meanwhile (so joining from a task never deadlocks the pool). The task's completion
     /// synchronizes with this call returning.
     ///
     /// # Errors
@@ -377,7 +426,9 @@ impl<T> TaskHandle<'_, T> {
         let TaskHandle { task, shared } = self;
         // Acquire: pairs with the runner's Release store of `DONE` (invariant 2).
         let done = || task.state().load(Acquire) == DONE;
-        if !done() {
+        // Still queued: run it here, as a sequential call would (this also keeps the stack of a
+        // recursive divide-and-conquer as deep as its recursion, not deeper).
+        if !done() && !task.run_inline() {
             let _ = task.joiner().set(std::thread::current());
             // Pairs with the fence in `Task::run` (after `DONE`, before reading `joiner`).
             fence(SeqCst);
