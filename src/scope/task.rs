@@ -74,7 +74,11 @@ struct Task<F, T> {
     running: UnsafeCell<Option<Running>>,
     /// Written by the runner before `DONE` (invariant 2).
     outcome: UnsafeCell<Option<Outcome<T>>>,
-    ctx: Context,
+    /// The task's node below the scope's, made on first use: by the runner as the task starts,
+    /// or earlier by [`TaskHandle::context`]. Made on the runner's thread (and, when the handle
+    /// is gone, dropped there too) it costs the spawner nothing and the allocator no
+    /// cross-thread free; a task skipped before anyone asked for its context never makes one.
+    ctx: OnceLock<Context>,
     /// The thread blocked in [`TaskHandle::join`], set before it checks `state` the last time.
     joiner: OnceLock<Thread>,
 }
@@ -92,7 +96,8 @@ unsafe impl<F: Send, T: Send> Sync for Task<F, T> {}
 trait Packet<T>: Send + Sync {
     fn state(&self) -> &AtomicU8;
     fn joiner(&self) -> &OnceLock<Thread>;
-    fn ctx(&self) -> &Context;
+    /// The task's context, made now (below `parent`, the scope's) if it does not exist yet.
+    fn ctx(&self, parent: &Context) -> &Context;
     /// Runs the task on this thread if nobody has claimed it yet; whether it did.
     fn run_inline(&self) -> bool;
     /// # Safety
@@ -255,7 +260,7 @@ impl<'scope, 'env> Scope<'scope, 'env> {
             f: UnsafeCell::new(Some(f)),
             running: UnsafeCell::new(Some(Running::start(self.shared.clone(), slot))),
             outcome: UnsafeCell::new(None),
-            ctx: shared.ctx.child_for_spawn(),
+            ctx: OnceLock::new(),
             joiner: OnceLock::new(),
         });
         let job: Arc<dyn Job + 'scope> = task.clone();
@@ -329,17 +334,23 @@ where
         let (f, running) = unsafe { ((*self.f.get()).take(), (*self.running.get()).take()) };
         let (f, running) = (f.expect("tether: a task ran twice"), running.expect("tether: a task ran twice"));
         let shared = &*running.shared;
-        // 2. Skip if already cancelled, else run with the context ambient.
-        let outcome = if self.ctx.is_cancelled() {
+        // 2. Skip if already cancelled (the scope, or this task through its handle), else run
+        //    with the context ambient. The task's node is made now unless the handle made it.
+        let cancelled = match self.ctx.get() {
+            Some(ctx) => ctx.is_cancelled().then(|| ctx.cause()),
+            None => shared.ctx.is_cancelled().then(|| shared.ctx.cause()),
+        };
+        let outcome = if let Some(cause) = cancelled {
             if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(f))) {
                 shared.record_panic(payload);
             }
-            Outcome::Skipped(self.ctx.cause().unwrap_or(Cause::Cancelled))
+            Outcome::Skipped(cause.unwrap_or(Cause::Cancelled))
         } else {
+            let ctx = self.ctx.get_or_init(|| shared.ctx.child_for_spawn());
             let outer = TASK_OF.with(|c| c.replace(shared));
             let result = {
-                let _ambient = ambient::enter(self.ctx.clone());
-                catch_unwind(AssertUnwindSafe(|| f(&self.ctx)))
+                let _ambient = ambient::enter(ctx.clone());
+                catch_unwind(AssertUnwindSafe(|| f(ctx)))
             };
             TASK_OF.with(|c| c.set(outer));
             // 3. A panic is recorded and cancels the scope.
@@ -376,8 +387,8 @@ where
         &self.joiner
     }
 
-    fn ctx(&self) -> &Context {
-        &self.ctx
+    fn ctx(&self, parent: &Context) -> &Context {
+        self.ctx.get_or_init(|| parent.child_for_spawn())
     }
 
     fn run_inline(&self) -> bool {
@@ -479,7 +490,7 @@ impl<T> TaskHandle<'_, T> {
     /// .unwrap();
     /// ```
     pub fn context(&self) -> &Context {
-        self.task.ctx()
+        self.task.ctx(&self.shared.ctx)
     }
 }
 
@@ -487,7 +498,7 @@ impl<T> fmt::Debug for TaskHandle<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TaskHandle")
             .field("finished", &self.is_finished())
-            .field("context", self.context())
+            .field("scope", &self.shared.ctx)
             .finish_non_exhaustive()
     }
 }
