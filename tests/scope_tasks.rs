@@ -7,7 +7,7 @@ use tether::{Canceller, Cause, Inheritance, Key, ScopeBuilder};
 
 #[test]
 fn a_task_borrows_the_stack_and_returns_its_result() {
-    let words = vec!["tether", "pool", "task"];
+    let words = ["tether", "pool", "task"];
     let mut out = Vec::new();
     tether::scope(|s| {
         let handles: Vec<_> = words.iter().map(|w| s.spawn_task(move |_| w.len())).collect();
@@ -156,7 +156,9 @@ fn a_task_panic_among_ten_thousand_siblings_is_re_raised_with_its_payload() {
             // Every sibling was cancelled by the panic (before the exit's own cancellation).
             for h in &handles {
                 match h.context().cause() {
-                    Some(Cause::Panicked(summary)) => assert_eq!(summary.message(), "Box<dyn Any> (a non-string panic payload)"),
+                    Some(Cause::Panicked(summary)) => {
+                        assert_eq!(summary.message(), "Box<dyn Any> (a non-string panic payload)")
+                    }
                     other => panic!("a sibling was not cancelled by the panic: {other:?}"),
                 }
             }

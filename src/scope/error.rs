@@ -160,7 +160,10 @@ pub struct JoinError {
 
 /// The ways a join fails.
 enum Repr {
-    Panicked { summary: PanicSummary, payload: Box<dyn Any + Send + 'static> },
+    Panicked {
+        summary: PanicSummary,
+        payload: Box<dyn Any + Send + 'static>,
+    },
     /// A pool task that never ran: its context was cancelled (with this cause) first.
     Skipped(Cause),
 }
@@ -273,7 +276,8 @@ impl JoinError {
     /// .unwrap();
     /// ```
     pub fn into_panic(self) -> Box<dyn Any + Send + 'static> {
-        self.try_into_panic().unwrap_or_else(|e| panic!("tether: into_panic on a join error that is not a panic: {e}"))
+        self.try_into_panic()
+            .unwrap_or_else(|e| panic!("tether: into_panic on a join error that is not a panic: {e}"))
     }
 
     /// Re-raises the original panic on this thread (for a skipped task, panics with this
