@@ -32,10 +32,15 @@ fn parallel<F: Fn() + Sync>(iters: u64, body: F) -> Duration {
     start.elapsed()
 }
 
-/// Go's `for i := 0; i < 100; i++ { x /= x + 1 }`: a chain of dependent divisions.
-fn spin(x: &mut u64) {
-    for _ in 0..100 {
-        *x /= *x + 1;
+/// Go's `for i := 0; i < 100; i++ { x /= x + 1 }`, with `x := 0`. Go's compiler proves `x` stays
+/// 0 and deletes the division: `go tool objdump -s BenchmarkCommonParentCancel.func1` on the
+/// test binary shows only the counting loop (go1.27). So this is the counting loop alone, kept
+/// by `black_box`. Two real 64-bit division chains cost about 3.2 µs per operation on the
+/// development machine, 13 times Go's two counting loops, and made the benchmark measure
+/// arithmetic rather than contexts.
+fn spin() {
+    for i in 0..100u32 {
+        black_box(i);
     }
 }
 
@@ -47,14 +52,11 @@ fn common_parent_cancel(c: &mut Criterion) {
     c.bench_function("common_parent_cancel", |b| {
         b.iter_custom(|iters| {
             parallel(iters, || {
-                // The starting value is opaque to the optimiser, as Go's `x` is to its compiler.
-                let mut x = black_box(0u64);
                 let ctx = shared.child();
                 assert_eq!(ctx.value(&KEY), Some(&"value"));
-                spin(&mut x);
+                spin();
                 ctx.cancel();
-                spin(&mut x);
-                black_box(x);
+                spin();
             })
         })
     });

@@ -88,3 +88,39 @@ fn a_cancel_returns_only_when_its_whole_subtree_is_cancelled_even_if_another_thr
         t.join().unwrap();
     });
 }
+
+#[test]
+fn two_threads_dropping_the_last_handles_release_the_node_exactly_once() {
+    model(|| {
+        let parent = Context::new();
+        let child = parent.child();
+        let grandchild = child.child();
+        let other = child.clone();
+        let t = thread::spawn(move || drop(other));
+        drop(child);
+        drop(grandchild); // the grandchild's release lets go of the last handle to `child`
+        t.join().unwrap();
+        assert_eq!(parent.registered_children(), 0);
+    });
+}
+
+#[test]
+fn a_release_racing_a_callback_registration_runs_or_discards_it_exactly_once() {
+    model(|| {
+        let parent = Context::new();
+        let child = parent.child();
+        let runs = Arc::new(AtomicUsize::new(0));
+        let r = runs.clone();
+        let handle = child.on_cancel(move |_| {
+            r.fetch_add(1, SeqCst);
+        });
+        let p = parent.clone();
+        let t = thread::spawn(move || p.cancel());
+        drop(child);
+        t.join().unwrap();
+        // Either the cancel reached the child first (the callback ran, stop says so), or the
+        // release discarded it (it never runs, and stop says it prevented the run).
+        let stopped = handle.stop();
+        assert_eq!(runs.load(SeqCst) + usize::from(stopped), 1);
+    });
+}
