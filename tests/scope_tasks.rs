@@ -171,3 +171,33 @@ fn a_task_panic_among_ten_thousand_siblings_is_re_raised_with_its_payload() {
     assert!(others.is_empty(), "only one panic");
     assert!(ran.into_inner() >= 1, "the task that panicked ran");
 }
+
+#[test]
+fn a_failing_task_cancels_its_sibling_tasks() {
+    let err = tether::scope(|s| {
+        let sibling = s.spawn_task(|ctx| ctx.wait());
+        s.spawn_task_fallible(|_| Err::<(), _>(ShardFailed(9)));
+        match sibling.join() {
+            // It ran, and the failure cancelled it...
+            Ok(cause) => assert_eq!(cause.downcast_ref::<ShardFailed>().unwrap().0, 9),
+            // ...or the failure came first and it never started.
+            Err(e) => assert_eq!(e.cancel_cause().unwrap().downcast_ref::<ShardFailed>().unwrap().0, 9),
+        }
+    })
+    .unwrap_err();
+    assert_eq!(err.downcast_ref::<ShardFailed>().unwrap().0, 9);
+}
+
+#[test]
+fn forgotten_task_handles_still_let_the_scope_wait_for_tasks_borrowing_the_stack() {
+    let counts: Vec<AtomicUsize> = (0..10).map(|_| AtomicUsize::new(0)).collect();
+    tether::scope(|s| {
+        for i in 0..1000 {
+            let counts = &counts;
+            std::mem::forget(s.spawn_task(move |_| counts[i % 10].fetch_add(1, SeqCst)));
+        }
+        s.wait_all();
+    })
+    .unwrap();
+    assert!(counts.iter().all(|c| c.load(SeqCst) == 100));
+}

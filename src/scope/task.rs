@@ -165,6 +165,16 @@ impl<'scope, 'env> Scope<'scope, 'env> {
     /// With a limit, `spawn_task` waits for a free slot as `spawn` does, running pending tasks
     /// meanwhile.
     ///
+    /// As with threads, a task cannot borrow what the body owns (it would be dropped before the
+    /// scope joins the task):
+    ///
+    /// ```compile_fail,E0373
+    /// tether::scope(|s| {
+    ///     let local = vec![1, 2, 3];
+    ///     s.spawn_task(|_| local.len());
+    /// });
+    /// ```
+    ///
     /// # Examples
     ///
     /// ```
