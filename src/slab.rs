@@ -106,6 +106,20 @@ impl<T> Slab<T> {
         }
     }
 
+    /// Empties the slab into `out`, in index order; returns how many values moved. Allocates
+    /// nothing beyond `out`'s growth; the one-entry case (a chain) is a single push.
+    pub(crate) fn drain_into(&mut self, out: &mut Vec<T>) -> usize {
+        let Slab { first, rest, len } = std::mem::replace(self, Slab::new());
+        out.extend(first);
+        if let Some(rest) = rest {
+            out.extend(rest.entries.into_iter().filter_map(|e| match e {
+                Entry::Occupied(v) => Some(v),
+                Entry::Vacant(_) => None,
+            }));
+        }
+        len as usize
+    }
+
     /// Empties the slab, yielding every occupied value in index order. Allocates nothing.
     pub(crate) fn drain(&mut self) -> impl Iterator<Item = T> + use<T> {
         let Slab { first, rest, .. } = std::mem::replace(self, Slab::new());

@@ -13,9 +13,10 @@
 //!   holds one of its parent (so an ancestor and its deadline live as long as any descendant).
 //!   When the last handle goes, the node is released: detached from its parent, timer disarmed,
 //!   callbacks discarded. Forgetting to cancel leaks nothing.
-//! - The domain lock (`propagation` of the topmost cancellable ancestor, `top`) is shared by all
-//!   nodes below it. Every propagation in a domain holds it, so concurrent cancels of
-//!   overlapping subtrees serialise.
+//! - The domain lock is the `propagation` mutex of the root of a node's chain of parent links, so
+//!   all nodes below one root share it. Every propagation in a domain holds it, so concurrent
+//!   cancels of overlapping subtrees serialise. Nodes do not store their root (that would be one
+//!   more contended reference count per child of a busy parent); the slow path walks up to it.
 //!
 //! # Invariants
 //! 1. `state` goes `OPEN -> CANCELLED | DEADLINE` at most once and never back. It is written only
@@ -30,9 +31,12 @@
 //!    release takes out. A parent's slab holds a child's core only until that child is released
 //!    (or the parent cancelled). So any `Arc` cycle between a parent and a child core is broken no
 //!    later than the child's release, and releasing an ancestor chain is a loop, never a recursion.
-//! 5. A child's `top` is its parent's `top`, or the parent itself; a root has none. Hence every
-//!    descendant of a node shares the node's domain lock, and when [`cancel`] returns (having held
-//!    that lock for the whole propagation), every descendant is cancelled.
+//! 5. The domain of a node is the root of its chain of `inner.parent` links. A node with live
+//!    descendants is not released (they hold handles to it), so the chain from any live node to its
+//!    root is stable, and every live descendant of a node has the node's domain. When [`cancel`]
+//!    returns (having held that lock for the whole propagation), every descendant is cancelled.
+//!    A released node has no live descendants, and a node without children takes the fast path,
+//!    so neither needs the domain.
 //! 6. `handles` counts the live `Node`s of a core. It only increases from a live handle (never
 //!    from zero), so the release runs exactly once, in the thread whose decrement reached zero.
 //!
@@ -93,10 +97,7 @@ pub(crate) struct Core {
     /// its callbacks were discarded unrun, and nothing can cancel it any more. An atomic only so
     /// that it can sit in the header word; every access holds the lock (Relaxed).
     released: AtomicBool,
-    /// The topmost cancellable ancestor, whose `propagation` lock is this node's domain lock
-    /// (invariant 5); `None` when this node is itself the top.
-    top: Option<Arc<Core>>,
-    /// The domain lock, used when `top` is `None`.
+    /// The domain lock, used when this node is the root of its chain (invariant 5).
     propagation: Mutex<()>,
     /// This node's own pending deadline as a packed [`TimerKey`], or `NO_TIMER`: set by
     /// `arm_timer`, taken by the cancellation or release that disarms it; always under the core's
@@ -204,7 +205,6 @@ impl Node {
             (Some(own), _) => Some(own),
             (None, p) => p,
         };
-        let top = parent.map(|p| p.core.top.clone().unwrap_or_else(|| p.core.clone()));
         let expired = arm.is_some_and(|at| at <= Instant::now());
         let timer = arm.filter(|_| !expired);
         let core = Arc::new(Core {
@@ -213,7 +213,6 @@ impl Node {
             handles: AtomicU32::new(1),
             released: AtomicBool::new(false),
             timer: AtomicU32::new(NO_TIMER),
-            top,
             propagation: Mutex::new(()),
             deadline: pack_deadline(deadline),
             inner: Mutex::new(Inner::new(parent.cloned())),
@@ -421,9 +420,24 @@ pub(crate) fn cancel(core: &Arc<Core>, err: CancelError, cause: Cause) -> Fired 
     }
     // Slow path: the subtree may be large, or another thread may be propagating through it; the
     // domain lock orders us after that thread, so we return only once the subtree is complete.
-    let top = core.top.as_deref().unwrap_or(core);
-    let _domain = lock(&top.propagation);
+    let root = chain_root(core);
+    let _domain = lock(&root.propagation);
     propagate(core, err, cause)
+}
+
+/// The root of `core`'s chain of parent links: its domain (invariant 5). Holds one core lock at a
+/// time, and an `Arc` to each ancestor while reading its link, so a concurrent release cannot free
+/// the chain under the walk. O(depth), on the slow path only: cancelling a node that has children
+/// or is already cancelled.
+fn chain_root(core: &Arc<Core>) -> Arc<Core> {
+    let mut current = core.clone();
+    loop {
+        let parent = lock(&current.inner).parent.as_ref().map(|p| p.core.clone());
+        match parent {
+            Some(parent) => current = parent,
+            None => return current,
+        }
+    }
 }
 
 /// Cancels `core` because its deadline passed: the timer driver's entry point.
@@ -448,9 +462,10 @@ fn propagate(root: &Arc<Core>, err: CancelError, cause: Cause) -> Fired {
         if core.state.load(Ordering::Relaxed) != OPEN {
             continue; // already cancelled, and so is its subtree (invariants 3 and 5)
         }
-        let before = stack.len();
-        stack.extend(inner.children.drain());
-        live::add(Kind::Children, -((stack.len() - before) as isize));
+        let drained = inner.children.drain_into(&mut stack);
+        if drained > 0 {
+            live::add(Kind::Children, -(drained as isize));
+        }
         // Kept until the whole subtree is marked: a thread woken by a node's `done()` must find
         // every descendant of that node cancelled too.
         closed.extend(mark_cancelled(&core, &mut inner, err, &cause, &mut fired));
