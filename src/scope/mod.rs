@@ -12,7 +12,8 @@
 //!    body returned, [`Cause::Panicked`] when it panicked (a child's failure or panic cancelled it
 //!    earlier, and the first cause wins);
 //! 2. **join**: wait until no child is running, including those whose handles were dropped or
-//!    forgotten and those that children spawned;
+//!    forgotten and those that children spawned; once the task pool has started, the wait runs
+//!    pending pool tasks instead of just blocking (design/0003-pool-tasks.md);
 //! 3. **report**: the first panic (body or child) is re-raised with its original payload; the
 //!    later ones go to [`crate::testing::take_unhandled_panics`]. Otherwise the fallible children's
 //!    errors, the first one first, as [`ScopeError`]. Otherwise the body's result.
