@@ -50,6 +50,27 @@
 //! assert_eq!(total, 120);
 //! ```
 //!
+//! Besides threads, a scope owns lightweight **pool tasks** ([`Scope::spawn_task`]): the same
+//! semantics, on one shared work-stealing pool ([`pool`]), for the cost of an allocation instead
+//! of an OS thread. A task cancelled before it starts is skipped, and a thread waiting for tasks
+//! runs pending ones instead of blocking. Use tasks for computation, threads for blocking work.
+//!
+//! ```
+//! fn sum(v: &[u64]) -> u64 {
+//!     if v.len() <= 1024 {
+//!         return v.iter().sum();
+//!     }
+//!     let (l, r) = v.split_at(v.len() / 2);
+//!     tether::scope(|s| {
+//!         let l = s.spawn_task(|_| sum(l));
+//!         sum(r) + l.join().unwrap()
+//!     })
+//!     .unwrap()
+//! }
+//! let v: Vec<u64> = (0..100_000).collect();
+//! assert_eq!(sum(&v), 99_999 * 100_000 / 2);
+//! ```
+//!
 //! Design notes live in the repository's `design/` directory.
 
 #![deny(missing_docs, missing_debug_implementations)]
@@ -63,6 +84,7 @@ mod context;
 pub mod go;
 mod live;
 mod loom;
+pub mod pool;
 mod scope;
 mod slab;
 pub mod testing;
@@ -76,7 +98,8 @@ pub use cancel::{CallbackHandle, CallbackPanics, CancelError, Canceller, Cause, 
 pub use context::Context;
 pub use live::{LiveCounts, live};
 pub use scope::{
-    ChildBuilder, JoinError, Scope, ScopeBuilder, ScopeError, ScopedJoinHandle, TrySpawnError, scope,
+    ChildBuilder, JoinError, Scope, ScopeBuilder, ScopeError, ScopedJoinHandle, TaskHandle, TrySpawnError,
+    scope,
 };
 pub use value::{Inheritance, Key, KeyId, Valuer};
 

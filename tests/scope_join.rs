@@ -21,7 +21,7 @@ fn a_panic_taken_by_join_is_not_reraised_by_the_scope() {
     let r = tether::scope(|s| {
         let err = s.builder().name("parser").spawn(|_| panic!("bad input")).unwrap().join().unwrap_err();
         assert!(err.is_panic());
-        assert_eq!(err.summary().who(), Some("parser"));
+        assert_eq!(err.summary().unwrap().who(), Some("parser"));
         assert_eq!(err.to_string(), "parser panicked: bad input");
         assert_eq!(err.into_panic().downcast_ref::<&str>(), Some(&"bad input"));
         "body result"

@@ -1,7 +1,8 @@
 //! The scope's errors, one type per operation: [`ScopeError`] (the scope failed because fallible
-//! children failed), [`JoinError`] (a child panicked) and [`TrySpawnError`] (the limit is full).
+//! children failed), [`JoinError`] (a child panicked, or a task was skipped) and [`TrySpawnError`]
+//! (the limit is full).
 
-use crate::{PanicSummary, SharedError};
+use crate::{Cause, PanicSummary, SharedError};
 use std::any::Any;
 use std::error::Error;
 use std::fmt;
@@ -135,8 +136,12 @@ impl Error for ScopeError {
     }
 }
 
-/// Why [`ScopedJoinHandle::join`](crate::ScopedJoinHandle::join) has no result: the child
-/// panicked. Holds the original payload, which the scope then does not re-raise.
+/// Why a join handle has no result: the child panicked
+/// ([`ScopedJoinHandle::join`](crate::ScopedJoinHandle::join),
+/// [`TaskHandle::join`](crate::TaskHandle::join)), or a pool task was skipped because its context
+/// was cancelled before it started ([`TaskHandle::join`](crate::TaskHandle::join) only).
+///
+/// A panic's original payload is held here, and the scope then does not re-raise it.
 ///
 /// # Examples
 ///
@@ -150,17 +155,29 @@ impl Error for ScopeError {
 /// .unwrap();
 /// ```
 pub struct JoinError {
-    summary: PanicSummary,
-    payload: Box<dyn Any + Send + 'static>,
+    repr: Repr,
+}
+
+/// The ways a join fails.
+enum Repr {
+    Panicked {
+        summary: PanicSummary,
+        payload: Box<dyn Any + Send + 'static>,
+    },
+    /// A pool task that never ran: its context was cancelled (with this cause) first.
+    Skipped(Cause),
 }
 
 impl JoinError {
     pub(crate) fn new(who: Option<Arc<str>>, payload: Box<dyn Any + Send + 'static>) -> JoinError {
-        JoinError { summary: PanicSummary::from_payload(who, &*payload), payload }
+        JoinError { repr: Repr::Panicked { summary: PanicSummary::from_payload(who, &*payload), payload } }
     }
 
-    /// True: a thread child fails to join only by panicking. (Kept as a predicate so that pool
-    /// tasks, which may fail to join for other reasons, can share this type.)
+    pub(crate) fn skipped(cause: Cause) -> JoinError {
+        JoinError { repr: Repr::Skipped(cause) }
+    }
+
+    /// Whether the child panicked (always, for a thread child).
     ///
     /// # Examples
     ///
@@ -168,27 +185,86 @@ impl JoinError {
     /// tether::scope(|s| assert!(s.spawn(|_| panic!("x")).join().unwrap_err().is_panic())).unwrap();
     /// ```
     pub fn is_panic(&self) -> bool {
-        true
+        matches!(self.repr, Repr::Panicked { .. })
+    }
+
+    /// Whether a pool task was skipped: its context was cancelled before it started, so its
+    /// closure was dropped without being called.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// tether::scope(|s| {
+    ///     s.cancel();
+    ///     let err = s.spawn_task(|_| ()).join().unwrap_err();
+    ///     assert!(err.is_skipped());
+    ///     assert_eq!(err.cancel_cause(), Some(&tether::Cause::Cancelled));
+    /// })
+    /// .unwrap();
+    /// ```
+    pub fn is_skipped(&self) -> bool {
+        matches!(self.repr, Repr::Skipped(_))
     }
 
     /// Who panicked and the message, as siblings saw it in their
-    /// [`Cause::Panicked`](crate::Cause::Panicked).
+    /// [`Cause::Panicked`](crate::Cause::Panicked); `None` for a skipped task.
     ///
     /// # Examples
     ///
     /// ```
     /// tether::scope(|s| {
     ///     let err = s.spawn(|_| panic!("boom")).join().unwrap_err();
-    ///     assert_eq!(err.summary().message(), "boom");
-    ///     assert_eq!(err.summary().who(), None);
+    ///     assert_eq!(err.summary().unwrap().message(), "boom");
+    ///     assert_eq!(err.summary().unwrap().who(), None);
     /// })
     /// .unwrap();
     /// ```
-    pub fn summary(&self) -> &PanicSummary {
-        &self.summary
+    pub fn summary(&self) -> Option<&PanicSummary> {
+        match &self.repr {
+            Repr::Panicked { summary, .. } => Some(summary),
+            Repr::Skipped(_) => None,
+        }
+    }
+
+    /// Why a skipped task's context was cancelled; `None` for a panic.
+    ///
+    /// # Examples
+    ///
+    /// See [`is_skipped`](Self::is_skipped).
+    pub fn cancel_cause(&self) -> Option<&Cause> {
+        match &self.repr {
+            Repr::Skipped(cause) => Some(cause),
+            Repr::Panicked { .. } => None,
+        }
+    }
+
+    /// The original panic payload, or the error itself when it is not a panic.
+    ///
+    /// # Errors
+    ///
+    /// `self`, when the task was skipped.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// tether::scope(|s| {
+    ///     let err = s.spawn_task(|_| std::panic::panic_any(7_u8)).join().unwrap_err();
+    ///     assert_eq!(err.try_into_panic().unwrap().downcast_ref::<u8>(), Some(&7));
+    /// })
+    /// .unwrap();
+    /// ```
+    pub fn try_into_panic(self) -> Result<Box<dyn Any + Send + 'static>, JoinError> {
+        match self.repr {
+            Repr::Panicked { payload, .. } => Ok(payload),
+            repr @ Repr::Skipped(_) => Err(JoinError { repr }),
+        }
     }
 
     /// The original panic payload.
+    ///
+    /// # Panics
+    ///
+    /// If the error is not a panic (a skipped task): use [`try_into_panic`](Self::try_into_panic).
     ///
     /// # Examples
     ///
@@ -200,10 +276,12 @@ impl JoinError {
     /// .unwrap();
     /// ```
     pub fn into_panic(self) -> Box<dyn Any + Send + 'static> {
-        self.payload
+        self.try_into_panic()
+            .unwrap_or_else(|e| panic!("tether: into_panic on a join error that is not a panic: {e}"))
     }
 
-    /// Re-raises the original panic on this thread.
+    /// Re-raises the original panic on this thread (for a skipped task, panics with this
+    /// error's message).
     ///
     /// # Examples
     ///
@@ -211,19 +289,30 @@ impl JoinError {
     /// tether::scope(|s| s.spawn(|_| panic!("boom")).join().unwrap_or_else(|e| e.resume())).unwrap();
     /// ```
     pub fn resume(self) -> ! {
-        std::panic::resume_unwind(self.payload)
+        match self.try_into_panic() {
+            Ok(payload) => std::panic::resume_unwind(payload),
+            Err(e) => panic!("tether: {e}"),
+        }
     }
 }
 
 impl fmt::Display for JoinError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.summary, f)
+        match &self.repr {
+            Repr::Panicked { summary, .. } => fmt::Display::fmt(summary, f),
+            Repr::Skipped(cause) => write!(f, "task skipped: cancelled before it started ({cause})"),
+        }
     }
 }
 
 impl fmt::Debug for JoinError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("JoinError").field("summary", &self.summary).finish_non_exhaustive()
+        match &self.repr {
+            Repr::Panicked { summary, .. } => {
+                f.debug_struct("JoinError").field("summary", summary).finish_non_exhaustive()
+            }
+            Repr::Skipped(cause) => f.debug_struct("JoinError").field("skipped", cause).finish(),
+        }
     }
 }
 

@@ -12,7 +12,8 @@
 //!    body returned, [`Cause::Panicked`] when it panicked (a child's failure or panic cancelled it
 //!    earlier, and the first cause wins);
 //! 2. **join**: wait until no child is running, including those whose handles were dropped or
-//!    forgotten and those that children spawned;
+//!    forgotten and those that children spawned; once the task pool has started, the wait runs
+//!    pending pool tasks instead of just blocking (design/0003-pool-tasks.md).
 //!    Then the scope's state, with its context and the values bound to it, is dropped on the
 //!    owner's thread (after the children have let go of it), so no value outlives `scope` on a
 //!    child's thread; a panicking value destructor counts as a panic of the scope;
@@ -38,9 +39,11 @@
 //!    spawn.
 
 mod error;
+mod task;
 mod thread;
 
 pub use error::{JoinError, ScopeError, TrySpawnError};
+pub use task::TaskHandle;
 pub use thread::{ChildBuilder, ScopedJoinHandle};
 
 use crate::value::{KeyId, Value};
@@ -56,6 +59,10 @@ use std::time::{Duration, Instant};
 
 /// A panic payload.
 type Payload = Box<dyn Any + Send + 'static>;
+
+/// How long a helping wait (for tasks) sleeps with nothing to help before looking for pool jobs
+/// again; a child's completion wakes it sooner.
+const PARK: Duration = Duration::from_millis(1);
 
 /// Runs `f` in a new scope of OS threads and returns its result once every child has finished.
 ///
@@ -548,7 +555,7 @@ impl<'scope, 'env> Scope<'scope, 'env> {
     ///
     /// # Panics
     ///
-    /// When called from a child of this same scope, which would wait for itself. (From deeper
+    /// When called from a child (thread or task) of this same scope, which would wait for itself. (From deeper
     /// down, a grandchild in a nested scope, it deadlocks the same way and is not detected.)
     ///
     /// # Examples
@@ -568,7 +575,7 @@ impl<'scope, 'env> Scope<'scope, 'env> {
     /// ```
     pub fn wait_all(&self) {
         assert!(
-            !thread::is_child_of(&self.shared),
+            !thread::is_child_of(&self.shared) && !task::is_task_of(&self.shared),
             "tether: wait_all called from a child of the same scope would wait for itself"
         );
         self.shared.wait_idle();
@@ -630,17 +637,38 @@ impl Shared {
         }
     }
 
-    /// Blocks until no child is running. Panic-free (it runs in a drop guard).
+    /// Blocks until no child is running. Panic-free (it runs in a drop guard; the pool jobs it
+    /// may help with catch their own panics).
     fn wait_idle(&self) {
         // SeqCst (so Acquire): seeing zero synchronizes with every child's decrement, which is
         // a release sequence of read-modify-writes, hence with everything each child did.
         if self.running.load(SeqCst) == 0 {
             return;
         }
+        if crate::pool::started() {
+            // Tasks may be pending (here or in any scope): run them while waiting, so that a
+            // task waiting on a nested scope never deadlocks the pool (design/0003).
+            crate::pool::wait_until(|| self.running.load(SeqCst) == 0, || self.park_idle());
+            return;
+        }
         let mut guard = self.idle_lock.lock().unwrap_or_else(PoisonError::into_inner);
         self.waiters.fetch_add(1, SeqCst);
         while self.running.load(SeqCst) != 0 {
             guard = self.idle.wait(guard).unwrap_or_else(PoisonError::into_inner);
+        }
+        self.waiters.fetch_sub(1, SeqCst);
+    }
+
+    /// Sleeps until the last child finishes or [`PARK`] passes (whichever is first): the park of
+    /// a helping wait, bounded so that it looks for pool jobs again.
+    fn park_idle(&self) {
+        let guard = self.idle_lock.lock().unwrap_or_else(PoisonError::into_inner);
+        // SeqCst: as in `wait_idle`'s slow path (the `waiters` handshake with `finish_one`).
+        self.waiters.fetch_add(1, SeqCst);
+        if self.running.load(SeqCst) != 0 {
+            drop(self.idle.wait_timeout(guard, PARK).unwrap_or_else(PoisonError::into_inner));
+        } else {
+            drop(guard);
         }
         self.waiters.fetch_sub(1, SeqCst);
     }
@@ -699,6 +727,29 @@ impl Shared {
         select! {
             recv(free) -> slot => slot.is_ok(),
             recv(done) -> _ => false,
+        }
+    }
+
+    /// [`acquire_slot`](Self::acquire_slot) for a task spawner: runs pending pool jobs while it
+    /// waits (the slots may be held by queued tasks that only this thread is free to run).
+    fn acquire_slot_helping(&self) -> bool {
+        let Some((_, free)) = &self.slots else { return false };
+        let done = self.ctx.done();
+        loop {
+            if free.try_recv().is_ok() {
+                return true;
+            }
+            if self.ctx.is_cancelled() {
+                return false;
+            }
+            if crate::pool::help_once() {
+                continue;
+            }
+            select! {
+                recv(free) -> slot => return slot.is_ok(),
+                recv(done) -> _ => return false,
+                default(PARK) => {}
+            }
         }
     }
 

@@ -1,0 +1,335 @@
+//! The shared work-stealing pool that runs scope tasks ([`Scope::spawn_task`]): one per process,
+//! started on first use, never shut down.
+//!
+//! # Configuration
+//! The number of workers is, in order of precedence: the last [`configure`] call made before the
+//! pool started; else the `TETHER_POOL_THREADS` environment variable (a positive integer), read
+//! once when the pool starts; else [`std::thread::available_parallelism`]. [`threads`] says which
+//! number applies (and does not start the pool).
+//!
+//! # The scheduler
+//! rayon-core's, reduced to what scope tasks need (design/0003-pool-tasks.md, kept in sync):
+//! - Each worker owns a LIFO [`crossbeam_deque::Worker`]; a task spawned on a worker thread goes
+//!   there, one spawned elsewhere goes to the global [`Injector`].
+//! - A worker looking for a job pops its own deque, then takes a batch from the injector, then
+//!   steals (FIFO, the oldest job) from the other workers.
+//! - A worker that finds nothing snoozes briefly ([`Backoff`]) and then sleeps on a condition
+//!   variable; pushing a job wakes one sleeper (the sleep protocol below).
+//! - **Help while joining**: a thread waiting for tasks (a scope's exit or `wait_all`, a
+//!   [`TaskHandle::join`]) runs pending jobs itself instead of blocking ([`wait_until`]), whether it
+//!   is a worker or not. So a task that waits on a nested scope never holds its worker idle while
+//!   runnable work exists, and waits cannot deadlock for want of workers.
+//!
+//! # Invariants
+//! 1. A job is run at most once: it is in exactly one deque (or the injector) until a pop or a
+//!    successful steal takes it out, and only that taker runs it.
+//! 2. No lost wake-up: a worker sleeps only after announcing itself in `idle` and then seeing
+//!    every queue empty; a pusher announces its job (the push) and then reads `idle`. Both sides
+//!    put a `SeqCst` fence between their write and their read, so at least one sees the other's
+//!    write: either the worker sees the job, or the pusher sees the sleeper and wakes it.
+//! 3. `idle` counts sleepers not yet claimed by a pusher; a pusher claims one (decrements `idle`)
+//!    before adding a wake-up to `Sleep::wakes`, so one push wakes at most one worker and an idle
+//!    pool costs a push one fence and one load.
+//!
+//! [`Scope::spawn_task`]: crate::Scope::spawn_task
+//! [`TaskHandle::join`]: crate::TaskHandle::join
+
+use crossbeam_deque::{Injector, Steal, Stealer, Worker};
+use crossbeam_utils::Backoff;
+use std::cell::Cell;
+use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed, Ordering::SeqCst, fence};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
+
+/// A unit of work on the pool: a scope task, type-erased.
+pub(crate) trait Job: Send + Sync {
+    /// Runs the job. Never unwinds: the task catches its own panics.
+    fn run(self: Arc<Self>);
+}
+
+/// A queued job. `'static` only by erasure: see `task.rs`, `Scope::spawn_task_with`.
+pub(crate) type JobRef = Arc<dyn Job>;
+
+/// The pool: the injector, every worker's stealer, and the sleep state.
+struct Pool {
+    injector: Injector<JobRef>,
+    stealers: Box<[Stealer<JobRef>]>,
+    /// Sleeping workers not yet claimed by a pusher (invariant 3).
+    idle: AtomicUsize,
+    sleep: Mutex<Sleep>,
+    wake: Condvar,
+}
+
+/// Guarded by `Pool::sleep`.
+struct Sleep {
+    /// Wake-ups sent by pushers and not yet consumed by a sleeper (invariant 3).
+    wakes: usize,
+}
+
+/// The worker-thread side of a worker: its own deque and its index among the stealers.
+struct Local {
+    deque: Worker<JobRef>,
+    index: usize,
+}
+
+static POOL: OnceLock<&'static Pool> = OnceLock::new();
+/// The thread count set by [`configure`]; 0 when not configured.
+static CONFIGURED: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// This thread's worker state, if it is a pool worker (null otherwise). Points into the
+    /// worker's own stack frame (`worker_main`), which outlives every use on that thread.
+    static LOCAL: Cell<*const Local> = const { Cell::new(std::ptr::null()) };
+}
+
+/// [`configure`] was called after the pool had started: the worker count is fixed.
+///
+/// # Examples
+///
+/// ```
+/// tether::scope(|s| s.spawn_task(|_| ()).join().unwrap()).unwrap(); // starts the pool
+/// let err = tether::pool::configure(3).unwrap_err();
+/// assert_eq!(err.to_string(), "the task pool has already started");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AlreadyStarted;
+
+impl fmt::Display for AlreadyStarted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the task pool has already started")
+    }
+}
+
+impl std::error::Error for AlreadyStarted {}
+
+/// Sets the number of pool workers. Must be called before the first task is spawned (typically
+/// at the start of `main`); takes precedence over `TETHER_POOL_THREADS`.
+///
+/// # Errors
+///
+/// [`AlreadyStarted`] when the pool is already running; the call then changes nothing.
+///
+/// # Panics
+///
+/// If `threads` is zero.
+///
+/// # Examples
+///
+/// ```
+/// // In a fresh process, before any task:
+/// if tether::pool::configure(2).is_ok() {
+///     assert_eq!(tether::pool::threads(), 2);
+/// }
+/// ```
+pub fn configure(threads: usize) -> Result<(), AlreadyStarted> {
+    assert!(threads > 0, "tether: the task pool needs at least one thread");
+    if POOL.get().is_some() {
+        return Err(AlreadyStarted);
+    }
+    // Relaxed: read by `start` through the `OnceLock` initialization, on whichever thread starts
+    // the pool; a `configure` racing with the first spawn may or may not apply (documented).
+    CONFIGURED.store(threads, Relaxed);
+    Ok(())
+}
+
+/// The number of workers the pool has, or will have when it starts (see the module docs).
+///
+/// # Examples
+///
+/// ```
+/// assert!(tether::pool::threads() >= 1);
+/// ```
+pub fn threads() -> usize {
+    match POOL.get() {
+        Some(pool) => pool.stealers.len(),
+        None => wanted_threads(),
+    }
+}
+
+fn wanted_threads() -> usize {
+    let configured = CONFIGURED.load(Relaxed); // Relaxed: see `configure`
+    if configured > 0 {
+        return configured;
+    }
+    let from_env = std::env::var("TETHER_POOL_THREADS").ok().and_then(|v| v.trim().parse().ok());
+    match from_env {
+        Some(n) if n > 0 => n,
+        _ => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    }
+}
+
+/// Whether the pool has started (some task was spawned).
+pub(crate) fn started() -> bool {
+    POOL.get().is_some()
+}
+
+/// Queues `job`: on this worker's own deque, or on the injector from any other thread. Starts
+/// the pool on first use.
+pub(crate) fn push(job: JobRef) {
+    let pool = pool();
+    let local = LOCAL.with(Cell::get);
+    if local.is_null() {
+        pool.injector.push(job);
+    } else {
+        // SAFETY: non-null only on a worker thread, pointing to its `Local` in `worker_main`'s
+        // frame, which is live for as long as the thread runs anything (module `LOCAL` docs).
+        unsafe { &*local }.deque.push(job);
+    }
+    pool.notify();
+}
+
+/// Runs one pending job on this thread, if there is one; returns whether it did.
+pub(crate) fn help_once() -> bool {
+    let Some(pool) = POOL.get() else { return false };
+    let local = LOCAL.with(Cell::get);
+    // SAFETY: as in `push`.
+    let local = (!local.is_null()).then(|| unsafe { &*local });
+    match pool.find_job(local) {
+        Some(job) => {
+            job.run();
+            true
+        }
+        None => false,
+    }
+}
+
+/// Blocks until `done()`, running pending jobs meanwhile (help while joining). When nothing is
+/// runnable it snoozes, then calls `park`, which must return after a bounded time (so that jobs
+/// queued meanwhile get helped) or when `done()` may have become true.
+pub(crate) fn wait_until(done: impl Fn() -> bool, park: impl Fn()) {
+    let backoff = Backoff::new();
+    while !done() {
+        if help_once() {
+            backoff.reset();
+        } else if backoff.is_completed() {
+            park();
+        } else {
+            backoff.snooze();
+        }
+    }
+}
+
+fn pool() -> &'static Pool {
+    POOL.get_or_init(|| {
+        let n = wanted_threads();
+        let deques: Vec<Worker<JobRef>> = (0..n).map(|_| Worker::new_lifo()).collect();
+        let pool: &'static Pool = Box::leak(Box::new(Pool {
+            injector: Injector::new(),
+            stealers: deques.iter().map(Worker::stealer).collect(),
+            idle: AtomicUsize::new(0),
+            sleep: Mutex::new(Sleep { wakes: 0 }),
+            wake: Condvar::new(),
+        }));
+        for (index, deque) in deques.into_iter().enumerate() {
+            std::thread::Builder::new()
+                .name(format!("tether-pool-{index}"))
+                .spawn(move || worker_main(pool, Local { deque, index }))
+                .expect("tether: failed to start a pool worker");
+        }
+        pool
+    })
+}
+
+/// A worker's life: run jobs, sleep when there are none.
+fn worker_main(pool: &'static Pool, local: Local) {
+    LOCAL.with(|l| l.set(&local));
+    let backoff = Backoff::new();
+    loop {
+        match pool.find_job(Some(&local)) {
+            Some(job) => {
+                job.run();
+                backoff.reset();
+            }
+            None if backoff.is_completed() => {
+                pool.sleep();
+                backoff.reset();
+            }
+            None => backoff.snooze(),
+        }
+    }
+}
+
+// ===== impl Pool =====
+
+impl Pool {
+    /// Finds a job: the own deque, then the injector, then the other workers (invariant 1).
+    fn find_job(&self, local: Option<&Local>) -> Option<JobRef> {
+        if let Some(job) = local.and_then(|l| l.deque.pop()) {
+            return Some(job);
+        }
+        let start = local.map_or(0, |l| l.index + 1);
+        loop {
+            let mut retry = false;
+            let from_injector = match local {
+                Some(l) => self.injector.steal_batch_and_pop(&l.deque),
+                None => self.injector.steal(),
+            };
+            match from_injector {
+                Steal::Success(job) => {
+                    if local.is_some_and(|l| !l.deque.is_empty()) {
+                        // The batch now sits in this deque, which no push announced: wake a
+                        // sleeper to steal from it, or it could wait behind this job.
+                        self.notify();
+                    }
+                    return Some(job);
+                }
+                Steal::Retry => retry = true,
+                Steal::Empty => {}
+            }
+            let n = self.stealers.len();
+            for i in (0..n).map(|k| (start + k) % n) {
+                if local.is_some_and(|l| l.index == i) {
+                    continue;
+                }
+                match self.stealers[i].steal() {
+                    Steal::Success(job) => return Some(job),
+                    Steal::Retry => retry = true,
+                    Steal::Empty => {}
+                }
+            }
+            if !retry {
+                return None;
+            }
+        }
+    }
+
+    fn has_work(&self) -> bool {
+        !self.injector.is_empty() || self.stealers.iter().any(|s| !s.is_empty())
+    }
+
+    /// Wakes one sleeping worker, if any is sleeping unclaimed (invariants 2 and 3).
+    fn notify(&self) {
+        // Pairs with the fence in `sleep`: the push before it, the `idle` read after it.
+        fence(SeqCst);
+        // Relaxed: a fast filter only; the claim below is the read that counts (it is ordered
+        // after the fence, and a zero seen here was written before the sleeper's fence).
+        if self.idle.load(Relaxed) == 0 {
+            return;
+        }
+        if self.idle.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1)).is_ok() {
+            let mut sleep = self.sleep.lock().unwrap_or_else(PoisonError::into_inner);
+            sleep.wakes += 1;
+            self.wake.notify_one();
+        }
+    }
+
+    /// Sleeps until a pusher wakes this worker, unless a job is already queued (invariant 2).
+    fn sleep(&self) {
+        let mut sleep = self.sleep.lock().unwrap_or_else(PoisonError::into_inner);
+        self.idle.fetch_add(1, SeqCst);
+        // Pairs with the fence in `notify`: the `idle` increment before it, the queue reads after.
+        fence(SeqCst);
+        if self.has_work() {
+            // Take back the announcement, unless a pusher has claimed it already: its wake-up
+            // then stays in `wakes` and costs some later sleeper one extra loop.
+            let _ = self.idle.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1));
+            return;
+        }
+        // The lock is held from the announcement until `wait` releases it, so a claiming pusher's
+        // notification (sent under the lock) cannot come before this thread waits.
+        while sleep.wakes == 0 {
+            sleep = self.wake.wait(sleep).unwrap_or_else(PoisonError::into_inner);
+        }
+        sleep.wakes -= 1;
+    }
+}

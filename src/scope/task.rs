@@ -1,0 +1,535 @@
+//! Pool-task children of a scope: closures run on the shared work-stealing pool
+//! ([`crate::pool`]) with the scope semantics of thread children, at a fraction of a thread's
+//! cost to start. Design: design/0003-pool-tasks.md.
+//!
+//! The bookkeeping is the thread children's (`thread.rs`): the scope's running count covers
+//! tasks too, and the scope's exit waits for it to reach zero, so forgetting a [`TaskHandle`]
+//! is safe. What differs is who waits and how: every wait for tasks helps (`pool::wait_until`).
+//!
+//! # A task's life
+//! 1. On the spawning thread: take a slot of the limit (if any, helping while it waits), make the
+//!    task's node (a child of the scope's node, with the inherited bindings only), count it as
+//!    running, and queue it (one allocation holds the closure, the outcome and the node).
+//! 2. On whichever thread claims it (a worker, a thread helping while it waits, or the joiner
+//!    running it inline): if its context
+//!    is already cancelled, **skip** it: drop the closure without calling it and record
+//!    [`Outcome::Skipped`] with the cause. Otherwise run the closure with the context ambient,
+//!    under `catch_unwind`.
+//! 3. A panic is recorded in the scope and cancels it; a fallible task's `Err` is recorded and
+//!    cancels the scope with [`Cause::ChildFailed`](crate::Cause::ChildFailed).
+//! 4. Store the outcome, mark the task [`DONE`], wake a joiner; let go of the task, dropping the
+//!    outcome here if the handle is already gone (it may borrow from `'scope`).
+//! 5. Give the slot back and count the task out: the last thing it does with `'scope` data.
+//!
+//! # Invariants
+//! 1. `f` and `running` are accessed only by the one thread that claimed the task (the `PENDING`
+//!    → `RUNNING` compare-exchange), before it stores [`DONE`]. The claimer is the thread that
+//!    took the job from the pool, or a joiner that found it still pending and runs it inline
+//!    (as rayon's `join` pops its own job back); the other one then finds it claimed and only
+//!    lets go of its `Arc`.
+//! 2. `outcome` is written once, by the runner, before the `DONE` store (Release); it is read only
+//!    by the handle after a load that sees `DONE` (Acquire), or by the drop of the last `Arc`.
+
+use super::{Scope, Shared, TrySpawnError};
+use crate::live::{self, Kind};
+use crate::pool::{self, Job, JobRef};
+use crate::{Canceller, Cause, Context, JoinError, ambient};
+use std::cell::{Cell, UnsafeCell};
+use std::error::Error;
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicU8, Ordering::Acquire, Ordering::Release, Ordering::SeqCst, fence};
+use std::sync::{Arc, OnceLock};
+use std::thread::Thread;
+use std::time::Duration;
+
+/// The task is queued and nobody has claimed it yet.
+const PENDING: u8 = 0;
+/// Claimed (by the thread that took it from the pool, or by a joiner running it inline) and
+/// running, or being skipped.
+const RUNNING: u8 = 1;
+/// The outcome is stored (invariant 2).
+const DONE: u8 = 2;
+
+/// How long a joiner with nothing to help sleeps before looking for jobs again. Completion wakes
+/// it at once; the timeout only bounds how late it notices jobs queued meanwhile.
+const PARK: Duration = Duration::from_millis(1);
+
+/// What a task hands to its handle.
+enum Outcome<T> {
+    Returned(T),
+    /// The task panicked; the payload is in the scope's failures under this id.
+    Panicked(u64),
+    /// The task's context was cancelled before it started; its closure was dropped uncalled.
+    Skipped(Cause),
+}
+
+/// One spawned task: the job on the pool and the packet its handle reads, in one allocation.
+struct Task<F, T> {
+    /// [`PENDING`] → [`RUNNING`] → [`DONE`].
+    state: AtomicU8,
+    /// The closure; taken by the runner (invariant 1).
+    f: UnsafeCell<Option<F>>,
+    /// The task's count in its scope; taken by the runner, dropped last (invariant 1).
+    running: UnsafeCell<Option<Running>>,
+    /// Written by the runner before `DONE` (invariant 2).
+    outcome: UnsafeCell<Option<Outcome<T>>>,
+    /// The task's node below the scope's, made on first use: by the runner as the task starts,
+    /// or earlier by [`TaskHandle::context`]. Made on the runner's thread (and, when the handle
+    /// is gone, dropped there too) it costs the spawner nothing and the allocator no
+    /// cross-thread free; a task skipped before anyone asked for its context never makes one.
+    ctx: OnceLock<Context>,
+    /// The thread blocked in [`TaskHandle::join`], set before it checks `state` the last time.
+    joiner: OnceLock<Thread>,
+}
+
+// SAFETY: `Task` is `!Sync` only because of its `UnsafeCell`s, and every access to them is
+// synchronized: `f` and `running` are touched by one thread only, the runner, which got the job
+// from a deque (invariant 1; the spawner wrote them before the push, which the deque's take
+// synchronizes with). `outcome` is written by the runner before its Release store of `DONE` and
+// read by the handle only after an Acquire load of `DONE`, or dropped with the last `Arc`
+// (invariant 2). So no cell is accessed by two threads at once. The closure runs on (and the
+// outcome moves to) another thread, hence `F: Send` and `T: Send`.
+unsafe impl<F: Send, T: Send> Sync for Task<F, T> {}
+
+/// What the handle needs of a task, with the closure's type erased.
+trait Packet<T>: Send + Sync {
+    fn state(&self) -> &AtomicU8;
+    fn joiner(&self) -> &OnceLock<Thread>;
+    /// The task's context, made now (below `parent`, the scope's) if it does not exist yet.
+    fn ctx(&self, parent: &Context) -> &Context;
+    /// Runs the task on this thread if nobody has claimed it yet; whether it did.
+    fn run_inline(&self) -> bool;
+    /// # Safety
+    /// Only after a load of `state` (Acquire) has seen `DONE` (invariant 2), by the handle.
+    unsafe fn take_outcome(&self) -> Option<Outcome<T>>;
+}
+
+/// Counts a task as running from its spawn until it is done (scope invariant 4).
+struct Running {
+    shared: Arc<Shared>,
+    /// Whether the task holds a slot of the limit.
+    slot: bool,
+}
+
+/// An owned permission to join a pool task of a scope, and the task's context.
+///
+/// As with [`ScopedJoinHandle`](crate::ScopedJoinHandle), dropping or forgetting it does not
+/// detach the task: the scope waits for every task at exit.
+///
+/// # Examples
+///
+/// ```
+/// let input = [1, 2, 3];
+/// let sum = tether::scope(|s| s.spawn_task(|_| input.iter().sum::<i32>()).join().unwrap()).unwrap();
+/// assert_eq!(sum, 6);
+/// ```
+pub struct TaskHandle<'scope, T> {
+    task: Arc<dyn Packet<T> + 'scope>,
+    shared: &'scope Shared,
+}
+
+thread_local! {
+    /// The scope whose task this thread is running (innermost; null when none), as an address
+    /// for comparison only, for [`Scope::wait_all`] to refuse to wait for itself.
+    static TASK_OF: Cell<*const Shared> = const { Cell::new(std::ptr::null()) };
+}
+
+/// Whether this thread is running a task of the scope whose state is `shared`.
+pub(super) fn is_task_of(shared: &Shared) -> bool {
+    TASK_OF.try_with(|c| std::ptr::eq(c.get(), shared)).unwrap_or(false)
+}
+
+// ===== impl Scope (tasks) =====
+
+impl<'scope, 'env> Scope<'scope, 'env> {
+    /// Spawns a pool task running `f` with its own [`Context`], and returns its handle.
+    ///
+    /// A task is a scope child like a [`spawn`](Self::spawn)ed thread (its context is a new
+    /// child of the scope's, inheriting the bindings that are inherited across spawns; it may
+    /// borrow `'scope` data, including the scope; the scope cancels and then joins it at exit; a
+    /// panic cancels the siblings and is re-raised by the scope), but it runs on the shared
+    /// work-stealing pool ([`crate::pool`]): starting one costs an allocation and a queue push
+    /// instead of an OS thread.
+    ///
+    /// **A task whose context is cancelled before it starts does not run**: its closure is
+    /// dropped uncalled and [`join`](TaskHandle::join) returns a [`JoinError`] for which
+    /// [`is_skipped`](JoinError::is_skipped) holds. So the scope's exit (which cancels) skips
+    /// the tasks still queued; call [`wait_all`](Self::wait_all) first to run them all.
+    ///
+    /// **Blocking in a task holds a pool worker** (there are about as many as cores) for as
+    /// long as it blocks: fine for a short lock or a wait on other tasks (which helps run
+    /// them), costly for I/O, sleeps or waits on things outside the pool. Spawn a thread
+    /// ([`spawn`](Self::spawn)) for those.
+    ///
+    /// With a limit, `spawn_task` waits for a free slot as `spawn` does, running pending tasks
+    /// meanwhile.
+    ///
+    /// As with threads, a task cannot borrow what the body owns (it would be dropped before the
+    /// scope joins the task):
+    ///
+    /// ```compile_fail,E0373
+    /// tether::scope(|s| {
+    ///     let local = vec![1, 2, 3];
+    ///     s.spawn_task(|_| local.len());
+    /// });
+    /// ```
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    ///
+    /// let hits = AtomicUsize::new(0);
+    /// tether::scope(|s| {
+    ///     for _ in 0..1000 {
+    ///         s.spawn_task(|_| hits.fetch_add(1, SeqCst));
+    ///     }
+    ///     s.wait_all(); // without it, the exit would skip the tasks not yet started
+    /// })
+    /// .unwrap();
+    /// assert_eq!(hits.into_inner(), 1000);
+    /// ```
+    pub fn spawn_task<F, T>(&'scope self, f: F) -> TaskHandle<'scope, T>
+    where
+        F: FnOnce(&Context) -> T + Send + 'scope,
+        T: Send + 'scope,
+    {
+        let slot = self.shared.acquire_slot_helping();
+        self.spawn_task_with(slot, f)
+    }
+
+    /// Spawns a pool task whose `Err` fails the scope, as [`spawn_fallible`](Self::spawn_fallible)
+    /// does for threads.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let err = tether::scope(|s| {
+    ///     let h = s.spawn_task_fallible(|_| Err::<(), _>(std::fmt::Error));
+    ///     assert!(h.join().unwrap().is_err());
+    /// })
+    /// .unwrap_err();
+    /// assert!(err.downcast_ref::<std::fmt::Error>().is_some());
+    /// ```
+    pub fn spawn_task_fallible<F, T, E>(&'scope self, f: F) -> TaskHandle<'scope, Result<T, Arc<E>>>
+    where
+        F: FnOnce(&Context) -> Result<T, E> + Send + 'scope,
+        T: Send + 'scope,
+        E: Error + Send + Sync + 'static,
+    {
+        let shared: &'scope Shared = &self.shared;
+        self.spawn_task(move |ctx| {
+            f(ctx).map_err(|error| {
+                let error = Arc::new(error);
+                shared.failed(error.clone());
+                error
+            })
+        })
+    }
+
+    /// Spawns a pool task only if a slot of the limit is free; otherwise hands `f` back. Without
+    /// a limit it always spawns.
+    ///
+    /// # Errors
+    ///
+    /// [`TrySpawnError`] when every slot is taken.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tether::Canceller;
+    /// tether::ScopeBuilder::new().limit(1).run(|s| {
+    ///     let busy = s.spawn(|ctx| ctx.wait());
+    ///     assert!(s.try_spawn_task(|_| ()).is_err(), "the only slot is taken");
+    ///     s.cancel();
+    ///     busy.join().unwrap();
+    /// })
+    /// .unwrap();
+    /// ```
+    pub fn try_spawn_task<F, T>(&'scope self, f: F) -> Result<TaskHandle<'scope, T>, TrySpawnError<F>>
+    where
+        F: FnOnce(&Context) -> T + Send + 'scope,
+        T: Send + 'scope,
+    {
+        match self.shared.try_acquire_slot() {
+            None => Err(TrySpawnError::new(f)),
+            Some(slot) => Ok(self.spawn_task_with(slot, f)),
+        }
+    }
+
+    /// Step 1 of the module docs.
+    fn spawn_task_with<F, T>(&'scope self, slot: bool, f: F) -> TaskHandle<'scope, T>
+    where
+        F: FnOnce(&Context) -> T + Send + 'scope,
+        T: Send + 'scope,
+    {
+        let shared: &'scope Shared = &self.shared;
+        let task = Arc::new(Task {
+            state: AtomicU8::new(PENDING),
+            f: UnsafeCell::new(Some(f)),
+            running: UnsafeCell::new(Some(Running::start(self.shared.clone(), slot))),
+            outcome: UnsafeCell::new(None),
+            ctx: OnceLock::new(),
+            joiner: OnceLock::new(),
+        });
+        let job: Arc<dyn Job + 'scope> = task.clone();
+        // SAFETY: erasing `'scope` lets the pool hold the job, which borrows `'scope` data (`F`
+        // and `T` are only `'scope`), past what the type system can see. It is sound because the
+        // job is used only while `'scope` is live: `'scope` does not end before the scope's
+        // owner has seen the running count at zero (`Shared::wait_idle`, run by `super::exit`
+        // after the body, also when it unwinds), and
+        // - `Running::start` above counted this task before it was queued, and only the runner
+        //   drops that count, after the steps that use `F` and `T` (`Task::run`, steps 2 to 5):
+        //   the closure is consumed or dropped, the outcome stored, and the runner's `Arc`
+        //   released (dropping the outcome, if the handle is gone) before the count drops. The
+        //   decrement (SeqCst) synchronizes with the owner's load that sees zero.
+        // - A queued job always runs (workers never stop; every waiter helps), so the count does
+        //   drop; a job is never dropped unrun (pool invariant 1 and `Task::run`).
+        // - After the count drop the pool holds no reference to the job (`run` took it by
+        //   value), except when a joiner claimed and ran the task inline: the queued `Arc` is
+        //   then popped later, maybe after `'scope`, and `run` only sees the claim taken and
+        //   drops it. That touches the atomics and empty cells: `f` and `running` were taken by
+        //   the claimer and `outcome` by the joiner, so no `'scope` data is read or dropped.
+        // - The handle's `Arc` (and the outcome in it) is `'scope`-bound, dropped on a counted
+        //   thread or the body, or leaked if the handle is forgotten; never used after `'scope`.
+        // - As for threads, the count cannot reach zero while a spawn is under way (scope
+        //   invariant 4), and `Scope` is invariant in `'scope`.
+        let job: JobRef = unsafe { std::mem::transmute::<Arc<dyn Job + 'scope>, JobRef>(job) };
+        pool::push(job);
+        TaskHandle { task, shared }
+    }
+}
+
+// ===== impl Task =====
+
+impl<F, T> Job for Task<F, T>
+where
+    F: FnOnce(&Context) -> T + Send,
+    T: Send,
+{
+    /// Steps 2 to 5 of the module docs, if the task is still unclaimed.
+    fn run(self: Arc<Self>) {
+        if !self.claim() {
+            // A joiner ran it inline (and took the outcome). Dropping this `Arc` touches no
+            // `'scope` data: `f`, `running` and `outcome` are all empty by now.
+            return;
+        }
+        let running = self.execute();
+        let shared = &*running.shared;
+        // Let go of the task; if the handle is gone, this drops the outcome (user code).
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(self))) {
+            shared.record_panic(payload);
+        }
+        // 5. Count the task out (`Running::drop`): the last access to `'scope` data.
+        drop(running);
+    }
+}
+
+impl<F, T> Task<F, T>
+where
+    F: FnOnce(&Context) -> T + Send,
+    T: Send,
+{
+    /// Claims the task for this thread (invariant 1).
+    fn claim(&self) -> bool {
+        // Acquire: the spawner's writes of `f` and `running` happen before (they are also
+        // published by the deque, or by moving the handle to the joiner's thread).
+        self.state.compare_exchange(PENDING, RUNNING, Acquire, Acquire).is_ok()
+    }
+
+    /// Steps 2 to 4, by the claimer; returns the count for the caller to drop last.
+    fn execute(&self) -> Running {
+        // SAFETY: invariant 1: this thread claimed the task and is its only runner.
+        let (f, running) = unsafe { ((*self.f.get()).take(), (*self.running.get()).take()) };
+        let (f, running) = (f.expect("tether: a task ran twice"), running.expect("tether: a task ran twice"));
+        let shared = &*running.shared;
+        // 2. Skip if already cancelled (the scope, or this task through its handle), else run
+        //    with the context ambient. The task's node is made now unless the handle made it.
+        let cancelled = match self.ctx.get() {
+            Some(ctx) => ctx.is_cancelled().then(|| ctx.cause()),
+            None => shared.ctx.is_cancelled().then(|| shared.ctx.cause()),
+        };
+        let outcome = if let Some(cause) = cancelled {
+            if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(f))) {
+                shared.record_panic(payload);
+            }
+            Outcome::Skipped(cause.unwrap_or(Cause::Cancelled))
+        } else {
+            let ctx = self.ctx.get_or_init(|| shared.ctx.child_for_spawn());
+            let outer = TASK_OF.with(|c| c.replace(shared));
+            let result = {
+                let _ambient = ambient::enter(ctx.clone());
+                catch_unwind(AssertUnwindSafe(|| f(ctx)))
+            };
+            TASK_OF.with(|c| c.set(outer));
+            // 3. A panic is recorded and cancels the scope.
+            match result {
+                Ok(value) => Outcome::Returned(value),
+                Err(payload) => Outcome::Panicked(shared.panicked(None, payload)),
+            }
+        };
+        // 4. Hand the outcome over.
+        // SAFETY: invariant 2: written once, here, before `DONE`; nobody reads it before `DONE`.
+        unsafe { *self.outcome.get() = Some(outcome) };
+        // Release: publishes the outcome to the handle's Acquire load in `join`.
+        self.state.store(DONE, Release);
+        // Pairs with the fence in `TaskHandle::join`: either the joiner sees `DONE`, or this
+        // thread sees the joiner and unparks it.
+        fence(SeqCst);
+        if let Some(joiner) = self.joiner.get() {
+            joiner.unpark();
+        }
+        running
+    }
+}
+
+impl<F, T> Packet<T> for Task<F, T>
+where
+    F: FnOnce(&Context) -> T + Send,
+    T: Send,
+{
+    fn state(&self) -> &AtomicU8 {
+        &self.state
+    }
+
+    fn joiner(&self) -> &OnceLock<Thread> {
+        &self.joiner
+    }
+
+    fn ctx(&self, parent: &Context) -> &Context {
+        self.ctx.get_or_init(|| parent.child_for_spawn())
+    }
+
+    fn run_inline(&self) -> bool {
+        if !self.claim() {
+            return false;
+        }
+        // The caller (the handle) holds an `Arc`, so the outcome stays for it to take; the
+        // count drops here, on a thread that is the body or itself counted.
+        drop(self.execute());
+        true
+    }
+
+    unsafe fn take_outcome(&self) -> Option<Outcome<T>> {
+        // SAFETY: the caller saw `DONE` (Acquire), so the runner's write happened before and it
+        // touches the cell no more (invariant 2); the handle is the only reader.
+        unsafe { (*self.outcome.get()).take() }
+    }
+}
+
+// ===== impl TaskHandle =====
+
+impl<T> TaskHandle<'_, T> {
+    /// Waits for the task to finish and returns its result. If the task has not started, it
+    /// runs here, on the calling thread; if it is running elsewhere, this runs other pending
+    /// tasks meanwhile (so joining from a task never deadlocks the pool). The task's completion
+    /// synchronizes with this call returning.
+    ///
+    /// # Errors
+    ///
+    /// [`JoinError`] when the task panicked (holding the payload, which the scope then does not
+    /// re-raise), or when it was skipped because its context was cancelled before it started
+    /// ([`JoinError::is_skipped`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// tether::scope(|s| {
+    ///     assert_eq!(s.spawn_task(|_| "done").join().unwrap(), "done");
+    ///     assert!(s.spawn_task(|_| panic!("boom")).join().unwrap_err().is_panic());
+    ///     s.cancel();
+    ///     assert!(s.spawn_task(|_| unreachable!()).join().unwrap_err().is_skipped());
+    /// })
+    /// .unwrap();
+    /// ```
+    pub fn join(self) -> Result<T, JoinError> {
+        let TaskHandle { task, shared } = self;
+        // Acquire: pairs with the runner's Release store of `DONE` (invariant 2).
+        let done = || task.state().load(Acquire) == DONE;
+        // Still queued: run it here, as a sequential call would (this also keeps the stack of a
+        // recursive divide-and-conquer as deep as its recursion, not deeper).
+        if !done() && !task.run_inline() {
+            let _ = task.joiner().set(std::thread::current());
+            // Pairs with the fence in `Task::run` (after `DONE`, before reading `joiner`).
+            fence(SeqCst);
+            pool::wait_until(done, || std::thread::park_timeout(PARK));
+        }
+        // SAFETY: `done()` returned true above (Acquire).
+        let outcome = unsafe { task.take_outcome() }.expect("tether: a finished task left no outcome");
+        match outcome {
+            Outcome::Returned(value) => Ok(value),
+            Outcome::Panicked(id) => {
+                let payload = shared.take_panic(id).expect("tether: a task's panic was taken twice");
+                Err(JoinError::new(None, payload))
+            }
+            Outcome::Skipped(cause) => Err(JoinError::skipped(cause)),
+        }
+    }
+
+    /// Whether the task has finished (run, panicked or been skipped): [`join`](Self::join) then
+    /// returns at once.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// tether::scope(|s| {
+    ///     let h = s.spawn_task(|_| ());
+    ///     s.wait_all();
+    ///     assert!(h.is_finished());
+    /// })
+    /// .unwrap();
+    /// ```
+    pub fn is_finished(&self) -> bool {
+        self.task.state().load(Acquire) == DONE // Acquire: as in `join`
+    }
+
+    /// The task's context: cancel it to stop (or, if it has not started, skip) this task only.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tether::Canceller;
+    /// tether::scope(|s| {
+    ///     let h = s.spawn_task(|ctx| ctx.is_cancelled());
+    ///     h.context().cancel();
+    ///     // Either it had started and saw the cancellation, or it was skipped.
+    ///     assert!(h.join().unwrap_or(true));
+    ///     assert!(!s.context().is_cancelled(), "the scope goes on");
+    /// })
+    /// .unwrap();
+    /// ```
+    pub fn context(&self) -> &Context {
+        self.task.ctx(&self.shared.ctx)
+    }
+}
+
+impl<T> fmt::Debug for TaskHandle<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskHandle")
+            .field("finished", &self.is_finished())
+            .field("scope", &self.shared.ctx)
+            .finish_non_exhaustive()
+    }
+}
+
+// ===== impl Running =====
+
+impl Running {
+    fn start(shared: Arc<Shared>, slot: bool) -> Running {
+        shared.start_one();
+        live::add(Kind::Tasks, 1);
+        Running { shared, slot }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.slot {
+            self.shared.release_slot();
+        }
+        live::add(Kind::Tasks, -1);
+        // Last: after this the scope may end (see `Scope::spawn_task_with`).
+        self.shared.finish_one();
+    }
+}

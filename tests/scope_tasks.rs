@@ -1,0 +1,203 @@
+//! Pool tasks in scopes: the scope semantics of thread children, on the shared work-stealing pool
+//! (design/0003-pool-tasks.md).
+
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Barrier};
+use tether::{Canceller, Cause, Inheritance, Key, ScopeBuilder};
+
+#[test]
+fn a_task_borrows_the_stack_and_returns_its_result() {
+    let words = ["tether", "pool", "task"];
+    let mut out = Vec::new();
+    tether::scope(|s| {
+        let handles: Vec<_> = words.iter().map(|w| s.spawn_task(move |_| w.len())).collect();
+        out = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    })
+    .unwrap();
+    assert_eq!(out, [6, 4, 4]);
+}
+
+#[test]
+fn one_hundred_thousand_tasks_run_in_one_scope() {
+    let count = AtomicUsize::new(0);
+    tether::scope(|s| {
+        for _ in 0..100_000 {
+            s.spawn_task(|_| count.fetch_add(1, SeqCst));
+        }
+        s.wait_all();
+    })
+    .unwrap();
+    assert_eq!(count.into_inner(), 100_000);
+}
+
+#[test]
+fn tasks_spawn_tasks_through_the_captured_scope() {
+    let count = AtomicUsize::new(0);
+    tether::scope(|s| {
+        for _ in 0..100 {
+            s.spawn_task(|_| {
+                count.fetch_add(1, SeqCst);
+                for _ in 0..100 {
+                    s.spawn_task(|_| count.fetch_add(1, SeqCst));
+                }
+            });
+        }
+        s.wait_all();
+    })
+    .unwrap();
+    assert_eq!(count.into_inner(), 100 + 100 * 100);
+}
+
+#[test]
+fn each_task_has_its_own_context_below_the_scope() {
+    tether::scope(|s| {
+        let a = s.spawn_task(|ctx| ctx.clone());
+        let b = s.spawn_task(|ctx| ctx.clone());
+        let (a, b) = (a.join().unwrap(), b.join().unwrap());
+        a.cancel();
+        assert!(a.is_cancelled());
+        assert!(!b.is_cancelled(), "a sibling's context is its own");
+        assert!(!s.context().is_cancelled(), "cancellation does not flow up");
+        s.cancel();
+        assert_eq!(b.cause(), Some(Cause::Cancelled), "the scope's cancellation flows down");
+    })
+    .unwrap();
+}
+
+#[test]
+fn a_task_sees_its_context_as_the_ambient_one() {
+    tether::scope(|s| {
+        let same = s.spawn_task(|ctx| {
+            let ambient = tether::current();
+            ctx.cancel();
+            ambient.is_cancelled()
+        });
+        assert!(same.join().unwrap());
+    })
+    .unwrap();
+}
+
+static INHERITED: Key<u32> = Key::new("inherited");
+static LOCAL_ONLY: Key<u32> = Key::not_inherited("local_only");
+
+#[test]
+fn a_task_sees_inherited_values_only() {
+    assert_eq!(INHERITED.inheritance(), Inheritance::Inherited);
+    ScopeBuilder::new()
+        .value(&INHERITED, 1)
+        .value(&LOCAL_ONLY, 2)
+        .run(|s| {
+            let seen = s.spawn_task(|ctx| (ctx.value(&INHERITED).copied(), ctx.value(&LOCAL_ONLY).copied()));
+            assert_eq!(seen.join().unwrap(), (Some(1), None));
+        })
+        .unwrap();
+}
+
+#[test]
+fn the_scope_exit_cancels_running_tasks_and_joins_them() {
+    let saw = Arc::new(std::sync::Mutex::new(None));
+    let started = Barrier::new(2);
+    tether::scope(|s| {
+        let saw = saw.clone();
+        let started = &started;
+        s.spawn_task(move |ctx| {
+            started.wait();
+            *saw.lock().unwrap() = Some(ctx.wait());
+        });
+        started.wait(); // the task is running: the exit must cancel it, not skip it
+    })
+    .unwrap();
+    assert_eq!(*saw.lock().unwrap(), Some(Cause::ScopeExited));
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("shard {0} failed")]
+struct ShardFailed(u32);
+
+#[test]
+fn a_fallible_task_error_fails_the_scope_and_cancels_its_siblings() {
+    let err = tether::scope(|s| {
+        let sibling = s.spawn(|ctx| ctx.wait());
+        let failed = s.spawn_task_fallible(|_| Err::<(), _>(ShardFailed(7)));
+        assert_eq!(failed.join().unwrap().unwrap_err().0, 7);
+        let cause = sibling.join().unwrap();
+        assert_eq!(cause.downcast_ref::<ShardFailed>().unwrap().0, 7);
+    })
+    .unwrap_err();
+    assert_eq!(err.to_string(), "shard 7 failed");
+}
+
+#[test]
+fn a_fallible_task_ok_result_is_returned_by_join() {
+    tether::scope(|s| {
+        let h = s.spawn_task_fallible(|_| Ok::<_, ShardFailed>(3));
+        assert_eq!(h.join().unwrap().unwrap(), 3);
+    })
+    .unwrap();
+}
+
+#[test]
+fn a_task_panic_among_ten_thousand_siblings_is_re_raised_with_its_payload() {
+    let ran = AtomicUsize::new(0);
+    let payload = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        tether::scope(|s| {
+            let handles: Vec<_> = (0..10_000)
+                .map(|i| {
+                    let ran = &ran;
+                    s.spawn_task(move |_| {
+                        ran.fetch_add(1, SeqCst);
+                        if i == 100 {
+                            std::panic::panic_any(i);
+                        }
+                    })
+                })
+                .collect();
+            s.wait_all();
+            // Every sibling was cancelled by the panic (before the exit's own cancellation).
+            for h in &handles {
+                match h.context().cause() {
+                    Some(Cause::Panicked(summary)) => {
+                        assert_eq!(summary.message(), "Box<dyn Any> (a non-string panic payload)")
+                    }
+                    other => panic!("a sibling was not cancelled by the panic: {other:?}"),
+                }
+            }
+            // The handles are dropped, not joined: the scope re-raises the panic.
+        })
+    }))
+    .unwrap_err();
+    assert_eq!(payload.downcast_ref::<i32>(), Some(&100), "the original payload");
+    let others = tether::testing::take_unhandled_panics();
+    assert!(others.is_empty(), "only one panic");
+    assert!(ran.into_inner() >= 1, "the task that panicked ran");
+}
+
+#[test]
+fn a_failing_task_cancels_its_sibling_tasks() {
+    let err = tether::scope(|s| {
+        let sibling = s.spawn_task(|ctx| ctx.wait());
+        s.spawn_task_fallible(|_| Err::<(), _>(ShardFailed(9)));
+        match sibling.join() {
+            // It ran, and the failure cancelled it...
+            Ok(cause) => assert_eq!(cause.downcast_ref::<ShardFailed>().unwrap().0, 9),
+            // ...or the failure came first and it never started.
+            Err(e) => assert_eq!(e.cancel_cause().unwrap().downcast_ref::<ShardFailed>().unwrap().0, 9),
+        }
+    })
+    .unwrap_err();
+    assert_eq!(err.downcast_ref::<ShardFailed>().unwrap().0, 9);
+}
+
+#[test]
+fn forgotten_task_handles_still_let_the_scope_wait_for_tasks_borrowing_the_stack() {
+    let counts: Vec<AtomicUsize> = (0..10).map(|_| AtomicUsize::new(0)).collect();
+    tether::scope(|s| {
+        for i in 0..1000 {
+            let counts = &counts;
+            std::mem::forget(s.spawn_task(move |_| counts[i % 10].fetch_add(1, SeqCst)));
+        }
+        s.wait_all();
+    })
+    .unwrap();
+    assert!(counts.iter().all(|c| c.load(SeqCst) == 100));
+}
