@@ -163,9 +163,19 @@ fn pool_tasks(c: &mut Criterion) {
             })
         })
     });
-    // HOOK(issue 8): tether's task API does not exist yet. Add it here as
-    // `group.bench_function("tether", ...)`, spawning TASKS no-op tasks and joining them, so
-    // compare.sh's `pool_tasks/tasks=1000` row (which reads `pool_tasks/tasks=1000/tether`) fills in.
+    group.bench_function("tether", |b| {
+        b.iter(|| {
+            tether::scope(|s| {
+                for i in 0..TASKS {
+                    s.spawn_task(move |_| {
+                        black_box(i);
+                    });
+                }
+                s.wait_all(); // run them all: the exit would skip tasks not yet started
+            })
+            .expect("no task fails")
+        })
+    });
     group.finish();
 }
 
