@@ -647,6 +647,12 @@ fn detach(parent: &Arc<Core>, slot: u32, child: &Arc<Core>) -> Option<Arc<Core>>
     if slot == UNREGISTERED {
         return None;
     }
+    // A cancelled parent drained its children for ever (invariant 3): nothing to remove, and no
+    // need to take its lock (a cancelled chain releases without touching its parents' locks).
+    // Acquire: pairs with the Release state store; a stale OPEN just takes the locked path below.
+    if parent.state.load(Ordering::Acquire) != OPEN {
+        return None;
+    }
     let slot = slot as usize;
     let mut inner = lock(&parent.inner);
     // Relaxed: under the lock that guards state writes (invariant 1).
@@ -661,6 +667,7 @@ fn detach(parent: &Arc<Core>, slot: u32, child: &Arc<Core>) -> Option<Arc<Core>>
     live::add(Kind::Children, -1);
     removed
 }
+
 #[cfg(all(test, not(loom)))]
 #[test]
 fn a_core_fits_glibc_fast_bins_with_its_arc_header() {
