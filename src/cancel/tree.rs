@@ -64,6 +64,7 @@ use crate::slab::Slab;
 use crossbeam_channel::{Receiver, Sender};
 use std::any::Any;
 use std::convert::Infallible;
+use std::mem::ManuallyDrop;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -135,7 +136,10 @@ struct Extras {
 /// armed; when the last handle goes, the node is released (detached, timer disarmed, callbacks
 /// discarded), whether or not its `Core` lives on (invariant 6).
 pub(crate) struct Node {
-    core: Arc<Core>,
+    /// All the handles of a node together own one strong count of its `Arc` (invariant 6): each
+    /// holds an alias of that count, never dropped except by the handle that lets go last. So
+    /// taking or giving up a handle is one atomic read-modify-write (of `handles`), not two.
+    core: ManuallyDrop<Arc<Core>>,
 }
 
 /// What a propagation collected, to be acted on after every lock is released.
@@ -223,7 +227,7 @@ impl Node {
             core.slot.store(register(&p.core, &core), Ordering::Relaxed);
         }
         live::add(Kind::Nodes, 1);
-        let node = Node { core };
+        let node = Node { core: ManuallyDrop::new(core) };
         if expired {
             // "A deadline in the past cancels at once."
             cancel(&node.core, CancelError::DeadlineExceeded, deadline_cause).run();
@@ -280,7 +284,12 @@ impl Clone for Node {
         // no data is published by taking a handle (as in `Arc::clone`).
         let before = self.core.handles.fetch_add(1, Ordering::Relaxed);
         assert!(before < u32::MAX / 2, "tether: more than 2^31 handles to one context");
-        Node { core: self.core.clone() }
+        let ptr = Arc::as_ptr(&self.core);
+        // SAFETY: `ptr` points to a live `Core` (this handle keeps the collective strong count,
+        // which is only dropped by the last handle), and the new `Arc` is an alias of that same
+        // count inside `ManuallyDrop`: it is dropped only by `let_go` when it is the last handle,
+        // so the count is released exactly once (the pattern std's `Wake` uses for wakers).
+        Node { core: ManuallyDrop::new(unsafe { Arc::from_raw(ptr) }) }
     }
 }
 
@@ -432,7 +441,7 @@ pub(crate) fn cancel(core: &Arc<Core>, err: CancelError, cause: Cause) -> Fired 
 fn chain_root(core: &Arc<Core>) -> Arc<Core> {
     let mut current = core.clone();
     loop {
-        let parent = lock(&current.inner).parent.as_ref().map(|p| p.core.clone());
+        let parent = lock(&current.inner).parent.as_ref().map(|p| Arc::clone(&p.core));
         match parent {
             Some(parent) => current = parent,
             None => return current,
@@ -580,33 +589,32 @@ impl Drop for Node {
         // Invariant 4: release the ancestor chain with a loop. Releasing a node hands back its
         // parent handle; dropping that handle could release the parent, and so on up, so each
         // handle is let go of here rather than by its own `Drop`.
-        let mut next = let_go(&self.core);
+        let mut next = self.let_go();
         while let Some(parent) = next {
-            next = let_go(&parent.into_core());
+            // Wrapped so that its own `Drop` does not run: it is let go of here, once.
+            next = ManuallyDrop::new(parent).let_go();
         }
     }
 }
 
 impl Node {
-    /// The core, without giving up this handle's count: the caller owns that count now.
-    fn into_core(self) -> Arc<Core> {
-        let this = std::mem::ManuallyDrop::new(self);
-        // SAFETY: `this` is wrapped in `ManuallyDrop` and never used again, so its `core` field is
-        // moved out exactly once and never dropped in place.
-        unsafe { std::ptr::read(&this.core) }
+    /// Gives up this handle's count; if it was the last, releases the node, drops the collective
+    /// strong count, and returns the parent handle for the caller to let go of in turn. Called
+    /// exactly once per handle: by its `Drop`, or on a handle wrapped in `ManuallyDrop`.
+    fn let_go(&mut self) -> Option<Node> {
+        // Release: pairs with the Acquire fence below in whichever thread lets go last, so all
+        // uses of the node through other handles happen before its release (as in `Arc::drop`).
+        if self.core.handles.fetch_sub(1, Ordering::Release) != 1 {
+            return None; // our alias of the count is simply forgotten
+        }
+        fence(Ordering::Acquire);
+        let parent = release(&self.core);
+        // SAFETY: this was the last handle, so no other alias of the collective count remains and
+        // none can be made (handles are only made from live handles); this alias is dropped once,
+        // here, and never used again (the caller drops or forgets `self` without touching `core`).
+        unsafe { ManuallyDrop::drop(&mut self.core) };
+        parent
     }
-}
-
-/// Gives up one handle count of `core`; if it was the last, releases the node and returns its
-/// parent handle for the caller to let go of in turn.
-fn let_go(core: &Arc<Core>) -> Option<Node> {
-    // Release: pairs with the Acquire fence below in whichever thread lets go last, so all uses
-    // of the node through other handles happen before its release (as in `Arc::drop`).
-    if core.handles.fetch_sub(1, Ordering::Release) != 1 {
-        return None;
-    }
-    fence(Ordering::Acquire);
-    release(core)
 }
 
 /// Detaches `core` from its parent, disarms its timer and discards unrun callbacks: after the
