@@ -118,6 +118,11 @@ locals_ = [("thread_local!", "c:value_lookup/thread_local"), ("tokio task_local!
 for d in (1, 10, 20, 30, 50, 100):
     rows.append((f"deep_value/same_thread/depth={d} (missing key)", f"c:deep_value/same_thread/depth={d}",
                  locals_ if d in (1, 100) else [], f"DeepValueSameGoRoutine/depth={d}", ("go", 0.02) if d == 100 else None))
+rows.append(("  ↳ depth=100 / depth=1 (missing key)", "c:deep_value/same_thread/depth=100", [], None,
+             ("c:deep_value/same_thread/depth=1", 1.5)))
+for d in (1, 100):
+    rows.append((f"deep_value, 64 missing keys round robin, depth={d}", f"c:deep_value/same_thread_64_missing_keys/depth={d}",
+                 [], None, ("c:deep_value/same_thread_64_missing_keys/depth=1", 1.5) if d == 100 else None))
 for d in (1, 10, 20, 30, 50, 100):
     rows.append((f"deep_value/new_thread/depth={d}", f"c:deep_value/new_thread/depth={d}", [], f"DeepValueNewGoRoutine/depth={d}", None))
 for d in (1, 100):

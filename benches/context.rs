@@ -149,6 +149,9 @@ fn context_cancel_done(c: &mut Criterion) {
 fn deep_value(c: &mut Criterion) {
     static KEYS: [Key<usize>; 100] = [const { Key::new("k") }; 100];
     static MISSING: Key<usize> = Key::new("missing");
+    // Many missing keys, read round robin: a key's hash comes from its address, which changes
+    // with every build and (ASLR) every run, so one key's cost is one draw; these give the mean.
+    static OTHERS: [Key<usize>; 64] = [const { Key::new("missing") }; 64];
     let mut group = c.benchmark_group("deep_value");
     for depth in [1usize, 10, 20, 30, 50, 100] {
         let mut ctx = Context::background();
@@ -158,6 +161,15 @@ fn deep_value(c: &mut Criterion) {
         group.bench_function(format!("same_thread/depth={depth}"), |b| {
             b.iter(|| black_box(black_box(&ctx).value(&MISSING)))
         });
+        if depth == 1 || depth == 100 {
+            group.bench_function(format!("same_thread_64_missing_keys/depth={depth}"), |b| {
+                let mut i = 0;
+                b.iter(|| {
+                    i = (i + 1) & 63;
+                    black_box(black_box(&ctx).value(&OTHERS[i]))
+                })
+            });
+        }
         group.bench_function(format!("new_thread/depth={depth}"), |b| {
             b.iter(|| std::thread::scope(|s| s.spawn(|| black_box(ctx.value(&MISSING)).is_none()).join()))
         });

@@ -245,6 +245,7 @@ impl Values {
     }
 
     /// The value bound to `key`.
+    #[inline]
     pub(crate) fn get(&self, key: KeyId) -> Option<&(dyn Any + Send + Sync)> {
         let map = match key.inheritance {
             Inheritance::Inherited => &self.inherited,
