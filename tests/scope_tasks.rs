@@ -201,3 +201,53 @@ fn forgotten_task_handles_still_let_the_scope_wait_for_tasks_borrowing_the_stack
     .unwrap();
     assert!(counts.iter().all(|c| c.load(SeqCst) == 100));
 }
+
+/// A result that counts its drops in borrowed stack data, and may panic when dropped.
+struct Tally<'a> {
+    drops: &'a AtomicUsize,
+    panics: bool,
+}
+
+impl Drop for Tally<'_> {
+    fn drop(&mut self) {
+        self.drops.fetch_add(1, SeqCst);
+        if self.panics {
+            panic!("a task result's destructor panicked");
+        }
+    }
+}
+
+#[test]
+fn results_of_tasks_whose_handles_were_dropped_are_each_dropped_once_before_the_scope_returns() {
+    // Dropping the handle of an unfinished task hands the task to the scope, which frees it in
+    // batches and at its join (design/0003, "Orphans"); ten thousand of them go through many
+    // batches while others are still queued or running.
+    let drops = AtomicUsize::new(0);
+    tether::scope(|s| {
+        for _ in 0..10_000 {
+            drop(s.spawn_task(|_| Tally { drops: &drops, panics: false }));
+        }
+        s.wait_all(); // else the exit skips the tasks not started yet
+    })
+    .unwrap();
+    assert_eq!(drops.load(SeqCst), 10_000);
+}
+
+#[test]
+fn a_panic_in_the_drop_of_an_orphaned_task_result_is_re_raised_by_the_scope() {
+    let drops = AtomicUsize::new(0);
+    let gate = Barrier::new(2);
+    let payload = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        tether::scope(|s| {
+            // The task cannot finish before its handle is gone, so it is orphaned for sure.
+            drop(s.spawn_task(|_| {
+                gate.wait();
+                Tally { drops: &drops, panics: true }
+            }));
+            gate.wait();
+        })
+    }))
+    .unwrap_err();
+    assert_eq!(payload.downcast_ref::<&str>(), Some(&"a task result's destructor panicked"));
+    assert_eq!(drops.load(SeqCst), 1);
+}

@@ -249,6 +249,8 @@ pub(crate) struct Shared {
     idle: Condvar,
     /// The concurrency limit's free slots, one message each; `None` without a limit.
     slots: Option<(Sender<()>, Receiver<()>)>,
+    /// Pool tasks whose handle was dropped before they finished (`task.rs`, "Orphans").
+    orphans: Mutex<task::Orphans>,
 }
 
 /// The failures of a scope, in the order they happened (invariant 3).
@@ -504,6 +506,8 @@ struct WaitIdle<'a>(&'a Shared);
 impl Drop for WaitIdle<'_> {
     fn drop(&mut self) {
         self.0.wait_idle();
+        // Every task is done: free the orphaned ones here, while `'scope` lives.
+        self.0.free_orphans(true);
     }
 }
 
@@ -610,6 +614,7 @@ impl Shared {
             idle_lock: Mutex::new(()),
             idle: Condvar::new(),
             slots,
+            orphans: Mutex::new(task::Orphans::default()),
         }
     }
 

@@ -21,6 +21,16 @@
 //!    outcome here if the handle is already gone (it may borrow from `'scope`).
 //! 5. Give the slot back and count the task out: the last thing it does with `'scope` data.
 //!
+//! # Orphans
+//! A task's memory is allocated by the thread that spawns it. If the last reference were the
+//! runner's (the handle dropped first, as `for .. { s.spawn_task(..); }` does), every task would
+//! be freed by another thread than the one that allocated it, and those frees contend for the
+//! allocator's lock with the spawner's allocations. So dropping the handle of an unfinished task
+//! *orphans* it: the handle's reference moves to the scope's orphan list, which the thread that
+//! drops handles frees in batches once the tasks are done (amortized, at most one sweep per
+//! doubling of the list), and the scope's join frees the rest. A task whose handle is gone also
+//! makes its context on the runner's stack, so it is made and freed on the runner's thread.
+//!
 //! # Invariants
 //! 1. `f` and `running` are accessed only by the one thread that claimed the task (the `PENDING`
 //!    → `RUNNING` compare-exchange), before it stores [`DONE`]. The claimer is the thread that
@@ -29,6 +39,8 @@
 //!    lets go of its `Arc`.
 //! 2. `outcome` is written once, by the runner, before the `DONE` store (Release); it is read only
 //!    by the handle after a load that sees `DONE` (Acquire), or by the drop of the last `Arc`.
+//! 3. `orphaned` is set only by the handle's drop, after which nothing asks for the task's context.
+//!    An orphan is used only through [`Orphan`] and is freed by the scope before `'scope` ends.
 
 use super::{Scope, Shared, TrySpawnError};
 use crate::live::{self, Kind};
@@ -38,8 +50,10 @@ use std::cell::{Cell, UnsafeCell};
 use std::error::Error;
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicU8, Ordering::Acquire, Ordering::Release, Ordering::SeqCst, fence};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{
+    AtomicBool, AtomicU8, Ordering::Acquire, Ordering::Release, Ordering::SeqCst, fence,
+};
+use std::sync::{Arc, OnceLock, PoisonError};
 use std::thread::Thread;
 use std::time::Duration;
 
@@ -81,6 +95,8 @@ struct Task<F, T> {
     ctx: OnceLock<Context>,
     /// The thread blocked in [`TaskHandle::join`], set before it checks `state` the last time.
     joiner: OnceLock<Thread>,
+    /// The handle was dropped before the task finished (invariant 3).
+    orphaned: AtomicBool,
 }
 
 // SAFETY: `Task` is `!Sync` only because of its `UnsafeCell`s, and every access to them is
@@ -92,10 +108,28 @@ struct Task<F, T> {
 // outcome moves to) another thread, hence `F: Send` and `T: Send`.
 unsafe impl<F: Send, T: Send> Sync for Task<F, T> {}
 
+/// What the scope needs of an orphaned task (invariant 3), with its types erased.
+pub(super) trait Orphan: Send + Sync {
+    fn is_done(&self) -> bool;
+}
+
+/// The orphaned tasks of a scope, `'scope` erased (see [`TaskHandle`]'s `Drop`).
+#[derive(Default)]
+pub(super) struct Orphans {
+    tasks: Vec<Arc<dyn Orphan>>,
+    /// The length at which the next sweep frees the finished ones.
+    sweep_at: usize,
+}
+
+/// The smallest orphan list that is swept.
+const SWEEP_MIN: usize = 64;
+
 /// What the handle needs of a task, with the closure's type erased.
-trait Packet<T>: Send + Sync {
+trait Packet<T>: Orphan {
     fn state(&self) -> &AtomicU8;
     fn joiner(&self) -> &OnceLock<Thread>;
+    /// Marks the task orphaned (invariant 3).
+    fn orphan(&self);
     /// The task's context, made now (below `parent`, the scope's) if it does not exist yet.
     fn ctx(&self, parent: &Context) -> &Context;
     /// Runs the task on this thread if nobody has claimed it yet; whether it did.
@@ -115,7 +149,9 @@ struct Running {
 /// An owned permission to join a pool task of a scope, and the task's context.
 ///
 /// As with [`ScopedJoinHandle`](crate::ScopedJoinHandle), dropping or forgetting it does not
-/// detach the task: the scope waits for every task at exit.
+/// detach the task: the scope waits for every task at exit. If the task has not finished when
+/// its handle is dropped, the scope keeps it until it has, and frees it on the thread that drops
+/// handles (or at the scope's exit); a result the task returns is dropped there.
 ///
 /// # Examples
 ///
@@ -125,7 +161,8 @@ struct Running {
 /// assert_eq!(sum, 6);
 /// ```
 pub struct TaskHandle<'scope, T> {
-    task: Arc<dyn Packet<T> + 'scope>,
+    /// `None` only once `join` has taken it.
+    task: Option<Arc<dyn Packet<T> + 'scope>>,
     shared: &'scope Shared,
 }
 
@@ -272,6 +309,7 @@ impl<'scope, 'env> Scope<'scope, 'env> {
             outcome: UnsafeCell::new(None),
             ctx: OnceLock::new(),
             joiner: OnceLock::new(),
+            orphaned: AtomicBool::new(false),
         });
         let job: Arc<dyn Job + 'scope> = task.clone();
         // SAFETY: erasing `'scope` lets the pool hold the job, which borrows `'scope` data (`F`
@@ -297,7 +335,7 @@ impl<'scope, 'env> Scope<'scope, 'env> {
         //   invariant 4), and `Scope` is invariant in `'scope`.
         let job: JobRef = unsafe { std::mem::transmute::<Arc<dyn Job + 'scope>, JobRef>(job) };
         pool::push(job);
-        TaskHandle { task, shared }
+        TaskHandle { task: Some(task), shared }
     }
 }
 
@@ -356,7 +394,19 @@ where
             }
             Outcome::Skipped(cause.unwrap_or(Cause::Cancelled))
         } else {
-            let ctx = self.ctx.get_or_init(|| shared.ctx.child_for_spawn());
+            // Acquire, before reading `ctx`: pairs with the handle's Release in `Drop`, so a
+            // context the handle made before it went is seen below.
+            let orphaned = self.orphaned.load(Acquire);
+            let local;
+            let ctx = match self.ctx.get() {
+                Some(ctx) => ctx,
+                // Nobody can ask for it any more (invariant 3): keep it on this thread ("Orphans").
+                None if orphaned => {
+                    local = shared.ctx.child_for_spawn();
+                    &local
+                }
+                None => self.ctx.get_or_init(|| shared.ctx.child_for_spawn()),
+            };
             let outer = TASK_OF.with(|c| c.replace(shared));
             let result = {
                 let _ambient = ambient::enter(ctx.clone());
@@ -384,6 +434,12 @@ where
     }
 }
 
+impl<F: Send, T: Send> Orphan for Task<F, T> {
+    fn is_done(&self) -> bool {
+        self.state.load(Acquire) == DONE // Acquire: the outcome is dropped after this
+    }
+}
+
 impl<F, T> Packet<T> for Task<F, T>
 where
     F: FnOnce(&Context) -> T + Send,
@@ -395,6 +451,11 @@ where
 
     fn joiner(&self) -> &OnceLock<Thread> {
         &self.joiner
+    }
+
+    fn orphan(&self) {
+        // Release: publishes a context this handle made (see `execute`).
+        self.orphaned.store(true, Release);
     }
 
     fn ctx(&self, parent: &Context) -> &Context {
@@ -443,8 +504,9 @@ impl<T> TaskHandle<'_, T> {
     /// })
     /// .unwrap();
     /// ```
-    pub fn join(self) -> Result<T, JoinError> {
-        let TaskHandle { task, shared } = self;
+    pub fn join(mut self) -> Result<T, JoinError> {
+        let task = self.task.take().expect("tether: a task handle without its task");
+        let shared = self.shared;
         // Acquire: pairs with the runner's Release store of `DONE` (invariant 2).
         let done = || task.state().load(Acquire) == DONE;
         // Still queued: run it here, as a sequential call would (this also keeps the stack of a
@@ -481,7 +543,7 @@ impl<T> TaskHandle<'_, T> {
     /// .unwrap();
     /// ```
     pub fn is_finished(&self) -> bool {
-        self.task.state().load(Acquire) == DONE // Acquire: as in `join`
+        self.task().state().load(Acquire) == DONE // Acquire: as in `join`
     }
 
     /// The task's context: cancel it to stop (or, if it has not started, skip) this task only.
@@ -500,7 +562,72 @@ impl<T> TaskHandle<'_, T> {
     /// .unwrap();
     /// ```
     pub fn context(&self) -> &Context {
-        self.task.ctx(&self.shared.ctx)
+        self.task().ctx(&self.shared.ctx)
+    }
+
+    fn task(&self) -> &(dyn Packet<T> + '_) {
+        self.task.as_deref().expect("tether: a task handle without its task")
+    }
+}
+
+impl<T> Drop for TaskHandle<'_, T> {
+    /// Orphans the task if it has not finished ("Orphans" in the module docs).
+    fn drop(&mut self) {
+        let Some(task) = self.task.take() else { return };
+        if task.state().load(Acquire) == DONE {
+            return; // freed here, or by the runner's last step
+        }
+        task.orphan();
+        let task: Arc<dyn Orphan + '_> = task;
+        // SAFETY: erasing `'scope` lets the scope's state (which is not `'scope`-generic) hold
+        // the task. It is used only while `'scope` lives: the list is read and dropped only by
+        // `Shared::free_orphans`, on threads that hold a `&'scope` handle or `Scope` (so inside
+        // `'scope`), and by the scope's join, which frees the whole list after every task is
+        // done and before the scope returns (`WaitIdle`); dropping `Shared` itself (which would
+        // drop what is left) happens on the owner thread before `scope` returns (`sole_owner`).
+        let task: Arc<dyn Orphan> =
+            unsafe { std::mem::transmute::<Arc<dyn Orphan + '_>, Arc<dyn Orphan>>(task) };
+        self.shared.adopt(task);
+    }
+}
+
+// ===== impl Shared (orphans) =====
+
+impl Shared {
+    /// Keeps an orphaned task until it is done, sweeping the finished ones once the list has
+    /// doubled since the last sweep.
+    fn adopt(&self, task: Arc<dyn Orphan>) {
+        let sweep = {
+            let mut orphans = self.orphans.lock().unwrap_or_else(PoisonError::into_inner);
+            orphans.tasks.push(task);
+            orphans.tasks.len() >= orphans.sweep_at.max(SWEEP_MIN)
+        };
+        if sweep {
+            self.free_orphans(false);
+        }
+    }
+
+    /// Frees the orphans that are done (all of them if `all`, once every task is done). Their
+    /// results are dropped here, with no lock held; a panic from one is recorded in the scope.
+    pub(super) fn free_orphans(&self, all: bool) {
+        let done: Vec<Arc<dyn Orphan>> = {
+            let mut orphans = self.orphans.lock().unwrap_or_else(PoisonError::into_inner);
+            let tasks = std::mem::take(&mut orphans.tasks);
+            let done = if all {
+                tasks
+            } else {
+                let (done, pending) = tasks.into_iter().partition(|t| t.is_done());
+                orphans.tasks = pending;
+                done
+            };
+            orphans.sweep_at = 2 * orphans.tasks.len();
+            done
+        };
+        for task in done {
+            if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(task))) {
+                self.record_panic(payload);
+            }
+        }
     }
 }
 
