@@ -251,3 +251,33 @@ fn a_panic_in_the_drop_of_an_orphaned_task_result_is_re_raised_by_the_scope() {
     assert_eq!(payload.downcast_ref::<&str>(), Some(&"a task result's destructor panicked"));
     assert_eq!(drops.load(SeqCst), 1);
 }
+
+#[derive(Debug, thiserror::Error)]
+#[error("operator stopped the job")]
+struct Stopped;
+
+#[test]
+fn tasks_on_every_worker_see_the_scope_deadline_and_the_cause_it_is_cancelled_with() {
+    // Tasks run by pool workers hang from a per-worker node below the scope's (design/0003):
+    // what they observe must be what a direct child of the scope observes.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3600);
+    let blocked = tether::pool::threads();
+    let started = Barrier::new(blocked + 1);
+    let seen = std::sync::Mutex::new(Vec::new());
+    ScopeBuilder::new()
+        .deadline(deadline)
+        .run(|s| {
+            for _ in 0..blocked {
+                s.spawn_task(|ctx| {
+                    assert_eq!(ctx.deadline(), Some(deadline));
+                    started.wait();
+                    let cause = ctx.wait();
+                    seen.lock().unwrap().push(cause.downcast_ref::<Stopped>().is_some());
+                });
+            }
+            started.wait(); // all are running: on pool workers, or on threads helping them
+            s.context().cancel_with(Cause::custom(Stopped));
+        })
+        .unwrap();
+    assert_eq!(*seen.lock().unwrap(), vec![true; blocked]);
+}

@@ -178,6 +178,13 @@ pub(crate) fn push(job: JobRef) {
     pool.notify();
 }
 
+/// This thread's index among the pool's workers, or `None` if it is not a worker.
+pub(crate) fn worker_index() -> Option<usize> {
+    let local = LOCAL.with(Cell::get);
+    // SAFETY: as in `push`.
+    (!local.is_null()).then(|| unsafe { &*local }.index)
+}
+
 /// Runs one pending job on this thread, if there is one; returns whether it did.
 pub(crate) fn help_once() -> bool {
     let Some(pool) = POOL.get() else { return false };

@@ -49,12 +49,13 @@ pub use thread::{ChildBuilder, ScopedJoinHandle};
 use crate::value::{KeyId, Value};
 use crate::{Canceller, Cause, Context, Key, PanicSummary, SharedError, ambient};
 use crossbeam_channel::{Receiver, Sender, select};
+use crossbeam_utils::CachePadded;
 use std::any::Any;
 use std::fmt;
 use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 /// A panic payload.
@@ -240,7 +241,8 @@ pub(crate) struct Shared {
     ctx: Context,
     failures: Mutex<Failures>,
     /// Children spawned and not yet finished (invariant 4).
-    running: AtomicUsize,
+    /// On a cache line of its own: every child start and finish writes it, from any thread.
+    running: CachePadded<AtomicUsize>,
     /// Threads blocked in [`Shared::wait_idle`]: the last child out notifies `idle` only when
     /// there are some, so a scope nobody waits on yet costs no lock and no wake-up.
     waiters: AtomicUsize,
@@ -250,7 +252,11 @@ pub(crate) struct Shared {
     /// The concurrency limit's free slots, one message each; `None` without a limit.
     slots: Option<(Sender<()>, Receiver<()>)>,
     /// Pool tasks whose handle was dropped before they finished (`task.rs`, "Orphans").
-    orphans: Mutex<task::Orphans>,
+    /// On a cache line of its own, away from the counters the workers write.
+    orphans: CachePadded<Mutex<task::Orphans>>,
+    /// Per pool worker, the node below the scope's that the tasks it runs hang from (`task.rs`,
+    /// "Task contexts"); made on first use.
+    task_parents: OnceLock<Box<[OnceLock<Context>]>>,
 }
 
 /// The failures of a scope, in the order they happened (invariant 3).
@@ -609,12 +615,13 @@ impl Shared {
         Shared {
             ctx,
             failures: Mutex::new(Failures::default()),
-            running: AtomicUsize::new(0),
+            running: CachePadded::new(AtomicUsize::new(0)),
             waiters: AtomicUsize::new(0),
             idle_lock: Mutex::new(()),
             idle: Condvar::new(),
             slots,
-            orphans: Mutex::new(task::Orphans::default()),
+            orphans: CachePadded::new(Mutex::new(task::Orphans::default())),
+            task_parents: OnceLock::new(),
         }
     }
 

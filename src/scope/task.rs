@@ -31,6 +31,17 @@
 //! doubling of the list), and the scope's join frees the rest. A task whose handle is gone also
 //! makes its context on the runner's stack, so it is made and freed on the runner's thread.
 //!
+//! # Task contexts
+//! A task's context is a child of the scope's, made as it starts. Made directly below the
+//! scope's node, every task would register with (and later detach from) that one node, under
+//! its lock, from every worker at once. So a task run by pool worker `i` hangs from a node of the
+//! scope's made for that worker on first use (a child of the scope's node, carrying the same
+//! inherited bindings, never cancelled but through the scope): registration is then local to the
+//! worker. Cancellation, causes, deadlines and values reach the task exactly as before; only
+//! [`Context::registered_children`] of the scope's context counts these per-worker nodes rather
+//! than the tasks. A task's context made by [`TaskHandle::context`], or run by a thread that is
+//! not a worker, hangs from the scope's node itself.
+//!
 //! # Invariants
 //! 1. `f` and `running` are accessed only by the one thread that claimed the task (the `PENDING`
 //!    → `RUNNING` compare-exchange), before it stores [`DONE`]. The claimer is the thread that
@@ -402,10 +413,10 @@ where
                 Some(ctx) => ctx,
                 // Nobody can ask for it any more (invariant 3): keep it on this thread ("Orphans").
                 None if orphaned => {
-                    local = shared.ctx.child_for_spawn();
+                    local = shared.task_parent().child_for_spawn();
                     &local
                 }
-                None => self.ctx.get_or_init(|| shared.ctx.child_for_spawn()),
+                None => self.ctx.get_or_init(|| shared.task_parent().child_for_spawn()),
             };
             let outer = TASK_OF.with(|c| c.replace(shared));
             let result = {
@@ -591,9 +602,17 @@ impl<T> Drop for TaskHandle<'_, T> {
     }
 }
 
-// ===== impl Shared (orphans) =====
+// ===== impl Shared (task contexts, orphans) =====
 
 impl Shared {
+    /// The node the contexts of tasks run on this thread hang from ("Task contexts").
+    fn task_parent(&self) -> &Context {
+        let Some(index) = pool::worker_index() else { return &self.ctx };
+        let parents =
+            self.task_parents.get_or_init(|| (0..pool::threads()).map(|_| OnceLock::new()).collect());
+        parents[index].get_or_init(|| self.ctx.child_for_spawn())
+    }
+
     /// Keeps an orphaned task until it is done, sweeping the finished ones once the list has
     /// doubled since the last sweep.
     fn adopt(&self, task: Arc<dyn Orphan>) {
