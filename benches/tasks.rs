@@ -3,9 +3,12 @@
 //! 1.5x rayon per task.
 //!
 //! Each contender runs all its children to completion (tether: `wait_all` before the exit, which
-//! would otherwise skip the tasks not yet started). Two measurements, as in `benches/scope.rs`:
-//! criterion's, then an interleaved one (one scope of each contender per round, medians) whose
-//! ratio is the figure to quote.
+//! would otherwise skip the tasks not yet started). Measured three ways: criterion's (each
+//! contender back to back, pools warm); interleaved warm (blocks of scopes of each contender in
+//! rotating order, which cancels the machine's drift, medians); and interleaved cold (a pause
+//! before each scope, so the pool starts asleep). One scope per contender per round, as an
+//! earlier version did, measures neither: on two cores, the pool that just ran keeps spinning
+//! down while the other one runs, and steals its CPU.
 //!
 //! Run with `cargo bench --bench tasks -- --warm-up-time 2 --measurement-time 6`.
 
@@ -57,7 +60,15 @@ fn spawn_join_1000(c: &mut Criterion) {
 }
 
 /// Rounds of the interleaved measurement (after as many warm-up rounds as a tenth of them).
-const ROUNDS: usize = 300;
+const ROUNDS: usize = 60;
+/// Scopes per contender per round; the first [`SETTLE`] of each block are not recorded.
+const BLOCK: usize = 12;
+/// Scopes run first in each block: they let the previous contender's pool fall asleep and this
+/// one's wake up (two pools on two cores steal each other's CPU while they spin down).
+const SETTLE: usize = 2;
+/// Pause before each scope of the cold measurement: longer than either pool spins before it
+/// sleeps, so each scope starts with its pool asleep.
+const COLD_PAUSE: Duration = Duration::from_millis(2);
 
 fn time(f: fn()) -> Duration {
     let start = Instant::now();
@@ -70,27 +81,12 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-/// One scope of each contender per round, in rotating order; medians per task.
-fn interleaved() {
-    let contenders: [(&str, fn()); 3] = [
-        ("rayon_scope", rayon_scope),
-        ("tether_spawn_task", tether_tasks),
-        ("std_thread_per_child", thread_per_child),
-    ];
-    let mut times = vec![Vec::with_capacity(ROUNDS); contenders.len()];
-    for round in 0..ROUNDS + ROUNDS / 10 {
-        for k in 0..contenders.len() {
-            let i = (round + k) % contenders.len();
-            let t = time(contenders[i].1);
-            if round >= ROUNDS / 10 {
-                times[i].push(t);
-            }
-        }
-    }
+/// Prints the medians per task of `times` (one list per contender), and each against the first.
+fn report(title: &str, contenders: &[(&str, fn())], times: Vec<Vec<Duration>>) {
     let medians: Vec<Duration> = times.into_iter().map(median).collect();
     let per_task = |d: Duration| d.as_secs_f64() * 1e9 / TASKS as f64;
     println!(
-        "interleaved, {ROUNDS} rounds, median per task ({} pool threads, {} rayon threads):",
+        "{title} ({} pool threads, {} rayon threads):",
         tether::pool::threads(),
         rayon::current_num_threads()
     );
@@ -101,6 +97,45 @@ fn interleaved() {
             m.as_secs_f64() / medians[0].as_secs_f64()
         );
     }
+}
+
+/// Warm: blocks of scopes of each contender in rotating order, so slow drift of the machine
+/// cancels out while each contender is measured back to back as criterion does. Cold: one
+/// scope at a time after a pause, each pool starting asleep (a scope in a program that spawns
+/// tasks now and then).
+fn interleaved() {
+    let contenders: [(&str, fn()); 3] = [
+        ("rayon_scope", rayon_scope),
+        ("tether_spawn_task", tether_tasks),
+        ("std_thread_per_child", thread_per_child),
+    ];
+    let mut warm = vec![Vec::new(); contenders.len()];
+    for round in 0..ROUNDS + ROUNDS / 10 {
+        for k in 0..contenders.len() {
+            let i = (round + k) % contenders.len();
+            for b in 0..BLOCK {
+                let t = time(contenders[i].1);
+                if round >= ROUNDS / 10 && b >= SETTLE {
+                    warm[i].push(t);
+                }
+            }
+        }
+    }
+    report(&format!("interleaved warm, {ROUNDS} rounds of {BLOCK}, median per task"), &contenders, warm);
+    let pools = &contenders[..2];
+    let mut cold = vec![Vec::new(); pools.len()];
+    for round in 0..ROUNDS * 4 {
+        for k in 0..pools.len() {
+            let i = (round + k) % pools.len();
+            std::thread::sleep(COLD_PAUSE);
+            cold[i].push(time(pools[i].1));
+        }
+    }
+    report(
+        &format!("interleaved cold ({COLD_PAUSE:?} pause before each scope), median per task"),
+        pools,
+        cold,
+    );
 }
 
 criterion_group!(benches, spawn_join_1000);
