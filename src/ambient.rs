@@ -6,38 +6,51 @@
 //! exists for code deep in a call stack (logging, tracing) that was never handed a context.
 //!
 //! # Invariants
-//! 1. `CURRENT` is `Some(ctx)` exactly while this thread runs a scope body or a scope child (or a
-//!    [`with_current`] closure), and `ctx` is the innermost one's context.
-//! 2. Entering saves the previous value and the guard restores it on drop, unwinding included, so
-//!    nested scopes and `with_current` calls restore the outer context when they end.
+//! 1. `CURRENT` points to `ctx` exactly while this thread runs a scope body or a scope child (or
+//!    a [`with_current`] closure), and `ctx` is the innermost one's context; it is null outside.
+//! 2. Entering saves the previous pointer and the guard restores it on drop, unwinding included,
+//!    so nested scopes and `with_current` calls restore the outer context when they end.
+//! 3. The guard borrows `ctx` for its whole life, and guards are only ever local variables of the
+//!    frame that entered (never leaked or moved out: [`Entered`] is crate-private, and every use
+//!    is `let _ambient = enter(..)`), so they are dropped in reverse order of entering and
+//!    `CURRENT`, when not null, points to a live context. Entering costs no reference count.
 
 use crate::{Context, Key};
-use std::cell::RefCell;
+use std::cell::Cell;
+use std::marker::PhantomData;
 
 thread_local! {
-    /// The innermost ambient context of this thread (invariant 1).
-    static CURRENT: RefCell<Option<Context>> = const { RefCell::new(None) };
+    /// The innermost ambient context of this thread, or null (invariant 1).
+    static CURRENT: Cell<*const Context> = const { Cell::new(std::ptr::null()) };
 }
 
-/// Restores the previous ambient context on drop (invariant 2).
-pub(crate) struct Entered {
-    previous: Option<Context>,
+/// Restores the previous ambient context on drop (invariant 2), borrowing the entered one
+/// (invariant 3).
+pub(crate) struct Entered<'a> {
+    previous: *const Context,
+    entered: PhantomData<&'a Context>,
 }
 
 /// Makes `ctx` the ambient context of this thread until the returned guard is dropped.
-pub(crate) fn enter(ctx: Context) -> Entered {
-    let previous = CURRENT.with(|c| c.replace(Some(ctx)));
-    Entered { previous }
+pub(crate) fn enter(ctx: &Context) -> Entered<'_> {
+    let previous = CURRENT.with(|c| c.replace(ctx));
+    Entered { previous, entered: PhantomData }
 }
 
-impl Drop for Entered {
+impl Drop for Entered<'_> {
     fn drop(&mut self) {
-        let previous = self.previous.take();
-        // `try_with`: during thread-local destruction there is nothing left to restore. The
-        // replaced context is dropped after the borrow ends, since its drop may run user code.
-        let replaced = CURRENT.try_with(|c| c.replace(previous)).ok().flatten();
-        drop(replaced);
+        // `try_with`: during thread-local destruction there is nothing left to restore.
+        let _ = CURRENT.try_with(|c| c.set(self.previous));
     }
+}
+
+/// Calls `f` with the innermost ambient context, if any.
+fn with_ambient<R>(f: impl FnOnce(Option<&Context>) -> R) -> R {
+    let current = CURRENT.try_with(Cell::get).unwrap_or(std::ptr::null());
+    // SAFETY: when not null, `current` points to the context of a guard that is still alive on
+    // this thread (invariant 3), and this call runs inside that guard's extent, so the context
+    // outlives the borrow given to `f`. Contexts are `Sync` and only read through `&`.
+    f(unsafe { current.as_ref() })
 }
 
 /// The ambient context of this thread: the context of the innermost scope child or scope body
@@ -63,7 +76,7 @@ impl Drop for Entered {
 /// .unwrap();
 /// ```
 pub fn current() -> Context {
-    CURRENT.with(|c| c.borrow().clone()).unwrap_or_else(Context::background)
+    with_ambient(|ctx| ctx.cloned()).unwrap_or_else(Context::background)
 }
 
 /// Runs `f` with `ctx` as this thread's ambient context, restoring the previous one after (also
@@ -81,7 +94,7 @@ pub fn current() -> Context {
 /// assert_eq!(USER.get(), None, "restored afterwards");
 /// ```
 pub fn with_current<R>(ctx: &Context, f: impl FnOnce() -> R) -> R {
-    let _entered = enter(ctx.clone());
+    let _entered = enter(ctx);
     f()
 }
 
@@ -101,12 +114,8 @@ impl<T: 'static> Key<T> {
     /// .unwrap();
     /// ```
     pub fn with<R>(&'static self, f: impl FnOnce(Option<&T>) -> R) -> R {
-        CURRENT.with(|c| {
-            // Clone the handle out (two reference counts) so `f` may itself enter or read the
-            // ambient context without a `RefCell` borrow conflict.
-            let ctx = c.borrow().clone();
-            f(ctx.as_ref().and_then(|ctx| ctx.value(self)))
-        })
+        // `f` may itself enter or read the ambient context: the borrow stays valid (invariant 3).
+        with_ambient(|ctx| f(ctx.and_then(|ctx| ctx.value(self))))
     }
 
     /// A clone of this key's binding in the ambient context ([`current`]), or `None`.

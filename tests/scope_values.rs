@@ -131,3 +131,20 @@ fn with_current_restores_the_previous_context_when_its_closure_panics() {
     assert!(r.is_err());
     assert_eq!(REQUEST_ID.get(), None);
 }
+
+#[test]
+fn a_key_read_through_the_ambient_context_stays_valid_while_its_closure_enters_others() {
+    static LEVEL: Key<String> = Key::new("level");
+    let outer = Context::background().with_value(&LEVEL, "outer".to_string());
+    with_current(&outer, || {
+        LEVEL.with(|outer_value| {
+            let inner = current().with_value(&LEVEL, "inner".to_string());
+            with_current(&inner, || assert_eq!(LEVEL.get().as_deref(), Some("inner")));
+            drop(inner);
+            // The borrow taken before entering and leaving the inner context is still good.
+            assert_eq!(outer_value.map(String::as_str), Some("outer"));
+            assert_eq!(LEVEL.get().as_deref(), Some("outer"), "the outer context is restored");
+        })
+    });
+    assert_eq!(LEVEL.get(), None, "nothing ambient outside");
+}

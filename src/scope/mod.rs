@@ -456,7 +456,7 @@ where
         // unwinds, so no path out of this function skips the wait (invariant 1).
         let join = WaitIdle(shared);
         let body = {
-            let _ambient = ambient::enter(shared.ctx.clone());
+            let _ambient = ambient::enter(&shared.ctx);
             catch_unwind(AssertUnwindSafe(|| f(&scope)))
         };
         // 1. Cancel with the cause that says why (a failure may have cancelled it already: the

@@ -420,7 +420,7 @@ where
             };
             let outer = TASK_OF.with(|c| c.replace(shared));
             let result = {
-                let _ambient = ambient::enter(ctx.clone());
+                let _ambient = ambient::enter(ctx);
                 catch_unwind(AssertUnwindSafe(|| f(ctx)))
             };
             TASK_OF.with(|c| c.set(outer));

@@ -438,7 +438,7 @@ where
     let _ = CHILD_OF.try_with(|c| c.set(shared));
     // 2. Run, with the context ambient; `f` is consumed by this call.
     let result = {
-        let _ambient = ambient::enter(ctx.clone());
+        let _ambient = ambient::enter(&ctx);
         let f = f.into_inner();
         catch_unwind(AssertUnwindSafe(|| f(&ctx)))
     };
