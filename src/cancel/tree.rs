@@ -66,7 +66,7 @@ use std::any::Any;
 use std::convert::Infallible;
 use std::mem::ManuallyDrop;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
-use std::sync::OnceLock;
+use std::sync::{OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 /// `Core::state`: not cancelled.
@@ -124,6 +124,8 @@ struct Inner {
 struct Extras {
     /// Registered callbacks with their ids; drained by cancellation or by release.
     callbacks: Slab<(u64, Callback)>,
+    /// Set by the cancellation of this node once the callbacks it collected have run.
+    settle: Option<std::sync::Arc<Settle>>,
     /// Source of callback ids, so a stale `stop()` can never remove another callback.
     next_callback_id: u64,
     /// The done channel, created by the first `done()`; the sender is dropped on cancellation.
@@ -146,6 +148,8 @@ pub(crate) struct Node {
 #[must_use = "callbacks must run and timers must be disarmed"]
 pub(crate) struct Fired {
     callbacks: Vec<(Callback, Cause)>,
+    /// Set once the callbacks have run (or, if this is dropped unrun, on drop).
+    settles: Settles,
     /// Deadlines to disarm, with the address of their core (an identity, never dereferenced).
     /// The first is kept inline: a cancellation usually disarms zero or one deadline.
     timer: Option<(TimerKey, usize)>,
@@ -300,7 +304,13 @@ impl Inner {
 
     fn extras(&mut self) -> &mut Extras {
         self.extras.get_or_insert_with(|| {
-            Box::new(Extras { callbacks: Slab::new(), next_callback_id: 0, done_rx: None, done_tx: None })
+            Box::new(Extras {
+                callbacks: Slab::new(),
+                settle: None,
+                next_callback_id: 0,
+                done_rx: None,
+                done_tx: None,
+            })
         })
     }
 
@@ -420,7 +430,12 @@ pub(crate) fn cancel(core: &Arc<Core>, err: CancelError, cause: Cause) -> Fired 
         let mut inner = lock(&core.inner);
         // Relaxed: under the lock that guards state writes (invariant 1).
         if core.state.load(Ordering::Relaxed) == OPEN && inner.children.len() == 0 {
-            let mut fired = Fired { callbacks: Vec::new(), timer: None, more_timers: Vec::new() };
+            let mut fired = Fired {
+                callbacks: Vec::new(),
+                settles: Settles(Vec::new()),
+                timer: None,
+                more_timers: Vec::new(),
+            };
             let done_tx = mark_cancelled(core, &mut inner, err, &cause, &mut fired);
             drop(inner);
             drop(done_tx);
@@ -461,7 +476,8 @@ pub(crate) fn expire(core: &Arc<Core>, cause: Cause) {
 /// The propagation loop: depth-first with an explicit stack, never recursive (the tree's depth is
 /// the user's to choose). Caller holds the domain lock.
 fn propagate(root: &Arc<Core>, err: CancelError, cause: Cause) -> Fired {
-    let mut fired = Fired { callbacks: Vec::new(), timer: None, more_timers: Vec::new() };
+    let mut fired =
+        Fired { callbacks: Vec::new(), settles: Settles(Vec::new()), timer: None, more_timers: Vec::new() };
     let mut stack: Vec<Arc<Core>> = Vec::new();
     let mut closed: Vec<Sender<Infallible>> = Vec::new();
     let mut next = Some(root.clone());
@@ -505,6 +521,7 @@ fn mark_cancelled(
         live::add(Kind::Callbacks, -1);
         fired.callbacks.push((callback, cause.clone()));
     }
+    fired.settles.0.extend(extras.settle.take());
     extras.done_tx.take()
 }
 
@@ -512,21 +529,75 @@ impl Fired {
     /// Disarms the timers and runs the callbacks; re-raises callback panics after all have run:
     /// the payload itself when one panicked, a [`CallbackPanics`] when several did.
     pub(crate) fn run(self) {
-        for (key, core) in self.timer.into_iter().chain(self.more_timers) {
+        let Fired { callbacks, settles, timer, more_timers } = self;
+        for (key, core) in timer.into_iter().chain(more_timers) {
             deadline::remove(key, core);
         }
         let mut panics = Vec::new();
-        for (callback, cause) in self.callbacks {
+        for (callback, cause) in callbacks {
             if let Err(payload) = catch_unwind(AssertUnwindSafe(|| callback(&cause))) {
                 panics.push(payload);
             }
         }
+        drop(settles); // every callback of this cancellation has run
         match panics.len() {
             0 => {}
             1 => resume_unwind(panics.pop().expect("one panic")),
             _ => resume_unwind(Box::new(CallbackPanics { payloads: panics })),
         }
     }
+}
+
+// ===== settling =====
+
+/// A latch set when the cancellation that reached a node has run every callback it collected:
+/// what a scope waits for before it returns, when the canceller is a thread it does not join
+/// (the timer thread, or whoever cancelled an ancestor).
+/// `std`'s lock and condition variable, not the loom shim's: like the done channel, the latch is
+/// outside the modelled races (it is set after every tree lock is released, and only waited on
+/// by a scope's exit).
+#[derive(Default)]
+pub(crate) struct Settle {
+    done: std::sync::Mutex<bool>,
+    settled: std::sync::Condvar,
+}
+
+impl Settle {
+    fn set(&self) {
+        *self.done.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        self.settled.notify_all();
+    }
+
+    /// Blocks until the latch is set.
+    pub(crate) fn wait(&self) {
+        let mut done = self.done.lock().unwrap_or_else(PoisonError::into_inner);
+        while !*done {
+            done = self.settled.wait(done).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+}
+
+/// The latches of the nodes a cancellation reached; set when dropped, which `Fired::run` does
+/// after the callbacks (and which also happens if a `Fired` is dropped unrun).
+struct Settles(Vec<std::sync::Arc<Settle>>);
+
+impl Drop for Settles {
+    fn drop(&mut self) {
+        self.0.iter().for_each(|settle| settle.set());
+    }
+}
+
+/// Attaches `settle` to `core`, to be set by the cancellation that reaches it once that
+/// cancellation's callbacks have run. Returns false (attaching nothing) if `core` is already
+/// cancelled or released: no callback of it can be pending then on its account.
+pub(crate) fn attach_settle(core: &Arc<Core>, settle: std::sync::Arc<Settle>) -> bool {
+    let mut inner = lock(&core.inner);
+    // Relaxed (both): under the lock that guards state and `released` writes (invariant 1).
+    if core.state.load(Ordering::Relaxed) != OPEN || core.released.load(Ordering::Relaxed) {
+        return false;
+    }
+    inner.extras().settle = Some(settle);
+    true
 }
 
 // ===== callbacks =====

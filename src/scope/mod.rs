@@ -14,7 +14,11 @@
 //! 2. **join**: wait until no child is running, including those whose handles were dropped or
 //!    forgotten and those that children spawned; once the task pool has started, the wait runs
 //!    pending pool tasks instead of just blocking (design/0003-pool-tasks.md).
-//!    Then the scope's state, with its context and the values bound to it, is dropped on the
+//!    Then wait until the cancellation that reached the scope's node has run every on-cancel
+//!    callback it collected (invariant 5): when the canceller is a thread the scope does not
+//!    join (the timer thread for a deadline, or whoever cancelled an ancestor), a child can see
+//!    the cancellation and finish before that thread has run the callbacks of the scope's
+//!    contexts. Then the scope's state, with its context and the values bound to it, is dropped on the
 //!    owner's thread (after the children have let go of it), so no value outlives `scope` on a
 //!    child's thread; a panicking value destructor counts as a panic of the scope;
 //! 3. **report**: the first panic (body or child) is re-raised with its original payload; the
@@ -37,6 +41,12 @@
 //!    the body or a counted child, so the count cannot reach zero while a spawn is under way.
 //!    Once the body has returned and the count is zero, it stays zero: nothing is left that can
 //!    spawn.
+//! 5. When `scope` returns, every callback registered on the scope's context or a context below
+//!    it has run or been stopped (or discarded with a context dropped uncancelled), if the
+//!    cancellation that reached it is the one that reached the scope's node: the node carries a
+//!    latch (`cancel::tree::Settle`) that this cancellation sets after running all the callbacks
+//!    it collected, on whichever thread ran them. So a callback must not wait for its own scope
+//!    to return: the scope waits for it.
 
 mod error;
 mod task;
@@ -46,6 +56,7 @@ pub use error::{JoinError, ScopeError, TrySpawnError};
 pub use task::TaskHandle;
 pub use thread::{ChildBuilder, ScopedJoinHandle};
 
+use crate::cancel::tree::{Settle, attach_settle};
 use crate::value::{KeyId, Value};
 use crate::{Canceller, Cause, Context, Key, PanicSummary, SharedError, ambient};
 use crossbeam_channel::{Receiver, Sender, select};
@@ -257,6 +268,9 @@ pub(crate) struct Shared {
     /// Per pool worker, the node below the scope's that the tasks it runs hang from (`task.rs`,
     /// "Task contexts"); made on first use.
     task_parents: OnceLock<Box<[OnceLock<Context>]>>,
+    /// Set once the cancellation that reached the scope's node has run the callbacks it collected
+    /// (invariant 5); `None` if the node was cancelled already when the scope began.
+    settle: Option<Arc<Settle>>,
 }
 
 /// The failures of a scope, in the order they happened (invariant 3).
@@ -471,8 +485,12 @@ where
                 None
             }
         };
-        // 2. Join: wait until no child is running, whatever happened to the handles.
+        // 2. Join: wait until no child is running, whatever happened to the handles; then until
+        //    the cancellation that reached the scope has run its callbacks (invariant 5).
         drop(join);
+        if let Some(settle) = &shared.settle {
+            settle.wait();
+        }
         // Every child has counted itself out after recording its failures, and the wait
         // synchronized with that, so the failures below are all that will ever be recorded.
         ended = Some((body, std::mem::take(&mut *shared.failures())));
@@ -605,6 +623,8 @@ impl fmt::Debug for Scope<'_, '_> {
 
 impl Shared {
     fn new(ctx: Context, limit: Option<usize>) -> Shared {
+        let settle = Arc::new(Settle::default());
+        let settle = ctx.core().is_some_and(|core| attach_settle(core, settle.clone())).then_some(settle);
         let slots = limit.map(|n| {
             let (tx, rx) = crossbeam_channel::bounded(n);
             for _ in 0..n {
@@ -622,6 +642,7 @@ impl Shared {
             slots,
             orphans: CachePadded::new(Mutex::new(task::Orphans::default())),
             task_parents: OnceLock::new(),
+            settle,
         }
     }
 
