@@ -6,6 +6,11 @@
 //! is written the usual way: `std::thread::spawn`, one `Arc<AtomicBool>` stop flag per scope,
 //! joins in spawn order with early returns on error, the flag set by the body's normal end.
 //!
+//! Children marked as pool tasks run as threads in the ad-hoc version (every child runs, so every
+//! failure and panic happens) and as pool tasks with tether, where a task whose scope is cancelled
+//! before it starts is skipped: the tether column counts as lost only the failures and panics of
+//! children that ran (the model's expectation given who ran, as `tests/leak_freedom.rs` checks).
+//!
 //! ```text
 //! cargo run --release --example leak_compare           # 300 programs
 //! cargo run --release --example leak_compare -- 2000   # more

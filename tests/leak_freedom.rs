@@ -5,8 +5,10 @@
 //! panic, block on cancellable waits (`ctx.wait()`, `blocking::sleep`, `blocking::recv`), ignore
 //! cancellation for a while, cancel any enclosing scope, spawn siblings, open nested scopes, read
 //! a `Key<u32>` bound by some scope, and register on-cancel callbacks (some stopped at once);
-//! scopes get deadlines in the past, near or far, and end by returning, cancelling, waiting for
-//! their children or panicking. A failing program shrinks to a small one, printed as a tree:
+//! children are threads or pool tasks, and a task is skipped if its scope is cancelled before it
+//! starts; scopes get deadlines in the past, near or far, and end by returning, cancelling,
+//! waiting for their children or panicking. A failing program shrinks to a small one, printed as
+//! a tree:
 //!
 //! ```text
 //! scope#0 then WaitAll
@@ -25,22 +27,32 @@
 //! 4. every value read is the innermost binding, as the model computes it;
 //! 5. the scope's result is the model's: a panic re-raised with its payload (the others recorded
 //!    as unhandled: no payload is lost), else exactly the failures of its children (nested
-//!    scopes' failures nested), else `Ok`.
+//!    scopes' failures nested), else `Ok`;
+//! 6. every spawned child ran or, for a task, was skipped; a task was skipped only if its scope
+//!    may be cancelled before its children have all started, and then for a cause that can come
+//!    that early; a task spawned into an already cancelled scope was skipped.
+//!
+//! Checks 2 to 5 are computed given which children ran: a skipped task did nothing (no read,
+//! callback, failure, panic, sibling, nested scope or cancel), so the model's expectation leaves
+//! all of it out, and a task that ran is checked exactly like a thread.
 //!
 //! The same programs written the usual ad-hoc way (`std::thread::spawn`, an `Arc<AtomicBool>`,
 //! joins in order with `?`) leak: see `ad_hoc_spawning_leaks_what_scopes_do_not` and
 //! `cargo run --release --example leak_compare`.
 //!
 //! CI runs [`DEFAULT_CASES`] cases from a fixed seed; `TETHER_PROPTEST_CASES=10000` runs more
-//! (and `TETHER_PROPTEST_SEED` picks another seed).
+//! (and `TETHER_PROPTEST_SEED` picks another seed). Skips depend on how fast the pool claims
+//! tasks, so `TETHER_POOL_THREADS=1` (or 2) is worth a run too.
 
 #[path = "common/programs.rs"]
 mod programs;
 
 use programs::{
-    Action, Child, Deadline, End, Program, ScopeSpec, Spawn, TetherRun, Wait, program, run_adhoc,
+    Action, Callback, Checked, Child, Deadline, End, Model, Program, Runs, ScopeSpec, Spawn, TetherRun, Wait,
+    program, run_adhoc,
 };
 use proptest::test_runner::{Config, RngSeed, TestCaseError, TestError, TestRunner};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use tether::testing::LeakCheck;
 
@@ -70,7 +82,7 @@ fn config() -> Config {
 }
 
 /// Runs `p` with tether inside a leak check; every violation is a failure.
-fn check(p: &Program) -> Result<(), TestCaseError> {
+fn check(p: &Program) -> Result<Checked, TestCaseError> {
     let leaks = LeakCheck::start();
     let checked = TetherRun::run_and_check(p);
     let leaked = leaks.finish();
@@ -80,7 +92,7 @@ fn check(p: &Program) -> Result<(), TestCaseError> {
     if !checked.violations.is_empty() {
         return Err(TestCaseError::fail(checked.violations.join("\n")));
     }
-    Ok(())
+    Ok(checked)
 }
 
 #[test]
@@ -89,14 +101,122 @@ fn random_programs_leak_nothing_and_lose_nothing() {
     let config = config();
     let cases = config.cases;
     let mut runner = TestRunner::new(config);
-    if let Err(e) = runner.run(&program(), |p| check(&p)) {
+    // Pool tasks spawned and skipped (printed: skips are exercised, not just allowed).
+    let (tasks, skipped) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    let result = runner.run(&program(), |p| {
+        let checked = check(&p)?;
+        tasks.fetch_add(checked.tasks, Relaxed);
+        skipped.fetch_add(checked.skipped, Relaxed);
+        Ok(())
+    });
+    if let Err(e) = result {
         panic!("{e}");
     }
-    eprintln!("random_programs_leak_nothing_and_lose_nothing: {cases} programs passed");
+    eprintln!(
+        "random_programs_leak_nothing_and_lose_nothing: {cases} programs passed \
+         ({} pool tasks spawned, {} of them skipped; {} pool workers)",
+        tasks.into_inner(),
+        skipped.into_inner(),
+        tether::pool::threads(),
+    );
 }
 
 fn child(id: u32, action: Action) -> Child {
     Child { id, on: Spawn::Thread, action, callback: None, read: false }
+}
+
+fn task(id: u32, action: Action) -> Child {
+    Child { on: Spawn::Task, ..child(id, action) }
+}
+
+fn scope(id: u32, deadline: Deadline, children: Vec<Child>, end: End) -> ScopeSpec {
+    ScopeSpec { id, deadline, bind: Some(7), children, end }
+}
+
+/// Tasks in a scope whose deadline has passed are spawned into a cancelled scope: every one is
+/// skipped, and with it everything it would have done (its failure, its panic, the sibling it
+/// would spawn, the nested scope it would open, its cancel, its read and callback). The scope
+/// returns `Ok`, and the checker checks that each was skipped for the deadline.
+#[test]
+fn tasks_of_a_cancelled_scope_are_skipped_with_all_their_effects() {
+    let _serial = serial();
+    let mut reader = task(5, Action::Finish);
+    reader.read = true;
+    reader.callback = Some(Callback::Keep);
+    let p = Program {
+        root: scope(
+            0,
+            Deadline::Past,
+            vec![
+                task(1, Action::Fail),
+                task(2, Action::Panic),
+                task(3, Action::Sibling(Box::new(child(4, Action::Fail)))),
+                reader,
+                task(6, Action::Nested(scope(7, Deadline::None, vec![child(8, Action::Panic)], End::Return))),
+                task(9, Action::Cancel { up: 0 }),
+                child(10, Action::Block(Wait::Ctx)),
+            ],
+            End::WaitAll,
+        ),
+    };
+    let model = Model::of(&p);
+    assert!((1..=9).filter(|id| ![4, 7, 8].contains(id)).all(|id| model.runs[&id] == Runs::Never));
+    let checked = check(&p).unwrap();
+    assert_eq!((checked.tasks, checked.skipped), (6, 6));
+}
+
+/// Tasks of a scope that waits for its children and that nothing cancels before they finish are
+/// never skipped: the checker fails the run if one is.
+#[test]
+fn tasks_of_a_scope_nothing_cancels_early_all_run() {
+    let _serial = serial();
+    let mut reader = task(3, Action::Stubborn(2));
+    reader.read = true;
+    reader.callback = Some(Callback::Stop);
+    let nested = scope(5, Deadline::Far, vec![task(6, Action::Finish)], End::WaitAll);
+    let p = Program {
+        root: scope(
+            0,
+            Deadline::Far,
+            vec![
+                task(1, Action::Finish),
+                task(2, Action::Sibling(Box::new(task(4, Action::Finish)))),
+                reader,
+                task(7, Action::Nested(nested)),
+            ],
+            End::WaitAll,
+        ),
+    };
+    let model = Model::of(&p);
+    assert!(model.tasks.iter().all(|id| model.runs[id] == Runs::Surely), "{model:?}");
+    for _ in 0..20 {
+        let checked = check(&p).unwrap();
+        assert_eq!((checked.tasks, checked.skipped), (6, 0));
+    }
+}
+
+/// A task that may fail makes its siblings' skips possible (the failure cancels the scope), and
+/// a scope whose body returns lets the exit skip tasks not started yet.
+#[test]
+fn the_model_lets_tasks_skip_only_where_the_scope_may_be_cancelled_early() {
+    let waits = |children| Program { root: scope(0, Deadline::None, children, End::WaitAll) };
+    let m = Model::of(&waits(vec![task(1, Action::Finish), task(2, Action::Finish)]));
+    assert_eq!((m.runs[&1], m.runs[&2]), (Runs::Surely, Runs::Surely));
+    let m = Model::of(&waits(vec![task(1, Action::Finish), task(2, Action::Fail)]));
+    assert_eq!((m.runs[&1], m.runs[&2]), (Runs::Maybe, Runs::Maybe));
+    let mut returns = waits(vec![task(1, Action::Finish)]);
+    returns.root.end = End::Return;
+    assert_eq!(Model::of(&returns).runs[&1], Runs::Maybe);
+    // A cancel that only a skipped task would perform: the cancelled scope need not end with it.
+    let nested = scope(2, Deadline::None, vec![task(3, Action::Cancel { up: 1 })], End::Return);
+    let p = waits(vec![child(1, Action::Nested(nested)), task(4, Action::Finish)]);
+    let m = Model::of(&p);
+    assert_eq!((m.runs[&3], m.runs[&4]), (Runs::Maybe, Runs::Maybe));
+    let without = m.expect(&p, &|id| id != 3);
+    assert!(!without.scopes[&0].causes.contains(&programs::ModelCause::Cancelled));
+    let with = m.expect(&p, &|_| true);
+    assert!(with.scopes[&0].causes.contains(&programs::ModelCause::Cancelled));
+    check(&p).unwrap();
 }
 
 /// `scope { fail; block }` then wait for the children: the failure cancels the scope, so the

@@ -6,8 +6,9 @@
 //!
 //! A program is a tree: a scope has children; a child finishes, fails, panics, blocks until
 //! cancelled, ignores cancellation for a while, cancels an enclosing scope, spawns a sibling, or
-//! opens a nested scope. Every child and every scope has a unique id (pre-order), which is what it
-//! panics with ([`Tag`]) or fails with ([`Failure::Code`]), so lost payloads can be named.
+//! opens a nested scope; it runs as a thread or as a pool task, which is skipped if its scope is
+//! cancelled before it starts. Every child and every scope has a unique id (pre-order), which is
+//! what it panics with ([`Tag`]) or fails with ([`Failure::Code`]), so lost payloads can be named.
 //!
 //! Everything is time-bounded: blocked children give up after [`BLOCK_LIMIT`] (a violation for
 //! tether, a "hung" thread for ad-hoc code), so a bug shows up as a failed check, not a hung CI.
@@ -16,7 +17,7 @@
 
 use proptest::prelude::*;
 use std::any::Any;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind, panic_any};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
@@ -73,8 +74,11 @@ pub struct Child {
 pub enum Spawn {
     /// An OS thread: `s.spawn_fallible`.
     Thread,
-    /// A pool task (`s.spawn_task`). The interpreter still runs it as a thread: the model does not
-    /// yet account for tasks skipped because their scope was cancelled before they started.
+    /// A pool task: `s.spawn_task_fallible`. A task whose scope is cancelled before a pool
+    /// thread claims it is skipped: its closure is dropped uncalled (design/0003). The model
+    /// allows that exactly for tasks whose scope may be cancelled before its children have all
+    /// started ([`Runs`]); a skipped task then has none of its effects, and a task that ran is
+    /// checked like a thread. Ad-hoc code runs it as a thread.
     Task,
 }
 
@@ -134,8 +138,10 @@ pub enum End {
     Return,
     /// `s.cancel()`, then returns.
     Cancel,
-    /// `s.wait_all()`, then returns. Only when something other than the exit will cancel a
-    /// blocked child ([`Model::waits`]); otherwise the same as `Return` (it would wait forever).
+    /// `s.wait_all()`, then returns. Only when nothing blocks, or something surely cancels the
+    /// scope without needing a pool worker ([`ScopeModel::prompt`]); otherwise the same as
+    /// `Return` (it would wait forever, or for a task that no pool thread is free to run: one
+    /// blocked task per worker, and every waiter helping stuck in another).
     WaitAll,
     /// Panics with `Tag(scope id)` while the children run.
     Panic,
@@ -345,83 +351,293 @@ impl Program {
 }
 
 // ===== the reference model =====
+//
+// Two parts. [`Model`] is what the program text alone decides: which children are sure to run,
+// which tasks may or must be skipped, and whether each `End::WaitAll` body really waits.
+// [`Expect`] is what a run must then have done, given which children's bodies ran: who panics,
+// who fails, each scope's errors, the causes each scope may end with, the values read. Given
+// which children ran, all of that is deterministic except which cause comes first, so it is
+// checked exactly; the only freedom is in which tasks ran, and that is checked against `Model`.
 
-/// What the program must do, computed from its text alone.
+/// Whether a child's body runs once it is spawned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Runs {
+    /// A thread (threads always run), or a task whose scope is not cancelled before every child
+    /// of it has finished: nothing can skip it.
+    Surely,
+    /// A task whose scope may be cancelled before the task starts: it runs or is skipped.
+    Maybe,
+    /// A task spawned into a scope that is already cancelled (a past deadline on its chain of
+    /// scopes cancels the scope as it is made): always skipped.
+    Never,
+}
+
+/// What the program text decides (see the section comment).
 #[derive(Debug, Default)]
 pub struct Model {
-    /// Every panic that happens (children with `Panic`, bodies with `End::Panic`).
-    pub panics: Vec<Tag>,
-    /// Every `Fail` child.
-    pub fails: Vec<u32>,
-    /// Per scope: whether it panics, its errors if it does not, and the causes its context may be
-    /// cancelled with (its own events and its ancestors').
+    /// Per child (every child in the text, spawned or not): whether its body runs.
+    pub runs: BTreeMap<u32, Runs>,
+    /// Per scope (every scope in the text, opened or not).
     pub scopes: BTreeMap<u32, ScopeModel>,
-    /// Per reading child: the value it must read.
-    pub reads: BTreeMap<u32, Option<u32>>,
+    /// The `Task` children.
+    pub tasks: BTreeSet<u32>,
 }
 
 #[derive(Debug, Default)]
 pub struct ScopeModel {
-    pub panics: bool,
-    pub errors: Vec<ErrTree>,
-    pub causes: Vec<ModelCause>,
     /// Whether `End::WaitAll` really waits (see [`End::WaitAll`]).
     pub waits: bool,
-    /// Whether something other than its body's exit surely cancels it.
-    pub surely_cancelled: bool,
+    /// Whether the scope may be cancelled while some child of it has not started yet: by its
+    /// exit (when the body does not wait), its deadline, an explicit cancel, a failure or panic
+    /// of a child that may run, or any of these in an ancestor. Its tasks may then be skipped.
+    pub early: bool,
+    /// Whether it is surely cancelled, eventually, by something that needs no pool worker: a
+    /// past or near deadline, a thread child (spawned by the body or by thread siblings) that
+    /// fails, panics or cancels, a cancel by such a thread of a scope opened through threads
+    /// only, or the same in an ancestor, or an ancestor's body that does not wait (it returns
+    /// and so cancels at once). `End::WaitAll` waits only if this holds or nothing blocks.
+    pub prompt: bool,
+    /// Whether it is cancelled as it is made (a past deadline on it or an ancestor).
+    pub born_cancelled: bool,
+}
+
+/// What a run must have done, given which children's bodies ran.
+#[derive(Debug, Default)]
+pub struct Expect {
+    /// Every panic that happens (children with `Panic` that ran, bodies with `End::Panic`).
+    pub panics: Vec<Tag>,
+    /// Every `Fail` child that ran.
+    pub fails: Vec<u32>,
+    /// Every child spawned: the direct children of every scope opened, and the siblings spawned
+    /// by children that ran.
+    pub spawned: BTreeSet<u32>,
+    /// Per scope opened (the top one, and those opened by a child that ran).
+    pub scopes: BTreeMap<u32, ScopeExpect>,
+    /// Per reading child that ran: the value it must read.
+    pub reads: BTreeMap<u32, Option<u32>>,
+}
+
+#[derive(Debug, Default)]
+pub struct ScopeExpect {
+    pub panics: bool,
+    /// Its errors, if it does not panic (sorted).
+    pub errors: Vec<ErrTree>,
+    /// The causes its context may end with: its own events and its ancestors'.
+    pub causes: Vec<ModelCause>,
+    /// The causes it may be cancelled with while some child of it has not started yet: what a
+    /// skipped task of it can have seen. Its own exit is one only when its body does not wait.
+    pub early: Vec<ModelCause>,
 }
 
 /// The direct children of a scope: its own, and the siblings they spawn.
 fn direct(s: &ScopeSpec) -> Vec<&Child> {
-    fn add<'a>(c: &'a Child, out: &mut Vec<&'a Child>) {
+    spawned(s, &|_| true)
+}
+
+/// The children of `s` that are spawned when `ran` tells which children's bodies run: its own
+/// (the body spawns them all), and the siblings spawned by those that run.
+fn spawned<'a>(s: &'a ScopeSpec, ran: &dyn Fn(&Child) -> bool) -> Vec<&'a Child> {
+    fn add<'a>(c: &'a Child, ran: &dyn Fn(&Child) -> bool, out: &mut Vec<&'a Child>) {
         out.push(c);
         if let Action::Sibling(sib) = &c.action {
-            add(sib, out);
+            if ran(c) {
+                add(sib, ran, out);
+            }
         }
     }
     let mut out = Vec::new();
-    s.children.iter().for_each(|c| add(c, &mut out));
+    s.children.iter().for_each(|c| add(c, ran, &mut out));
     out
+}
+
+/// The children of `s` that start without a pool worker as soon as its body runs: threads it
+/// spawns, and threads those spawn as siblings.
+fn prompt_threads(s: &ScopeSpec) -> Vec<&Child> {
+    let thread = |c: &Child| c.on == Spawn::Thread;
+    spawned(s, &thread).into_iter().filter(|c| thread(c)).collect()
+}
+
+/// Whether `c`, spawned into a scope that is (`born_cancelled`) or is not cancelled as it is
+/// made, may run.
+fn may_run(born_cancelled: bool, c: &Child) -> bool {
+    c.on == Spawn::Thread || !born_cancelled
 }
 
 impl Model {
     pub fn of(p: &Program) -> Model {
         let mut m = Model::default();
-        // Explicit cancels, by target scope id.
-        let mut cancelled = Vec::new();
-        collect_cancels(&p.root, &mut vec![], &mut cancelled);
-        m.scope(&p.root, None, &[], false, &cancelled);
+        // Scopes an explicit cancel may reach (by a child that may run), and scopes a cancel
+        // surely reaches without a pool worker (by a prompt thread of a scope opened through
+        // prompt threads from the top).
+        let (mut may, mut prompt) = (BTreeSet::new(), BTreeSet::new());
+        may_cancels(&p.root, false, &mut vec![], &mut may);
+        prompt_cancels(&p.root, &mut vec![], &mut prompt);
+        m.scope(&p.root, false, false, false, &may, &prompt);
         m
     }
 
-    /// Models `s`; returns (panics, errors).
+    /// Models `s` and the scopes nested in it, top-down: `parent_*` are its parent's facts as
+    /// seen from inside a child of the parent.
     fn scope(
         &mut self,
         s: &ScopeSpec,
+        parent_born: bool,
+        parent_early: bool,
+        parent_prompt: bool,
+        may: &BTreeSet<u32>,
+        prompt: &BTreeSet<u32>,
+    ) {
+        let born = parent_born || s.deadline == Deadline::Past;
+        let deadline = matches!(s.deadline, Deadline::Past | Deadline::Near(_));
+        let is_prompt = parent_prompt
+            || deadline
+            || prompt.contains(&s.id)
+            || prompt_threads(s)
+                .iter()
+                .any(|c| matches!(c.action, Action::Fail | Action::Panic | Action::Cancel { .. }));
+        let blocks = direct(s).iter().any(|c| matches!(c.action, Action::Block(_)));
+        let waits = s.end == End::WaitAll && (is_prompt || !blocks);
+        let runs = |c: &Child| may_run(born, c);
+        let early = parent_early
+            || !waits
+            || deadline
+            || may.contains(&s.id)
+            || spawned(s, &runs).into_iter().filter(|c| runs(c)).any(|c| match &c.action {
+                Action::Fail | Action::Panic => true,
+                Action::Nested(n) => may_fail(n, born),
+                _ => false,
+            });
+        self.scopes.insert(s.id, ScopeModel { waits, early, prompt: is_prompt, born_cancelled: born });
+        for c in direct(s) {
+            let r = match (c.on, born, early) {
+                (Spawn::Thread, _, _) | (Spawn::Task, false, false) => Runs::Surely,
+                (Spawn::Task, true, _) => Runs::Never,
+                (Spawn::Task, false, true) => Runs::Maybe,
+            };
+            self.runs.insert(c.id, r);
+            if c.on == Spawn::Task {
+                self.tasks.insert(c.id);
+            }
+            if let Action::Nested(n) = &c.action {
+                // A body that does not wait returns at once and its exit cancels the nested scope.
+                self.scope(n, born, early, is_prompt || !waits, may, prompt);
+            }
+        }
+    }
+}
+
+/// Whether `s` (opened in a scope cancelled as it was made, or not) may panic or fail.
+fn may_fail(s: &ScopeSpec, parent_born: bool) -> bool {
+    let born = parent_born || s.deadline == Deadline::Past;
+    let runs = |c: &Child| may_run(born, c);
+    s.end == End::Panic
+        || spawned(s, &runs).into_iter().filter(|c| runs(c)).any(|c| match &c.action {
+            Action::Fail | Action::Panic => true,
+            Action::Nested(n) => may_fail(n, born),
+            _ => false,
+        })
+}
+
+/// The scopes an explicit cancel by a child that may run targets.
+fn may_cancels(s: &ScopeSpec, parent_born: bool, chain: &mut Vec<u32>, out: &mut BTreeSet<u32>) {
+    let born = parent_born || s.deadline == Deadline::Past;
+    let runs = |c: &Child| may_run(born, c);
+    chain.push(s.id);
+    for c in spawned(s, &runs).into_iter().filter(|c| runs(c)) {
+        match &c.action {
+            Action::Cancel { up } => {
+                out.insert(target(chain, *up));
+            }
+            Action::Nested(n) => may_cancels(n, born, chain, out),
+            _ => {}
+        }
+    }
+    chain.pop();
+}
+
+/// The scopes surely cancelled by a prompt thread of a scope opened through prompt threads from
+/// the top (whose bodies all run without waiting for a pool worker).
+fn prompt_cancels(s: &ScopeSpec, chain: &mut Vec<u32>, out: &mut BTreeSet<u32>) {
+    chain.push(s.id);
+    for c in prompt_threads(s) {
+        match &c.action {
+            Action::Cancel { up } => {
+                out.insert(target(chain, *up));
+            }
+            Action::Nested(n) => prompt_cancels(n, chain, out),
+            _ => {}
+        }
+    }
+    chain.pop();
+}
+
+impl Model {
+    /// What a run must have done when the children whose bodies ran are those for which `ran`
+    /// holds (for ad-hoc code, which runs every child: `|_| true`).
+    pub fn expect(&self, p: &Program, ran: &dyn Fn(u32) -> bool) -> Expect {
+        let mut e = Expect::default();
+        let mut cancels = BTreeSet::new();
+        ran_cancels(&p.root, ran, &mut vec![], &mut cancels);
+        e.scope(self, &p.root, None, &[], &[], &cancels, ran);
+        e
+    }
+}
+
+/// The scopes an explicit cancel by a child that ran targets.
+fn ran_cancels(s: &ScopeSpec, ran: &dyn Fn(u32) -> bool, chain: &mut Vec<u32>, out: &mut BTreeSet<u32>) {
+    chain.push(s.id);
+    for c in spawned(s, &|c| ran(c.id)).into_iter().filter(|c| ran(c.id)) {
+        match &c.action {
+            Action::Cancel { up } => {
+                out.insert(target(chain, *up));
+            }
+            Action::Nested(n) => ran_cancels(n, ran, chain, out),
+            _ => {}
+        }
+    }
+    chain.pop();
+}
+
+fn add_sorted(to: &mut Vec<ModelCause>, more: &[ModelCause]) {
+    to.extend(more.iter().cloned());
+    to.sort();
+    to.dedup();
+}
+
+impl Expect {
+    /// Expects `s`, opened with the innermost binding `value` and its ancestors' (so far known)
+    /// causes and early causes; returns (panics, errors).
+    #[allow(clippy::too_many_arguments)]
+    fn scope(
+        &mut self,
+        m: &Model,
+        s: &ScopeSpec,
         value: Option<u32>,
         inherited: &[ModelCause],
-        parent_sure: bool,
-        cancels: &[u32],
+        inherited_early: &[ModelCause],
+        cancels: &BTreeSet<u32>,
+        ran: &dyn Fn(u32) -> bool,
     ) -> (bool, Vec<ErrTree>) {
         let value = s.bind.or(value);
-        let mut causes = inherited.to_vec();
-        causes.push(ModelCause::ScopeExited);
-        let mut sure = parent_sure || cancels.contains(&s.id);
+        // Its own events, all of which may come while children of it have not started yet.
+        let mut own = Vec::new();
         if cancels.contains(&s.id) || s.end == End::Cancel {
-            causes.push(ModelCause::Cancelled);
+            own.push(ModelCause::Cancelled);
         }
         if matches!(s.deadline, Deadline::Past | Deadline::Near(_)) {
-            causes.push(ModelCause::Deadline);
-            sure = true;
+            own.push(ModelCause::Deadline);
         }
         if s.end == End::Panic {
             self.panics.push(Tag(s.id));
-            causes.push(ModelCause::Panicked);
+            own.push(ModelCause::Panicked);
         }
-        let (mut panics, mut errors, mut blocks) = (s.end == End::Panic, Vec::new(), false);
-        // Children first see the scope's own definite events; nested scopes see all of them.
+        let (mut panics, mut errors) = (s.end == End::Panic, Vec::new());
         let mut nested = Vec::new();
-        for c in direct(s) {
+        for c in spawned(s, &|c| ran(c.id)) {
+            self.spawned.insert(c.id);
+            if !ran(c.id) {
+                continue;
+            }
             if c.read {
                 self.reads.insert(c.id, value);
             }
@@ -429,75 +645,65 @@ impl Model {
                 Action::Fail => {
                     self.fails.push(c.id);
                     errors.push(ErrTree::Code(c.id));
-                    causes.push(ModelCause::Failed(ErrTree::Code(c.id)));
-                    sure = true;
+                    own.push(ModelCause::Failed(ErrTree::Code(c.id)));
                 }
                 Action::Panic => {
                     self.panics.push(Tag(c.id));
                     panics = true;
-                    causes.push(ModelCause::Panicked);
-                    sure = true;
+                    own.push(ModelCause::Panicked);
                 }
-                Action::Block(_) => blocks = true,
                 Action::Nested(n) => nested.push(n),
                 _ => {}
             }
         }
-        let own = causes.clone();
+        let mut causes = inherited.to_vec();
+        causes.push(ModelCause::ScopeExited);
+        let mut early = inherited_early.to_vec();
+        if !m.scopes[&s.id].waits {
+            // The exit cancels while children may still be queued; a body that waits exits
+            // only once every child has finished.
+            early.push(ModelCause::ScopeExited);
+        }
+        // Nested scopes first see the scope's own events so far; then all of them (below).
+        let (so_far, so_far_early) = {
+            let (mut c, mut e) = (causes.clone(), early.clone());
+            add_sorted(&mut c, &own);
+            add_sorted(&mut e, &own);
+            (c, e)
+        };
         for &n in &nested {
-            let (p, e) = self.scope(n, value, &own, sure, cancels);
+            let (p, e) = self.scope(m, n, value, &so_far, &so_far_early, cancels, ran);
             if p {
                 panics = true;
-                causes.push(ModelCause::Panicked);
-                sure = true;
+                own.push(ModelCause::Panicked);
             } else if !e.is_empty() {
                 let e = sorted(e);
                 errors.push(ErrTree::Nested(e.clone()));
-                causes.push(ModelCause::Failed(ErrTree::Nested(e)));
-                sure = true;
+                own.push(ModelCause::Failed(ErrTree::Nested(e)));
             }
         }
-        let waits = s.end == End::WaitAll && (sure || !blocks);
+        add_sorted(&mut causes, &own);
+        add_sorted(&mut early, &own);
         let errors = if panics { Vec::new() } else { sorted(errors) };
-        causes.sort();
-        causes.dedup();
         // A nested scope may also see what its siblings did to this scope.
         for n in nested {
-            self.inherit(n, &causes);
+            self.inherit(n, &causes, &early);
         }
-        self.scopes.insert(
-            s.id,
-            ScopeModel { panics, errors: errors.clone(), causes, waits, surely_cancelled: sure },
-        );
+        self.scopes.insert(s.id, ScopeExpect { panics, errors: errors.clone(), causes, early });
         (panics, errors)
     }
-}
 
-impl Model {
-    /// Adds `causes` to the allowed causes of `s` and of every scope nested in it.
-    fn inherit(&mut self, s: &ScopeSpec, causes: &[ModelCause]) {
-        let m = self.scopes.get_mut(&s.id).expect("modelled");
-        m.causes.extend(causes.iter().cloned());
-        m.causes.sort();
-        m.causes.dedup();
+    /// Adds `causes` and `early` to those of `s` and of every scope opened in it.
+    fn inherit(&mut self, s: &ScopeSpec, causes: &[ModelCause], early: &[ModelCause]) {
+        let Some(e) = self.scopes.get_mut(&s.id) else { return };
+        add_sorted(&mut e.causes, causes);
+        add_sorted(&mut e.early, early);
         for c in direct(s) {
             if let Action::Nested(n) = &c.action {
-                self.inherit(n, causes);
+                self.inherit(n, causes, early);
             }
         }
     }
-}
-
-fn collect_cancels(s: &ScopeSpec, chain: &mut Vec<u32>, out: &mut Vec<u32>) {
-    chain.push(s.id);
-    for c in direct(s) {
-        match &c.action {
-            Action::Cancel { up } => out.push(target(chain, *up)),
-            Action::Nested(n) => collect_cancels(n, chain, out),
-            _ => {}
-        }
-    }
-    chain.pop();
 }
 
 /// The scope `up` levels above the last of `chain`, clamped at the top.
@@ -568,6 +774,13 @@ type Registered = (u32, Arc<AtomicUsize>, Option<bool>, CallbackHandle);
 pub struct TetherRun {
     /// Contexts of every scope, kept to read their final causes.
     scope_ctx: Mutex<BTreeMap<u32, Context>>,
+    /// Every child handed to `spawn_fallible` or `spawn_task_fallible`, in spawn order.
+    spawned: Mutex<Vec<u32>>,
+    /// Every child whose body started.
+    ran: Mutex<BTreeSet<u32>>,
+    /// (scope, child, cause the scope had) for every child whose closure was dropped uncalled:
+    /// a skipped task.
+    skipped: Mutex<Vec<(u32, u32, Option<ModelCause>)>>,
     /// (scope, child, cause) for every child that saw its scope cancelled.
     observed: Mutex<Vec<(u32, u32, ModelCause)>>,
     reads: Mutex<BTreeMap<u32, Option<u32>>>,
@@ -577,6 +790,32 @@ pub struct TetherRun {
     never: Mutex<Vec<crossbeam_channel::Sender<()>>>,
     /// Per scope: whether `End::WaitAll` waits (the model's decision).
     waits: BTreeMap<u32, bool>,
+}
+
+/// Travels in a child's closure and tells whether the closure was called: dropped uncalled (a
+/// task skipped because its scope was cancelled before it started), it records the skip with
+/// the cause its scope had then.
+struct Probe<'env> {
+    run: &'env TetherRun,
+    scope: u32,
+    child: u32,
+    /// The scope's context.
+    ctx: Context,
+    called: bool,
+}
+
+impl Drop for Probe<'_> {
+    fn drop(&mut self) {
+        if !self.called {
+            let cause = self.ctx.cause().as_ref().map(model_cause);
+            lock(&self.run.skipped).push((self.scope, self.child, cause));
+        }
+    }
+}
+
+/// Locks `m`, poisoned or not (a violation must not be lost to a panic elsewhere).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The outcome of a whole run: the scope's result, or the payload it re-raised.
@@ -592,13 +831,17 @@ pub struct Checked {
     pub violations: Vec<String>,
     /// Panics that reached no one (neither re-raised nor recorded as unhandled).
     pub lost_panics: usize,
-    /// Errors that the top scope's result does not hold, in programs without a panic.
+    /// Errors that the top scope's result does not hold, in runs without a panic (failures of
+    /// skipped tasks never happened, so they are not lost).
     pub lost_errors: usize,
+    /// Tasks spawned, and those of them skipped.
+    pub tasks: usize,
+    pub skipped: usize,
 }
 
 impl TetherRun {
     fn violation(&self, v: String) {
-        self.violations.lock().unwrap_or_else(PoisonError::into_inner).push(v);
+        lock(&self.violations).push(v);
     }
 
     /// Runs `p` with tether and checks everything but the live counts (the caller's LeakCheck).
@@ -616,14 +859,50 @@ impl TetherRun {
             Err(payload) => Outcome::Panicked(payload),
         };
         let unhandled = tether::testing::take_unhandled_panics();
-        let mut c = run.check(&model, &outcome, unhandled);
+        let mut c = run.check(p, &model, &outcome, unhandled);
         c.outcome_ok = c.violations.is_empty();
         c
     }
 
-    fn check(self, model: &Model, outcome: &Outcome, unhandled: Vec<Box<dyn Any + Send>>) -> Checked {
-        let mut v = std::mem::take(&mut *self.violations.lock().unwrap());
-        let top = &model.scopes[&0];
+    fn check(
+        self,
+        p: &Program,
+        model: &Model,
+        outcome: &Outcome,
+        unhandled: Vec<Box<dyn Any + Send>>,
+    ) -> Checked {
+        let mut v = std::mem::take(&mut *lock(&self.violations));
+        let ran = std::mem::take(&mut *lock(&self.ran));
+        let skipped = std::mem::take(&mut *lock(&self.skipped));
+        let calls = std::mem::take(&mut *lock(&self.spawned));
+        // Given which children ran, everything below is deterministic but the order of events.
+        let expect = model.expect(p, &|id| ran.contains(&id));
+        // Who was spawned, who ran, who was skipped: each spawned child once, exactly those the
+        // text spawns given who ran; threads and tasks that surely run ran, tasks spawned into a
+        // scope cancelled as it was made were skipped.
+        let spawned: BTreeSet<u32> = calls.iter().copied().collect();
+        if spawned.len() != calls.len() || spawned != expect.spawned {
+            v.push(format!("spawned {calls:?}, model (given who ran) {:?}", expect.spawned));
+        }
+        let skipped_ids: BTreeSet<u32> = skipped.iter().map(|(_, c, _)| *c).collect();
+        if skipped_ids.len() != skipped.len() {
+            v.push(format!("a closure was dropped uncalled twice: {skipped:?}"));
+        }
+        for id in &spawned {
+            let (did_run, was_skipped) = (ran.contains(id), skipped_ids.contains(id));
+            match (did_run, was_skipped, model.runs.get(id)) {
+                (true, true, _) | (false, false, _) => {
+                    v.push(format!("#{id}: ran={did_run}, skipped={was_skipped}"))
+                }
+                (false, true, Some(Runs::Surely)) => {
+                    v.push(format!("#{id} was skipped, model: it surely runs"))
+                }
+                (true, false, Some(Runs::Never)) => v.push(format!("#{id} ran, model: it is always skipped")),
+                _ => {}
+            }
+        }
+        let tasks = spawned.intersection(&model.tasks).count();
+        let top = &expect.scopes[&0];
         // The scope's result matches the model: a panic if any, else exactly its errors.
         let mut raised: Vec<Tag> = Vec::new();
         let mut lost_errors = 0;
@@ -647,12 +926,12 @@ impl TetherRun {
                 }
             }
         }
-        if model.panics.is_empty() {
+        if expect.panics.is_empty() {
             let reported = match outcome {
                 Outcome::Err(e) => count_codes(&err_tree(e)),
                 _ => 0,
             };
-            lost_errors = model.fails.len().saturating_sub(reported);
+            lost_errors = expect.fails.len().saturating_sub(reported);
         }
         // No panic payload lost: the re-raised one plus the unhandled ones are all of them.
         for p in unhandled {
@@ -662,20 +941,29 @@ impl TetherRun {
             }
         }
         raised.sort();
-        let mut expected = model.panics.clone();
+        let mut expected = expect.panics.clone();
         expected.sort();
         let lost_panics = expected.iter().filter(|t| !raised.contains(t)).count();
         if raised != expected {
             v.push(format!("panics reported {raised:?}, model {expected:?}"));
         }
-        // Causes: each scope's final cause is one the model allows, and every child that saw
-        // cancellation saw exactly that cause.
-        let ctxs = std::mem::take(&mut *self.scope_ctx.lock().unwrap());
+        // Causes: exactly the scopes the model opens were opened; each one's final cause is one
+        // the model allows, and every child that saw cancellation (or was skipped for it) saw
+        // exactly that cause; a skip happened only for a cause that can come before the scope's
+        // children have all started.
+        let ctxs = std::mem::take(&mut *lock(&self.scope_ctx));
         let finals: BTreeMap<u32, Option<ModelCause>> =
             ctxs.iter().map(|(id, ctx)| (*id, ctx.cause().as_ref().map(model_cause))).collect();
         drop(ctxs);
+        if !finals.keys().eq(expect.scopes.keys()) {
+            v.push(format!(
+                "scopes opened {:?}, model (given who ran) {:?}",
+                finals.keys().collect::<Vec<_>>(),
+                expect.scopes.keys().collect::<Vec<_>>()
+            ));
+        }
         for (id, cause) in &finals {
-            let m = &model.scopes[id];
+            let Some(m) = expect.scopes.get(id) else { continue };
             match cause {
                 None => v.push(format!("scope#{id} not cancelled after its exit")),
                 Some(c) if !m.causes.contains(c) => {
@@ -684,20 +972,36 @@ impl TetherRun {
                 _ => {}
             }
         }
-        for (scope, child, seen) in self.observed.lock().unwrap().iter() {
+        for (scope, child, seen) in lock(&self.observed).iter() {
             if finals.get(scope).cloned().flatten().as_ref() != Some(seen) {
                 v.push(format!("#{child} saw {seen:?}, scope#{scope} ended with {:?}", finals.get(scope)));
             }
         }
-        // Values read match the model.
-        for (child, got) in self.reads.lock().unwrap().iter() {
-            if model.reads.get(child) != Some(got) {
-                v.push(format!("#{child} read {got:?}, model {:?}", model.reads.get(child)));
+        for (scope, child, seen) in &skipped {
+            let early = expect.scopes.get(scope).map(|m| &m.early);
+            match seen {
+                Some(c) if early.is_some_and(|e| e.contains(c)) => {}
+                _ => v.push(format!(
+                    "#{child} skipped with scope#{scope} cancelled by {seen:?}, model allows {early:?} \
+                     before its children have all started"
+                )),
             }
+            if finals.get(scope).cloned().flatten() != *seen {
+                v.push(format!(
+                    "#{child} skipped on {seen:?}, scope#{scope} ended with {:?}",
+                    finals.get(scope)
+                ));
+            }
+        }
+        // Values read match the model: every child that ran and reads did, and read the innermost
+        // binding.
+        let reads = std::mem::take(&mut *lock(&self.reads));
+        if reads != expect.reads {
+            v.push(format!("read {reads:?}, model (given who ran) {:?}", expect.reads));
         }
         // Callbacks: each ran exactly once, or its first stop() returned true; a second stop()
         // returns false.
-        for (id, ran, first_stop, handle) in self.callbacks.lock().unwrap().drain(..) {
+        for (id, ran, first_stop, handle) in lock(&self.callbacks).drain(..) {
             let stopped = first_stop.unwrap_or_else(|| handle.stop());
             let ran = ran.load(SeqCst);
             if ran + usize::from(stopped) != 1 {
@@ -707,7 +1011,14 @@ impl TetherRun {
                 v.push(format!("callback of #{id}: a second stop() returned true"));
             }
         }
-        Checked { outcome_ok: v.is_empty(), violations: v, lost_panics, lost_errors }
+        Checked {
+            outcome_ok: v.is_empty(),
+            violations: v,
+            lost_panics,
+            lost_errors,
+            tasks,
+            skipped: skipped.len(),
+        }
     }
 
     fn scope(&self, spec: &ScopeSpec, chain: &[Context]) -> Result<(), ScopeError> {
@@ -720,7 +1031,7 @@ impl TetherRun {
         }
         let waits = self.waits.get(&spec.id).copied().unwrap_or(false);
         b.run(|s| {
-            self.scope_ctx.lock().unwrap().insert(spec.id, s.context().clone());
+            lock(&self.scope_ctx).insert(spec.id, s.context().clone());
             let mut chain = chain.to_vec();
             chain.push(s.context().clone());
             for c in &spec.children {
@@ -744,14 +1055,22 @@ impl TetherRun {
         chain: &[Context],
     ) {
         let chain = chain.to_vec();
-        let body = move |ctx: &Context| self.child(s, scope_id, c, ctx, &chain);
+        let scope_ctx = chain.last().expect("a child has a scope").clone();
+        let probe = Probe { run: self, scope: scope_id, child: c.id, ctx: scope_ctx, called: false };
+        lock(&self.spawned).push(c.id);
+        let body = move |ctx: &Context| {
+            // Moves the whole probe in (a closure would capture only the field it assigns).
+            let mut probe = probe;
+            probe.called = true;
+            lock(&self.ran).insert(c.id);
+            self.child(s, scope_id, c, ctx, &chain)
+        };
         match c.on {
             Spawn::Thread => drop(s.spawn_fallible(body)),
-            // Pool tasks cancelled before they start are skipped (design/0003), and the reference
-            // model here assumes every child runs, so random programs still run `Task` children
-            // as threads; task semantics are covered by tests/scope_tasks*.rs. Modelling skips
-            // (optional outcomes for tasks of a scope that may be cancelled) is the open item.
-            Spawn::Task => drop(s.spawn_fallible(body)),
+            // A pool task: if its scope is cancelled before a worker (or a helping waiter) claims
+            // it, its closure is dropped uncalled (design/0003) and the probe records the skip;
+            // the model (`Runs`, `ScopeExpect::early`) says when that is allowed.
+            Spawn::Task => drop(s.spawn_task_fallible(body)),
         }
     }
 
@@ -878,6 +1197,8 @@ impl Drop for Running {
 pub fn run_adhoc(p: &Program) -> AdhocLeaks {
     quiet_expected_panics();
     let model = Model::of(p);
+    // Ad-hoc code runs every child (tasks as threads too), so every panic and failure happens.
+    let expect = model.expect(p, &|_| true);
     let st = Arc::new(Adhoc::default());
     let waits: BTreeMap<u32, bool> = model.scopes.iter().map(|(id, m)| (*id, m.waits)).collect();
     let result = catch_unwind(AssertUnwindSafe(|| adhoc_scope(&st, &waits, &p.root, &[])));
@@ -891,13 +1212,13 @@ pub fn run_adhoc(p: &Program) -> AdhocLeaks {
         Ok(Err(e)) => first_panic(e),
         Ok(Ok(())) => None,
     };
-    leaks.lost_panics = model.panics.iter().filter(|t| Some(**t) != reported_panic).count();
-    if model.panics.is_empty() {
+    leaks.lost_panics = expect.panics.iter().filter(|t| Some(**t) != reported_panic).count();
+    if expect.panics.is_empty() {
         let reported = match &result {
             Ok(Err(e)) => count_ad(e),
             _ => 0,
         };
-        leaks.lost_errors = model.fails.len().saturating_sub(reported);
+        leaks.lost_errors = expect.fails.len().saturating_sub(reported);
     }
     // Keep the process healthy: every stray thread ends within ADHOC_HANG (+ its stubbornness).
     let give_up = Instant::now() + Duration::from_secs(5);
