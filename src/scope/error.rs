@@ -44,7 +44,9 @@ impl ScopeError {
         (!errors.is_empty()).then_some(ScopeError { errors })
     }
 
-    /// The first failure: the one that cancelled the scope.
+    /// The first failure: the one the scope was cancelled with, if a failure cancelled it;
+    /// otherwise (the scope was cancelled first by its exit, a deadline or an explicit cancel)
+    /// the first one recorded. The others follow in the order they were recorded.
     ///
     /// # Examples
     ///

@@ -281,6 +281,20 @@ struct Failures {
     errors: Vec<SharedError>,
 }
 
+impl Failures {
+    /// Moves the error the scope was cancelled with, if a failure cancelled it, to the front.
+    /// A failure records its error and then cancels, so when two fail at once the first
+    /// recorded may not be the one whose cancellation won; [`ScopeError::first`] promises that
+    /// one.
+    fn put_cancelling_error_first(&mut self, cause: Option<Cause>) {
+        let Some(Cause::ChildFailed(winner)) = cause else { return };
+        let same = |e: &SharedError| std::ptr::addr_eq(Arc::as_ptr(e), Arc::as_ptr(&winner));
+        if let Some(index) = self.errors.iter().position(same) {
+            self.errors[..=index].rotate_right(1);
+        }
+    }
+}
+
 // ===== impl ScopeBuilder =====
 
 impl ScopeBuilder {
@@ -493,7 +507,9 @@ where
         }
         // Every child has counted itself out after recording its failures, and the wait
         // synchronized with that, so the failures below are all that will ever be recorded.
-        ended = Some((body, std::mem::take(&mut *shared.failures())));
+        let mut failures = std::mem::take(&mut *shared.failures());
+        failures.put_cancelling_error_first(shared.ctx.cause());
+        ended = Some((body, failures));
         sole_owner(&scope.shared);
     }));
     let (body, Failures { panics, errors, .. }) =
@@ -800,5 +816,28 @@ impl Shared {
             // Never full: at most `limit` slots are out, and each is given back once.
             let _ = give_back.try_send(());
         }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::{Failures, SharedError};
+    use crate::Cause;
+    use std::sync::Arc;
+
+    #[test]
+    fn the_error_a_scope_was_cancelled_with_is_reported_first() {
+        let error = |text: &str| -> SharedError { Arc::new(std::io::Error::other(text.to_string())) };
+        let (a, b, c) = (error("a"), error("b"), error("c"));
+        let mut failures = Failures { errors: vec![a.clone(), b.clone(), c.clone()], ..Failures::default() };
+        // b recorded second but its cancellation won the race: it goes first, the rest keep order.
+        failures.put_cancelling_error_first(Some(Cause::ChildFailed(b.clone())));
+        let order: Vec<String> = failures.errors.iter().map(|e| e.to_string()).collect();
+        assert_eq!(order, ["b", "a", "c"]);
+        // Cancelled by something else (or by an ancestor's failure): the recorded order stays.
+        failures.put_cancelling_error_first(Some(Cause::Cancelled));
+        failures.put_cancelling_error_first(Some(Cause::ChildFailed(error("elsewhere"))));
+        let order: Vec<String> = failures.errors.iter().map(|e| e.to_string()).collect();
+        assert_eq!(order, ["b", "a", "c"]);
     }
 }
