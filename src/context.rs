@@ -356,6 +356,12 @@ impl Context {
         self.derive(None, Cause::DeadlineExceeded, self.values.for_spawn())
     }
 
+    /// Whether this context is as new (see `Node::is_pristine`): a pool worker may then hand
+    /// it to the next task of the same scope instead of making another (scope `task.rs`).
+    pub(crate) fn is_pristine(&self) -> bool {
+        self.node.as_ref().is_some_and(|node| node.is_pristine())
+    }
+
     /// A new node below this one, carrying `values`.
     fn derive(&self, own_deadline: Option<Instant>, deadline_cause: Cause, values: Values) -> Context {
         let node = Node::new(self.node.as_ref(), own_deadline, deadline_cause);

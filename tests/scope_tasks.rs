@@ -281,3 +281,40 @@ fn tasks_on_every_worker_see_the_scope_deadline_and_the_cause_it_is_cancelled_wi
         .unwrap();
     assert_eq!(*seen.lock().unwrap(), vec![true; blocked]);
 }
+
+#[test]
+fn every_task_starts_with_a_context_of_its_own_even_when_workers_reuse_them() {
+    // Workers hand a finished task's context to the next task only if nothing can tell
+    // (design/0003, "Where a task's context hangs"): here tasks cancel theirs, register
+    // callbacks on them, derive children and keep clones, and every task must still start
+    // with an open context that nothing else has touched.
+    let callbacks_fired = Arc::new(AtomicUsize::new(0));
+    let started_dirty = AtomicUsize::new(0);
+    let kept = std::sync::Mutex::new(Vec::new());
+    tether::scope(|s| {
+        for i in 0..4_000 {
+            let (fired, dirty, kept) = (callbacks_fired.clone(), &started_dirty, &kept);
+            drop(s.spawn_task(move |ctx| {
+                if ctx.is_cancelled() || ctx.registered_children() != 0 {
+                    dirty.fetch_add(1, SeqCst);
+                }
+                match i % 5 {
+                    0 => ctx.cancel(),
+                    1 => drop(ctx.on_cancel(move |_| {
+                        fired.fetch_add(1, SeqCst);
+                    })),
+                    2 => kept.lock().unwrap().push(ctx.clone()),
+                    3 => drop(ctx.child()),
+                    _ => {}
+                }
+            }));
+        }
+        s.wait_all();
+        // A callback registered by one task would fire if its context went to a task that
+        // cancels its own.
+        assert_eq!(callbacks_fired.load(SeqCst), 0);
+    })
+    .unwrap();
+    assert_eq!(started_dirty.load(SeqCst), 0);
+    assert!(kept.lock().unwrap().iter().all(|ctx| ctx.is_cancelled()), "the exit cancelled the kept ones");
+}

@@ -410,6 +410,24 @@ impl Core {
     }
 }
 
+impl Node {
+    /// Whether this node is as new: this is its only handle, and it is open, with no children,
+    /// no callbacks and no done channel, ever (its `Extras` were never made), and no deadline
+    /// of its own. Such a node can serve as a fresh child of its parent: nothing that used it
+    /// can tell.
+    pub(crate) fn is_pristine(&self) -> bool {
+        let inner = lock(&self.core.inner);
+        // Acquire: a handle given up on another thread (Release decrement in `let_go`) is
+        // seen gone only with everything done through it. Relaxed (state, timer): under the
+        // core's lock, which guards their writes (invariant 1).
+        self.core.handles.load(Ordering::Acquire) == 1
+            && self.core.state.load(Ordering::Relaxed) == OPEN
+            && self.core.timer.load(Ordering::Relaxed) == NO_TIMER
+            && inner.extras.is_none()
+            && inner.children.len() == 0
+    }
+}
+
 /// One disconnected channel, shared by every `done()` that first asks after cancellation.
 fn closed_channel() -> Receiver<Infallible> {
     static CLOSED: OnceLock<Receiver<Infallible>> = OnceLock::new();

@@ -267,7 +267,7 @@ pub(crate) struct Shared {
     orphans: CachePadded<Mutex<task::Orphans>>,
     /// Per pool worker, the node below the scope's that the tasks it runs hang from (`task.rs`,
     /// "Task contexts"); made on first use.
-    task_parents: OnceLock<Box<[OnceLock<Context>]>>,
+    task_parents: OnceLock<Box<[task::WorkerSlot]>>,
     /// Set once the cancellation that reached the scope's node has run the callbacks it collected
     /// (invariant 5); `None` if the node was cancelled already when the scope began.
     settle: Option<Arc<Settle>>,

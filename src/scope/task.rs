@@ -42,6 +42,14 @@
 //! than the tasks. A task's context made by [`TaskHandle::context`], or run by a thread that is
 //! not a worker, hangs from the scope's node itself.
 //!
+//! A worker also keeps one spare task context per scope: when a task whose handle is gone
+//! finishes and its context is as new (`Context::is_pristine`: no clone kept, never cancelled,
+//! no children, callbacks or done channel, ever), the next such task of the scope on that worker
+//! gets it instead of a new node. Nothing can tell the difference: a pristine child of the
+//! worker's node is indistinguishable from a new one, and nobody else can reach it (the task's
+//! handle is gone, and the context was only lent to the closure). This saves the allocation,
+//! registration and release of a node for tasks that only read their context.
+//!
 //! # Invariants
 //! 1. `f` and `running` are accessed only by the one thread that claimed the task (the `PENDING`
 //!    → `RUNNING` compare-exchange), before it stores [`DONE`]. The claimer is the thread that
@@ -130,6 +138,15 @@ pub(super) struct Orphans {
     tasks: Vec<Arc<dyn Orphan>>,
     /// The length at which the next sweep frees the finished ones.
     sweep_at: usize,
+}
+
+/// What a scope keeps per pool worker ("Task contexts"): the node the contexts of the tasks the
+/// worker runs hang from, and a spare task context. Only that worker uses it (a `Mutex` all the
+/// same: a worker can run a task of the scope inside another one, when it helps while waiting).
+#[derive(Default)]
+pub(super) struct WorkerSlot {
+    parent: OnceLock<Context>,
+    spare: std::sync::Mutex<Option<Context>>,
 }
 
 /// The smallest orphan list that is swept.
@@ -408,13 +425,13 @@ where
             // Acquire, before reading `ctx`: pairs with the handle's Release in `Drop`, so a
             // context the handle made before it went is seen below.
             let orphaned = self.orphaned.load(Acquire);
-            let local;
+            let mut local = None;
             let ctx = match self.ctx.get() {
                 Some(ctx) => ctx,
                 // Nobody can ask for it any more (invariant 3): keep it on this thread ("Orphans").
                 None if orphaned => {
-                    local = shared.task_parent().child_for_spawn();
-                    &local
+                    let fresh = || shared.task_parent().child_for_spawn();
+                    &*local.insert(shared.spare_task_context().unwrap_or_else(fresh))
                 }
                 None => self.ctx.get_or_init(|| shared.task_parent().child_for_spawn()),
             };
@@ -424,6 +441,9 @@ where
                 catch_unwind(AssertUnwindSafe(|| f(ctx)))
             };
             TASK_OF.with(|c| c.set(outer));
+            if let Some(ctx) = local {
+                shared.keep_spare_task_context(ctx);
+            }
             // 3. A panic is recorded and cancels the scope.
             match result {
                 Ok(value) => Outcome::Returned(value),
@@ -605,12 +625,37 @@ impl<T> Drop for TaskHandle<'_, T> {
 // ===== impl Shared (task contexts, orphans) =====
 
 impl Shared {
+    /// This worker's slot of the scope, or `None` on a thread that is not a pool worker.
+    fn worker_slot(&self) -> Option<&WorkerSlot> {
+        let index = pool::worker_index()?;
+        let slots =
+            self.task_parents.get_or_init(|| (0..pool::threads()).map(|_| WorkerSlot::default()).collect());
+        Some(&slots[index])
+    }
+
     /// The node the contexts of tasks run on this thread hang from ("Task contexts").
     fn task_parent(&self) -> &Context {
-        let Some(index) = pool::worker_index() else { return &self.ctx };
-        let parents =
-            self.task_parents.get_or_init(|| (0..pool::threads()).map(|_| OnceLock::new()).collect());
-        parents[index].get_or_init(|| self.ctx.child_for_spawn())
+        match self.worker_slot() {
+            Some(slot) => slot.parent.get_or_init(|| self.ctx.child_for_spawn()),
+            None => &self.ctx,
+        }
+    }
+
+    /// This worker's spare task context, if it has one ("Task contexts").
+    fn spare_task_context(&self) -> Option<Context> {
+        self.worker_slot()?.spare.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+
+    /// Keeps `ctx`, the context of a task that has finished and whose handle is gone, as this
+    /// worker's spare if it is as new; otherwise (or if there is a spare already) drops it.
+    fn keep_spare_task_context(&self, ctx: Context) {
+        let Some(slot) = self.worker_slot() else { return };
+        if ctx.is_pristine() {
+            let mut spare = slot.spare.lock().unwrap_or_else(PoisonError::into_inner);
+            if spare.is_none() {
+                *spare = Some(ctx);
+            }
+        }
     }
 
     /// Keeps an orphaned task until it is done, sweeping the finished ones once the list has
