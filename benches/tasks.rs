@@ -4,11 +4,16 @@
 //!
 //! Each contender runs all its children to completion (tether: `wait_all` before the exit, which
 //! would otherwise skip the tasks not yet started). Measured three ways: criterion's (each
-//! contender back to back, pools warm); interleaved warm (blocks of scopes of each contender in
-//! rotating order, which cancels the machine's drift, medians); and interleaved cold (a pause
-//! before each scope, so the pool starts asleep). One scope per contender per round, as an
-//! earlier version did, measures neither: on two cores, the pool that just ran keeps spinning
-//! down while the other one runs, and steals its CPU.
+//! contender back to back for seconds); interleaved blocks (after a pause, 40 scopes of each
+//! contender in rotating order, the first 10 not recorded; medians), which cancels the machine's
+//! drift; and interleaved cold (a pause before each scope, so the pool starts asleep). One scope
+//! per contender per round, as an earlier version did, measures neither: on two cores, the pool
+//! that just ran keeps spinning down while the other one runs, and steals its CPU.
+//!
+//! On the 2-core development machine rayon's figure is bimodal: about 160-190 ns per task when
+//! one of its workers runs the whole scope (short bursts, and `RAYON_NUM_THREADS=1`), about
+//! 360-400 ns when both take part (criterion's long loops). Run with `TETHER_POOL_THREADS=1
+//! RAYON_NUM_THREADS=1` as well to compare the per-task cost of one worker each.
 //!
 //! Run with `cargo bench --bench tasks -- --warm-up-time 2 --measurement-time 6`.
 
@@ -60,12 +65,13 @@ fn spawn_join_1000(c: &mut Criterion) {
 }
 
 /// Rounds of the interleaved measurement (after as many warm-up rounds as a tenth of them).
-const ROUNDS: usize = 60;
+const ROUNDS: usize = 20;
 /// Scopes per contender per round; the first [`SETTLE`] of each block are not recorded.
-const BLOCK: usize = 12;
-/// Scopes run first in each block: they let the previous contender's pool fall asleep and this
-/// one's wake up (two pools on two cores steal each other's CPU while they spin down).
-const SETTLE: usize = 2;
+const BLOCK: usize = 40;
+/// Scopes run first in each block, unrecorded, after a [`COLD_PAUSE`]: the previous
+/// contender's pool has fallen asleep (two pools spinning down on two cores steal each other's
+/// CPU) and this one reaches its steady state, with all its workers busy, as in criterion's loop.
+const SETTLE: usize = 10;
 /// Pause before each scope of the cold measurement: longer than either pool spins before it
 /// sleeps, so each scope starts with its pool asleep.
 const COLD_PAUSE: Duration = Duration::from_millis(2);
@@ -99,8 +105,8 @@ fn report(title: &str, contenders: &[(&str, fn())], times: Vec<Vec<Duration>>) {
     }
 }
 
-/// Warm: blocks of scopes of each contender in rotating order, so slow drift of the machine
-/// cancels out while each contender is measured back to back as criterion does. Cold: one
+/// Blocks: after a pause, scopes of each contender back to back in rotating order, so slow drift
+/// of the machine cancels out while each contender is measured in a run of its own. Cold: one
 /// scope at a time after a pause, each pool starting asleep (a scope in a program that spawns
 /// tasks now and then).
 fn interleaved() {
@@ -113,7 +119,10 @@ fn interleaved() {
     for round in 0..ROUNDS + ROUNDS / 10 {
         for k in 0..contenders.len() {
             let i = (round + k) % contenders.len();
-            for b in 0..BLOCK {
+            std::thread::sleep(COLD_PAUSE);
+            // A thread per child is a hundred times slower: a few scopes of it are enough.
+            let block = if i == 2 { SETTLE + 2 } else { BLOCK };
+            for b in 0..block {
                 let t = time(contenders[i].1);
                 if round >= ROUNDS / 10 && b >= SETTLE {
                     warm[i].push(t);
@@ -121,7 +130,7 @@ fn interleaved() {
             }
         }
     }
-    report(&format!("interleaved warm, {ROUNDS} rounds of {BLOCK}, median per task"), &contenders, warm);
+    report(&format!("interleaved blocks, {ROUNDS} rounds of {BLOCK}, median per task"), &contenders, warm);
     let pools = &contenders[..2];
     let mut cold = vec![Vec::new(); pools.len()];
     for round in 0..ROUNDS * 4 {
