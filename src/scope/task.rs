@@ -26,9 +26,11 @@
 //! runner's (the handle dropped first, as `for .. { s.spawn_task(..); }` does), every task would
 //! be freed by another thread than the one that allocated it, and those frees contend for the
 //! allocator's lock with the spawner's allocations. So dropping the handle of an unfinished task
-//! *orphans* it: the handle's reference moves to the scope's orphan list, which the thread that
-//! drops handles frees in batches once the tasks are done (amortized, at most one sweep per
-//! doubling of the list), and the scope's join frees the rest. A task whose handle is gone also
+//! *orphans* it: the handle's reference moves to the scope's orphan list, and the thread that
+//! drops handles frees the finished ones: up to two from the front of the list at each drop
+//! (tasks finish about in the order they were orphaned, and freeing a few at a time between the
+//! spawner's allocations keeps the allocator's per-thread cache warm), all of them in a sweep
+//! each time the list has doubled (amortized O(1) per task), and the scope's join frees the rest. A task whose handle is gone also
 //! makes its context on the runner's stack, so it is made and freed on the runner's thread.
 //!
 //! # Task contexts
@@ -135,19 +137,29 @@ pub(super) trait Orphan: Send + Sync {
 /// The orphaned tasks of a scope, `'scope` erased (see [`TaskHandle`]'s `Drop`).
 #[derive(Default)]
 pub(super) struct Orphans {
-    tasks: Vec<Arc<dyn Orphan>>,
+    /// In the order they were orphaned, which is about the order they finish in.
+    tasks: std::collections::VecDeque<Arc<dyn Orphan>>,
     /// The length at which the next sweep frees the finished ones.
     sweep_at: usize,
 }
 
 /// What a scope keeps per pool worker ("Task contexts"): the node the contexts of the tasks the
-/// worker runs hang from, and a spare task context. Only that worker uses it (a `Mutex` all the
-/// same: a worker can run a task of the scope inside another one, when it helps while waiting).
+/// worker runs hang from, and a spare task context.
 #[derive(Default)]
 pub(super) struct WorkerSlot {
     parent: OnceLock<Context>,
-    spare: std::sync::Mutex<Option<Context>>,
+    /// Touched only by the worker whose slot this is (see the `Sync` impl).
+    spare: UnsafeCell<Option<Context>>,
 }
+
+// SAFETY: `WorkerSlot` is `!Sync` only because of `spare`. `spare` is accessed only through
+// `Shared::spare_task_context` and `Shared::keep_spare_task_context`, which reach slot `i` only
+// on pool worker `i`'s own thread (`Shared::worker_slot`, by `pool::worker_index`), and by the
+// slot's drop, with the scope's state, when no thread can reach it any more. Each access moves
+// the whole value out or in and holds no reference across any other code, so a nested access on
+// the same thread (a worker running a task of this scope while it helps inside another) never
+// overlaps an outer one.
+unsafe impl Sync for WorkerSlot {}
 
 /// The smallest orphan list that is swept.
 const SWEEP_MIN: usize = 64;
@@ -643,7 +655,9 @@ impl Shared {
 
     /// This worker's spare task context, if it has one ("Task contexts").
     fn spare_task_context(&self) -> Option<Context> {
-        self.worker_slot()?.spare.lock().unwrap_or_else(PoisonError::into_inner).take()
+        let slot = self.worker_slot()?;
+        // SAFETY: this is worker `i`'s slot, on worker `i` (see `WorkerSlot`'s `Sync` impl).
+        unsafe { (*slot.spare.get()).take() }
     }
 
     /// Keeps `ctx`, the context of a task that has finished and whose handle is gone, as this
@@ -651,9 +665,13 @@ impl Shared {
     fn keep_spare_task_context(&self, ctx: Context) {
         let Some(slot) = self.worker_slot() else { return };
         if ctx.is_pristine() {
-            let mut spare = slot.spare.lock().unwrap_or_else(PoisonError::into_inner);
-            if spare.is_none() {
-                *spare = Some(ctx);
+            // SAFETY: as in `spare_task_context`; the reference ends within this block, and
+            // nothing is dropped through it (the slot is empty when written).
+            unsafe {
+                let spare = &mut *slot.spare.get();
+                if spare.is_none() {
+                    *spare = Some(ctx);
+                }
             }
         }
     }
@@ -661,13 +679,34 @@ impl Shared {
     /// Keeps an orphaned task until it is done, sweeping the finished ones once the list has
     /// doubled since the last sweep.
     fn adopt(&self, task: Arc<dyn Orphan>) {
+        // Also frees up to FRONT finished ones from the front: tasks finish about in the order
+        // they were orphaned, and freeing a few at a time, between the spawner's allocations,
+        // keeps the allocator's per-thread cache warm where a big sweep would overflow it.
+        const FRONT: usize = 2;
+        let mut finished: [Option<Arc<dyn Orphan>>; FRONT] = Default::default();
         let sweep = {
             let mut orphans = self.orphans.lock().unwrap_or_else(PoisonError::into_inner);
-            orphans.tasks.push(task);
+            orphans.tasks.push_back(task);
+            for slot in &mut finished {
+                if !orphans.tasks.front().is_some_and(|t| t.is_done()) {
+                    break;
+                }
+                *slot = orphans.tasks.pop_front();
+            }
             orphans.tasks.len() >= orphans.sweep_at.max(SWEEP_MIN)
         };
+        for task in finished.into_iter().flatten() {
+            self.free_orphan(task);
+        }
         if sweep {
             self.free_orphans(false);
+        }
+    }
+
+    /// Drops an orphan, with its result if it returned one; a panic from that is recorded.
+    fn free_orphan(&self, task: Arc<dyn Orphan>) {
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(task))) {
+            self.record_panic(payload);
         }
     }
 
@@ -676,21 +715,19 @@ impl Shared {
     pub(super) fn free_orphans(&self, all: bool) {
         let done: Vec<Arc<dyn Orphan>> = {
             let mut orphans = self.orphans.lock().unwrap_or_else(PoisonError::into_inner);
-            let tasks = std::mem::take(&mut orphans.tasks);
             let done = if all {
-                tasks
+                std::mem::take(&mut orphans.tasks).into()
             } else {
-                let (done, pending) = tasks.into_iter().partition(|t| t.is_done());
-                orphans.tasks = pending;
+                let (done, pending): (Vec<_>, Vec<_>) =
+                    std::mem::take(&mut orphans.tasks).into_iter().partition(|t| t.is_done());
+                orphans.tasks = pending.into();
                 done
             };
             orphans.sweep_at = 2 * orphans.tasks.len();
             done
         };
         for task in done {
-            if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(task))) {
-                self.record_panic(payload);
-            }
+            self.free_orphan(task);
         }
     }
 }
