@@ -6,43 +6,13 @@
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tether::{Canceller, Context, Key};
 
+mod common;
+use common::{parallel, spin};
+
 const HOUR: Duration = Duration::from_secs(3600);
-
-fn cores() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get())
-}
-
-/// Runs `body` `iters` times spread over one thread per core; returns the wall time.
-fn parallel<F: Fn() + Sync>(iters: u64, body: F) -> Duration {
-    let n = cores() as u64;
-    let per_thread = iters.div_ceil(n);
-    let start = Instant::now();
-    std::thread::scope(|s| {
-        for _ in 0..n {
-            s.spawn(|| {
-                for _ in 0..per_thread {
-                    body();
-                }
-            });
-        }
-    });
-    start.elapsed()
-}
-
-/// Go's `for i := 0; i < 100; i++ { x /= x + 1 }`, with `x := 0`. Go's compiler proves `x` stays
-/// 0 and deletes the division: `go tool objdump -s BenchmarkCommonParentCancel.func1` on the
-/// test binary shows only the counting loop (go1.27). So this is the counting loop alone, kept
-/// by `black_box`. Two real 64-bit division chains cost about 3.2 µs per operation on the
-/// development machine, 13 times Go's two counting loops, and made the benchmark measure
-/// arithmetic rather than contexts.
-fn spin() {
-    for i in 0..100u32 {
-        black_box(i);
-    }
-}
 
 static KEY: Key<&'static str> = Key::new("key");
 

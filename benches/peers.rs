@@ -13,38 +13,12 @@
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::cell::Cell;
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+
 use tether::{Context, Key};
 use tokio_util::sync::CancellationToken;
 
-fn cores() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get())
-}
-
-/// Runs `body` `iters` times spread over one thread per core (Go's `RunParallel`), as
-/// `benches/context.rs` does; returns the wall time.
-fn parallel<F: Fn() + Sync>(iters: u64, body: F) -> Duration {
-    let n = cores() as u64;
-    let per_thread = iters.div_ceil(n);
-    let start = Instant::now();
-    std::thread::scope(|s| {
-        for _ in 0..n {
-            s.spawn(|| {
-                for _ in 0..per_thread {
-                    body();
-                }
-            });
-        }
-    });
-    start.elapsed()
-}
-
-/// Go's `for i := 0; i < 100; i++ { x /= x + 1 }` as Go compiles it: see `benches/context.rs`.
-fn spin() {
-    for i in 0..100u32 {
-        black_box(i);
-    }
-}
+mod common;
+use common::{parallel, spin};
 
 /// A chain of `depth` child tokens below `root`; the leaf keeps the chain registered.
 fn token_chain(root: &CancellationToken, depth: usize) -> CancellationToken {

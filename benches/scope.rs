@@ -9,7 +9,10 @@
 
 use criterion::{Criterion, Throughput, criterion_group};
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+mod common;
+use common::{median, time};
 
 /// Threads spawned and joined per iteration.
 const THREADS: usize = 64;
@@ -78,17 +81,6 @@ fn tether_scope() {
 
 /// Rounds of the interleaved measurement (after as many warm-up rounds as a tenth of them).
 const ROUNDS: usize = 400;
-
-fn time(f: fn()) -> Duration {
-    let start = Instant::now();
-    f();
-    start.elapsed()
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
 
 /// One scope of each contender per round, in rotating order; medians per thread.
 fn interleaved() {

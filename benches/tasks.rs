@@ -19,7 +19,10 @@
 
 use criterion::{Criterion, Throughput, criterion_group};
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+mod common;
+use common::{median, time};
 
 /// Tasks spawned and joined per iteration.
 const TASKS: usize = 1000;
@@ -75,17 +78,6 @@ const SETTLE: usize = 10;
 /// Pause before each scope of the cold measurement: longer than either pool spins before it
 /// sleeps, so each scope starts with its pool asleep.
 const COLD_PAUSE: Duration = Duration::from_millis(2);
-
-fn time(f: fn()) -> Duration {
-    let start = Instant::now();
-    f();
-    start.elapsed()
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
 
 /// Prints the medians per task of `times` (one list per contender), and each against the first.
 fn report(title: &str, contenders: &[(&str, fn())], times: Vec<Vec<Duration>>) {

@@ -3,14 +3,33 @@
 //! balanced. The tests are serialised: they occupy every pool worker, and count live tasks.
 
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-use std::sync::{Barrier, Mutex};
+use std::sync::{Arc, Barrier, Mutex};
 use tether::testing::LeakCheck;
-use tether::{Canceller, Cause};
+use tether::{Canceller, Cause, TaskHandle};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Spawns one task per pool worker, each waiting until its context is cancelled, and returns
+/// once every worker is running one: tasks spawned after this stay queued, since this thread
+/// does not help until it waits.
+fn occupy_every_worker<'scope>(s: &'scope tether::Scope<'scope, '_>) -> Vec<TaskHandle<'scope, Cause>> {
+    let workers = tether::pool::threads();
+    let all_busy = Arc::new(Barrier::new(workers + 1));
+    let blockers = (0..workers)
+        .map(|_| {
+            let all_busy = all_busy.clone();
+            s.spawn_task(move |ctx| {
+                all_busy.wait();
+                ctx.wait()
+            })
+        })
+        .collect();
+    all_busy.wait();
+    blockers
 }
 
 #[test]
@@ -37,8 +56,6 @@ fn tasks_spawned_into_a_cancelled_scope_never_run_their_body() {
 fn cancellation_reaches_queued_tasks_before_they_start() {
     let _serial = serial();
     let check = LeakCheck::start();
-    let workers = tether::pool::threads();
-    let all_busy = Barrier::new(workers + 1);
     let ran = AtomicUsize::new(0);
     let dropped = AtomicUsize::new(0);
     struct CountDrop<'a>(&'a AtomicUsize);
@@ -48,17 +65,8 @@ fn cancellation_reaches_queued_tasks_before_they_start() {
         }
     }
     tether::scope(|s| {
-        // Occupy every worker until the scope is cancelled.
-        let blockers: Vec<_> = (0..workers)
-            .map(|_| {
-                s.spawn_task(|ctx| {
-                    all_busy.wait();
-                    ctx.wait()
-                })
-            })
-            .collect();
-        all_busy.wait();
-        // No worker is free and this thread does not help until it waits: these stay queued.
+        // Occupy every worker until the scope is cancelled; the tasks below stay queued.
+        let blockers = occupy_every_worker(s);
         let queued: Vec<_> = (0..100)
             .map(|_| {
                 let guard = CountDrop(&dropped);
@@ -85,18 +93,8 @@ fn cancellation_reaches_queued_tasks_before_they_start() {
 #[test]
 fn cancelling_one_task_handle_skips_only_that_task() {
     let _serial = serial();
-    let workers = tether::pool::threads();
-    let all_busy = Barrier::new(workers + 1);
     tether::scope(|s| {
-        let blockers: Vec<_> = (0..workers)
-            .map(|_| {
-                s.spawn_task(|ctx| {
-                    all_busy.wait();
-                    ctx.wait()
-                })
-            })
-            .collect();
-        all_busy.wait();
+        let blockers = occupy_every_worker(s);
         let skipped = s.spawn_task(|_| 1);
         let kept = s.spawn_task(|_| 2);
         skipped.context().cancel();
