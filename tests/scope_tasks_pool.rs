@@ -73,3 +73,54 @@ fn configuring_the_pool_after_it_started_is_refused() {
     assert_eq!(tether::pool::configure(4), Err(tether::pool::AlreadyStarted));
     assert_eq!(tether::pool::threads(), 1);
 }
+
+/// A worker counts the tasks it runs out of their scope in one step per run of tasks of that
+/// scope (pool invariant 4); it must do so before it starts a task of another scope, which may
+/// block for as long as it likes. Here the other scope's task blocks until the first scope has
+/// returned: if the worker still held the first scope's count, that scope could not return.
+#[test]
+fn a_worker_counts_its_finished_tasks_out_before_it_runs_another_scopes_task() {
+    use crossbeam_channel::bounded;
+    use std::time::Duration;
+    one_worker();
+    let (x_started, x_has_started) = bounded(1);
+    let (open_gate, gate) = bounded::<()>(1);
+    let (go, wait_for_go) = bounded(1);
+    let (y_queued, y_was_queued) = bounded(1);
+    let (y_started, y_has_started) = bounded(1);
+    let (x_exited, x_has_exited) = bounded(1);
+    let (release, wait_for_release) = bounded(1);
+    let other_scope = std::thread::spawn(move || {
+        tether::scope(|s| {
+            wait_for_go.recv().unwrap();
+            let y = s.spawn_task(move |_| {
+                y_started.send(()).unwrap();
+                // Bounded, so that the test fails (rather than hangs) if the count is held.
+                x_has_exited.recv_timeout(Duration::from_secs(10)).is_ok()
+            });
+            y_queued.send(()).unwrap();
+            // Joining `y` before the worker has claimed it would run it here instead.
+            wait_for_release.recv().unwrap();
+            y.join().unwrap()
+        })
+        .unwrap()
+    });
+    tether::scope(|s| {
+        // The only worker runs `x` and stays in it until the gate opens.
+        s.spawn_task(move |_| {
+            x_started.send(()).unwrap();
+            gate.recv().unwrap();
+        });
+        x_has_started.recv().unwrap();
+        // `y` is queued behind `x` (this thread does not help: it waits on plain channels).
+        go.send(()).unwrap();
+        y_was_queued.recv().unwrap();
+        open_gate.send(()).unwrap();
+        // The worker finishes `x` and then runs `y`: wait until `y` has started.
+        y_has_started.recv().unwrap();
+        release.send(()).unwrap();
+    })
+    .unwrap();
+    let _ = x_exited.send(()); // fails only if `y` gave up waiting
+    assert!(other_scope.join().unwrap(), "the first scope returned only once `y` gave up");
+}

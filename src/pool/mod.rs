@@ -30,13 +30,21 @@
 //! 3. `idle` counts sleepers not yet claimed by a pusher; a pusher claims one (decrements `idle`)
 //!    before adding a wake-up to `Sleep::wakes`, so one push wakes at most one worker and an idle
 //!    pool costs a push one fence and one load.
+//! 4. **Late finishes**: a worker may report the finish of the jobs it runs from its own loop
+//!    late, in one step ([`begin_job`], [`finish_late`]), so that a run of jobs of one scope
+//!    costs that scope's shared count one write instead of one per job. It holds late finishes
+//!    of one count at a time, and only while it is running a job of that same count (which is
+//!    itself still counted, so the count cannot reach zero meanwhile) or choosing its next job:
+//!    it reports them before a job of another count starts and before it snoozes or sleeps.
+//!    Jobs run anywhere else (a thread helping while it waits, a joiner running a job inline,
+//!    a job nested in another) report their finish at once.
 //!
 //! [`Scope::spawn_task`]: crate::Scope::spawn_task
 //! [`TaskHandle::join`]: crate::TaskHandle::join
 
 use crossbeam_deque::{Injector, Steal, Stealer, Worker};
 use crossbeam_utils::Backoff;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed, Ordering::SeqCst, fence};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
@@ -76,10 +84,27 @@ static POOL: OnceLock<&'static Pool> = OnceLock::new();
 /// The thread count set by [`configure`]; 0 when not configured.
 static CONFIGURED: AtomicUsize = AtomicUsize::new(0);
 
+/// A count of running jobs (a scope's), to which a worker reports finishes late (invariant 4).
+pub(crate) trait FinishCount: Send + Sync {
+    /// Counts `n` finished jobs out.
+    fn finish(&self, n: usize);
+}
+
+/// The finishes a worker has not reported yet (invariant 4): `n` jobs of `count`.
+struct Late {
+    count: Option<Arc<dyn FinishCount>>,
+    n: usize,
+}
+
 thread_local! {
     /// This thread's worker state, if it is a pool worker (null otherwise). Points into the
     /// worker's own stack frame (`worker_main`), which outlives every use on that thread.
     static LOCAL: Cell<*const Local> = const { Cell::new(std::ptr::null()) };
+    /// Set by a worker's loop just before it runs a job; taken by the first [`begin_job`] of
+    /// that run, so that nested jobs cannot finish late (invariant 4).
+    static MAY_FINISH_LATE: Cell<bool> = const { Cell::new(false) };
+    /// This worker's late finishes (invariant 4); always empty on other threads.
+    static LATE: RefCell<Late> = const { RefCell::new(Late { count: None, n: 0 }) };
 }
 
 /// [`configure`] was called after the pool had started: the worker count is fixed.
@@ -200,6 +225,51 @@ pub(crate) fn help_once() -> bool {
     }
 }
 
+/// Called by a job as it starts, with the address of the count it will finish in. Returns
+/// whether it may report that finish late ([`finish_late`]): only the job a worker's loop runs,
+/// not one nested in it. If so, first reports the late finishes of any other count
+/// (invariant 4).
+pub(crate) fn begin_job(count: *const ()) -> bool {
+    if !MAY_FINISH_LATE.with(|m| m.replace(false)) {
+        return false;
+    }
+    let other = LATE.with_borrow(|late| late.count.as_ref().is_some_and(|c| !same_count(c, count)));
+    if other {
+        report_late_finishes();
+    }
+    true
+}
+
+/// Records the finish of a job that [`begin_job`] allowed to finish late, in `count` (whose
+/// address it was given); `hold` makes the reference this worker keeps until it reports them.
+pub(crate) fn finish_late(count: *const (), hold: impl FnOnce() -> Arc<dyn FinishCount>) {
+    let other = LATE.with_borrow(|late| late.count.as_ref().is_some_and(|c| !same_count(c, count)));
+    if other {
+        // Unreachable while `begin_job` reports on a change of count; kept so that a slip could
+        // never report one count's finishes to another.
+        report_late_finishes();
+    }
+    LATE.with_borrow_mut(|late| {
+        if late.count.is_none() {
+            late.count = Some(hold());
+        }
+        late.n += 1;
+    });
+}
+
+fn same_count(held: &Arc<dyn FinishCount>, count: *const ()) -> bool {
+    std::ptr::eq(Arc::as_ptr(held).cast::<()>(), count)
+}
+
+/// Reports this worker's late finishes, if any (invariant 4).
+fn report_late_finishes() {
+    let (count, n) = LATE.with_borrow_mut(|late| (late.count.take(), std::mem::take(&mut late.n)));
+    if let Some(count) = count {
+        // Outside the borrow: the report may wake a waiter, which runs no code of ours here.
+        count.finish(n);
+    }
+}
+
 /// Blocks until `done()`, running pending jobs meanwhile (help while joining). When nothing is
 /// runnable it snoozes, then calls `park`, which must return after a bounded time (so that jobs
 /// queued meanwhile get helped) or when `done()` may have become true.
@@ -244,14 +314,19 @@ fn worker_main(pool: &'static Pool, local: Local) {
     loop {
         match pool.find_job(Some(&local)) {
             Some(job) => {
+                MAY_FINISH_LATE.with(|m| m.set(true));
                 job.run();
+                MAY_FINISH_LATE.with(|m| m.set(false));
                 backoff.reset();
+                continue;
             }
-            None if backoff.is_completed() => {
-                pool.sleep();
-                backoff.reset();
-            }
-            None => backoff.snooze(),
+            None => report_late_finishes(),
+        }
+        if backoff.is_completed() {
+            pool.sleep();
+            backoff.reset();
+        } else {
+            backoff.snooze();
         }
     }
 }

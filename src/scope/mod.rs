@@ -677,10 +677,15 @@ impl Shared {
     /// scope may end: the caller must not touch anything borrowed from `'scope` any more (it
     /// keeps `self` alive with its own `Arc`).
     fn finish_one(&self) {
+        self.finish_many(1);
+    }
+
+    /// Counts `n` children as finished at once ([`finish_one`](Self::finish_one) `n` times).
+    fn finish_many(&self, n: usize) {
         // SeqCst (a Release decrement, in the order the waiters' `waiters` increment is in):
         // either a waiter's check of `running` sees zero, or this thread sees the waiter and
         // notifies it under `idle_lock`, after the waiter has started sleeping.
-        if self.running.fetch_sub(1, SeqCst) == 1 && self.waiters.load(SeqCst) > 0 {
+        if self.running.fetch_sub(n, SeqCst) == n && self.waiters.load(SeqCst) > 0 {
             drop(self.idle_lock.lock().unwrap_or_else(PoisonError::into_inner));
             self.idle.notify_all();
         }

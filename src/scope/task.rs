@@ -7,19 +7,21 @@
 //! is safe. What differs is who waits and how: every wait for tasks helps (`pool::wait_until`).
 //!
 //! # A task's life
-//! 1. On the spawning thread: take a slot of the limit (if any, helping while it waits), make the
-//!    task's node (a child of the scope's node, with the inherited bindings only), count it as
-//!    running, and queue it (one allocation holds the closure, the outcome and the node).
+//! 1. On the spawning thread: take a slot of the limit (if any, helping while it waits), count
+//!    the task as running, and queue it (one allocation holds the closure, the outcome and, once
+//!    made, the task's context).
 //! 2. On whichever thread claims it (a worker, a thread helping while it waits, or the joiner
-//!    running it inline): if its context
-//!    is already cancelled, **skip** it: drop the closure without calling it and record
-//!    [`Outcome::Skipped`] with the cause. Otherwise run the closure with the context ambient,
-//!    under `catch_unwind`.
+//!    running it inline): if its context (or, before it has one, the scope's) is already
+//!    cancelled, **skip** it: drop the closure without calling it and record
+//!    [`Outcome::Skipped`] (the handle reads the cause from that context). Otherwise make its
+//!    context ("Task contexts") and run the closure with it ambient, under `catch_unwind`.
 //! 3. A panic is recorded in the scope and cancels it; a fallible task's `Err` is recorded and
 //!    cancels the scope with [`Cause::ChildFailed`](crate::Cause::ChildFailed).
 //! 4. Store the outcome, mark the task [`DONE`], wake a joiner; let go of the task, dropping the
 //!    outcome here if the handle is already gone (it may borrow from `'scope`).
-//! 5. Give the slot back and count the task out: the last thing it does with `'scope` data.
+//! 5. Give the slot back and count the task out: the last thing it does with `'scope` data. A
+//!    pool worker running tasks from its own loop counts a run of tasks of one scope out in one
+//!    step (pool invariant 4: one write of the scope's shared count per run, not per task).
 //!
 //! # Orphans
 //! A task's memory is allocated by the thread that spawns it. If the last reference were the
@@ -71,6 +73,7 @@ use std::cell::{Cell, UnsafeCell};
 use std::error::Error;
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::ptr::NonNull;
 use std::sync::atomic::{
     AtomicBool, AtomicU8, Ordering::Acquire, Ordering::Release, Ordering::SeqCst, fence,
 };
@@ -96,7 +99,9 @@ enum Outcome<T> {
     /// The task panicked; the payload is in the scope's failures under this id.
     Panicked(u64),
     /// The task's context was cancelled before it started; its closure was dropped uncalled.
-    Skipped(Cause),
+    /// The cause is that context's (or, if the task never made one, the scope's): a cause never
+    /// changes once set, so the handle reads it there (which keeps a task's allocation small).
+    Skipped,
 }
 
 /// One spawned task: the job on the pool and the packet its handle reads, in one allocation.
@@ -172,6 +177,8 @@ trait Packet<T>: Orphan {
     fn orphan(&self);
     /// The task's context, made now (below `parent`, the scope's) if it does not exist yet.
     fn ctx(&self, parent: &Context) -> &Context;
+    /// Why a skipped task was skipped: the cause of its context, or of `scope` if it has none.
+    fn skip_cause(&self, scope: &Context) -> Cause;
     /// Runs the task on this thread if nobody has claimed it yet; whether it did.
     fn run_inline(&self) -> bool;
     /// # Safety
@@ -180,11 +187,21 @@ trait Packet<T>: Orphan {
 }
 
 /// Counts a task as running from its spawn until it is done (scope invariant 4).
+///
+/// Holds the scope's state by address, not by `Arc`: the count it stands for keeps the state
+/// alive (the scope drops its `Arc` only after it has seen the count at zero), so a task costs
+/// the state's reference count nothing. Counting out takes a reference first ([`Drop`]).
 struct Running {
-    shared: Arc<Shared>,
+    shared: NonNull<Shared>,
     /// Whether the task holds a slot of the limit.
     slot: bool,
+    /// Whether this task may count itself out late (`pool::begin_job`, pool invariant 4).
+    late: bool,
 }
+
+// SAFETY: `Running` is `!Send` only because of the pointer; `Shared` is `Sync`, and the pointee
+// lives for as long as the `Running` does (see the type's docs).
+unsafe impl Send for Running {}
 
 /// An owned permission to join a pool task of a scope, and the task's context.
 ///
@@ -345,7 +362,7 @@ impl<'scope, 'env> Scope<'scope, 'env> {
         let task = Arc::new(Task {
             state: AtomicU8::new(PENDING),
             f: UnsafeCell::new(Some(f)),
-            running: UnsafeCell::new(Some(Running::start(self.shared.clone(), slot))),
+            running: UnsafeCell::new(Some(Running::start(&self.shared, slot))),
             outcome: UnsafeCell::new(None),
             ctx: OnceLock::new(),
             joiner: OnceLock::new(),
@@ -394,7 +411,7 @@ where
             return;
         }
         let running = self.execute();
-        let shared = &*running.shared;
+        let shared = running.shared();
         // Let go of the task; if the handle is gone, this drops the outcome (user code).
         if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(self))) {
             shared.record_panic(payload);
@@ -420,19 +437,17 @@ where
     fn execute(&self) -> Running {
         // SAFETY: invariant 1: this thread claimed the task and is its only runner.
         let (f, running) = unsafe { ((*self.f.get()).take(), (*self.running.get()).take()) };
-        let (f, running) = (f.expect("tether: a task ran twice"), running.expect("tether: a task ran twice"));
-        let shared = &*running.shared;
+        let (f, mut running) =
+            (f.expect("tether: a task ran twice"), running.expect("tether: a task ran twice"));
+        running.begin();
+        let shared = running.shared();
         // 2. Skip if already cancelled (the scope, or this task through its handle), else run
         //    with the context ambient. The task's node is made now unless the handle made it.
-        let cancelled = match self.ctx.get() {
-            Some(ctx) => ctx.is_cancelled().then(|| ctx.cause()),
-            None => shared.ctx.is_cancelled().then(|| shared.ctx.cause()),
-        };
-        let outcome = if let Some(cause) = cancelled {
+        let outcome = if self.ctx.get().unwrap_or(&shared.ctx).is_cancelled() {
             if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(f))) {
                 shared.record_panic(payload);
             }
-            Outcome::Skipped(cause.unwrap_or(Cause::Cancelled))
+            Outcome::Skipped
         } else {
             // Acquire, before reading `ctx`: pairs with the handle's Release in `Drop`, so a
             // context the handle made before it went is seen below.
@@ -505,6 +520,10 @@ where
         self.ctx.get_or_init(|| parent.child_for_spawn())
     }
 
+    fn skip_cause(&self, scope: &Context) -> Cause {
+        self.ctx.get().unwrap_or(scope).cause().unwrap_or(Cause::Cancelled)
+    }
+
     fn run_inline(&self) -> bool {
         if !self.claim() {
             return false;
@@ -568,7 +587,7 @@ impl<T> TaskHandle<'_, T> {
                 let payload = shared.take_panic(id).expect("tether: a task's panic was taken twice");
                 Err(JoinError::new(None, payload))
             }
-            Outcome::Skipped(cause) => Err(JoinError::skipped(cause)),
+            Outcome::Skipped => Err(JoinError::skipped(task.skip_cause(&shared.ctx))),
         }
     }
 
@@ -741,23 +760,59 @@ impl<T> fmt::Debug for TaskHandle<'_, T> {
     }
 }
 
+impl pool::FinishCount for Shared {
+    /// Late finishes of this scope's tasks (pool invariant 4), reported by the worker that ran them.
+    fn finish(&self, n: usize) {
+        self.finish_many(n);
+    }
+}
+
 // ===== impl Running =====
 
 impl Running {
-    fn start(shared: Arc<Shared>, slot: bool) -> Running {
+    fn start(shared: &Arc<Shared>, slot: bool) -> Running {
         shared.start_one();
         live::add(Kind::Tasks, 1);
-        Running { shared, slot }
+        Running { shared: NonNull::from(&**shared), slot, late: false }
+    }
+
+    /// The scope's state, alive while this count is (see the type's docs).
+    fn shared(&self) -> &Shared {
+        // SAFETY: the scope keeps its `Arc` until it has seen the count at zero, and this
+        // `Running` is one of that count until it drops.
+        unsafe { self.shared.as_ref() }
+    }
+
+    /// Called as the task starts running: whether its worker may count it out late, in one
+    /// step with the next tasks of this scope it runs (pool invariant 4).
+    fn begin(&mut self) {
+        self.late = pool::begin_job(self.shared.as_ptr().cast());
+    }
+
+    /// A new reference to the scope's state, to use after the count has dropped.
+    fn hold(&self) -> Arc<Shared> {
+        let ptr = self.shared.as_ptr().cast_const();
+        // SAFETY: `ptr` is the address of the scope's `Arc<Shared>` contents (`start`), which is
+        // alive (see `shared`), so its strong count is at least one and may be incremented.
+        unsafe {
+            Arc::increment_strong_count(ptr);
+            Arc::from_raw(ptr)
+        }
     }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
         if self.slot {
-            self.shared.release_slot();
+            self.shared().release_slot();
         }
         live::add(Kind::Tasks, -1);
-        // Last: after this the scope may end (see `Scope::spawn_task_with`).
-        self.shared.finish_one();
+        // Last: after this the scope may end (see `Scope::spawn_task_with`), so a reference is
+        // taken first, for the decrement's wake-up (and, late, for the worker to report it).
+        if self.late {
+            pool::finish_late(self.shared.as_ptr().cast_const().cast(), || self.hold());
+        } else {
+            self.hold().finish_one();
+        }
     }
 }
