@@ -3,17 +3,20 @@
 //! 1.5x rayon per task.
 //!
 //! Each contender runs all its children to completion (tether: `wait_all` before the exit, which
-//! would otherwise skip the tasks not yet started). Measured three ways: criterion's (each
-//! contender back to back for seconds); interleaved blocks (after a pause, 40 scopes of each
-//! contender in rotating order, the first 10 not recorded; medians), which cancels the machine's
-//! drift; and interleaved cold (a pause before each scope, so the pool starts asleep). One scope
-//! per contender per round, as an earlier version did, measures neither: on two cores, the pool
-//! that just ran keeps spinning down while the other one runs, and steals its CPU.
+//! would otherwise skip the tasks not yet started). The two pools are measured three ways:
+//! criterion's (each contender back to back for seconds); interleaved blocks (after a pause, 40
+//! scopes of each pool in rotating order, the first 10 not recorded; medians), which cancels the
+//! machine's drift; and interleaved cold (a pause before each scope, so the pool starts asleep).
+//! One scope per contender per round, as an earlier version did, measures neither: on two cores,
+//! the pool that just ran keeps spinning down while the other one runs, and steals its CPU.
 //!
-//! On the 2-core development machine rayon's figure is bimodal: about 160-190 ns per task when
-//! one of its workers runs the whole scope (short bursts, and `RAYON_NUM_THREADS=1`), about
-//! 360-400 ns when both take part (criterion's long loops). Run with `TETHER_POOL_THREADS=1
-//! RAYON_NUM_THREADS=1` as well to compare the per-task cost of one worker each.
+//! The thread-per-child contender is measured on its own, after the pools: a block of it starts
+//! and ends 1,000 OS threads per scope, and on the 2-core development machine rayon's figure
+//! in the blocks that follow such a storm drops from about 380 to about 180 ns per task (one of
+//! its workers then runs the whole scope, as it always does with `RAYON_NUM_THREADS=1`), while
+//! tether's does not change. The blocks are therefore measured twice: pools alone, and with a
+//! storm of threads before every block, so both of rayon's figures are in the same run. Run with
+//! `TETHER_POOL_THREADS=1 RAYON_NUM_THREADS=1` as well to compare one worker each.
 //!
 //! Run with `cargo bench --bench tasks -- --warm-up-time 2 --measurement-time 6`.
 
@@ -97,33 +100,35 @@ fn report(title: &str, contenders: &[(&str, fn())], times: Vec<Vec<Duration>>) {
     }
 }
 
-/// Blocks: after a pause, scopes of each contender back to back in rotating order, so slow drift
-/// of the machine cancels out while each contender is measured in a run of its own. Cold: one
-/// scope at a time after a pause, each pool starting asleep (a scope in a program that spawns
-/// tasks now and then).
-fn interleaved() {
-    let contenders: [(&str, fn()); 3] = [
-        ("rayon_scope", rayon_scope),
-        ("tether_spawn_task", tether_tasks),
-        ("std_thread_per_child", thread_per_child),
-    ];
-    let mut warm = vec![Vec::new(); contenders.len()];
+/// Scopes of a thread per child run before each block of the "after thread storms" rotation.
+const STORM: usize = 4;
+
+/// Blocks: after a pause (and, if `storm`, a few scopes of a thread per child), scopes of each
+/// pool back to back in rotating order, so slow drift of the machine cancels out while each pool
+/// is measured in a run of its own.
+fn blocks(pools: &[(&str, fn())], storm: bool) -> Vec<Vec<Duration>> {
+    let mut warm = vec![Vec::new(); pools.len()];
     for round in 0..ROUNDS + ROUNDS / 10 {
-        for k in 0..contenders.len() {
-            let i = (round + k) % contenders.len();
+        for k in 0..pools.len() {
+            let i = (round + k) % pools.len();
+            if storm {
+                (0..STORM).for_each(|_| thread_per_child());
+            }
             std::thread::sleep(COLD_PAUSE);
-            // A thread per child is a hundred times slower: a few scopes of it are enough.
-            let block = if i == 2 { SETTLE + 2 } else { BLOCK };
-            for b in 0..block {
-                let t = time(contenders[i].1);
+            for b in 0..BLOCK {
+                let t = time(pools[i].1);
                 if round >= ROUNDS / 10 && b >= SETTLE {
                     warm[i].push(t);
                 }
             }
         }
     }
-    report(&format!("interleaved blocks, {ROUNDS} rounds of {BLOCK}, median per task"), &contenders, warm);
-    let pools = &contenders[..2];
+    warm
+}
+
+/// Cold: one scope at a time after a pause, each pool starting asleep (a scope in a program that
+/// spawns tasks now and then).
+fn cold(pools: &[(&str, fn())]) -> Vec<Vec<Duration>> {
     let mut cold = vec![Vec::new(); pools.len()];
     for round in 0..ROUNDS * 4 {
         for k in 0..pools.len() {
@@ -132,11 +137,28 @@ fn interleaved() {
             cold[i].push(time(pools[i].1));
         }
     }
+    cold
+}
+
+fn interleaved() {
+    let pools: [(&str, fn()); 2] = [("rayon_scope", rayon_scope), ("tether_spawn_task", tether_tasks)];
+    let title = format!("{ROUNDS} rounds of {BLOCK}, median per task");
+    report(&format!("interleaved blocks, pools alone, {title}"), &pools, blocks(&pools, false));
     report(
         &format!("interleaved cold ({COLD_PAUSE:?} pause before each scope), median per task"),
-        pools,
-        cold,
+        &pools,
+        cold(&pools),
     );
+    let stormed = blocks(&pools, true);
+    report(
+        &format!("interleaved blocks, {STORM} thread-per-child scopes before each, {title}"),
+        &pools,
+        stormed,
+    );
+    // A thread per child is a hundred times slower: a few scopes are enough.
+    let threads: Vec<Duration> = (0..12).map(|_| time(thread_per_child)).collect();
+    let per_task = median(threads).as_secs_f64() * 1e9 / TASKS as f64;
+    println!("thread per child (std::thread::scope), median of 12 scopes: {per_task:.1} ns/task");
 }
 
 criterion_group!(benches, spawn_join_1000);
