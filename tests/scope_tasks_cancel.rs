@@ -175,3 +175,28 @@ fn try_spawn_task_refuses_when_the_limit_is_full() {
         })
         .unwrap();
 }
+
+#[test]
+fn a_skipped_task_reports_the_cause_its_context_or_its_scope_was_cancelled_with() {
+    let _serial = serial();
+    let cause = |text: &str| Cause::custom(std::io::Error::other(text.to_string()));
+    tether::scope(|s| {
+        let blockers = occupy_every_worker(s);
+        // Its own context cancelled first (made by the handle before the task starts) ...
+        let own = s.spawn_task(|_| ());
+        own.context().cancel_with(cause("this task only"));
+        // ... and one that never had a context: the scope's cause is the one it was skipped for.
+        let bare = s.spawn_task(|_| ());
+        s.context().cancel_with(cause("the whole scope"));
+        let own = own.join().unwrap_err();
+        assert!(own.is_skipped());
+        assert_eq!(own.cancel_cause().map(|c| c.to_string()).as_deref(), Some("this task only"));
+        let bare = bare.join().unwrap_err();
+        assert!(bare.is_skipped());
+        assert_eq!(bare.cancel_cause().map(|c| c.to_string()).as_deref(), Some("the whole scope"));
+        for b in blockers {
+            assert_eq!(b.join().unwrap().to_string(), "the whole scope");
+        }
+    })
+    .unwrap();
+}
