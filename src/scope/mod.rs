@@ -530,9 +530,10 @@ where
     }
 }
 
-/// Waits until `shared` is the only reference to the scope's state. Every child holds one until
-/// just after it counts itself out (`Running`), so once the join has seen no child running this
-/// waits at most for that last step of each child.
+/// Waits until `shared` is the only reference to the scope's state. A child holds one across the
+/// step that counts it out (a thread child for its whole life, a task from just before that step,
+/// a worker reporting late finishes until it has reported them) and lets go just after, so once
+/// the join has seen no child running this waits at most for that last step of each child.
 fn sole_owner(shared: &Arc<Shared>) {
     // SeqCst like every access to the count; the children's decrements are Release.
     while Arc::strong_count(shared) > 1 {
