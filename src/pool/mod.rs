@@ -233,8 +233,7 @@ pub(crate) fn begin_job(count: *const ()) -> bool {
     if !MAY_FINISH_LATE.with(|m| m.replace(false)) {
         return false;
     }
-    let other = LATE.with_borrow(|late| late.count.as_ref().is_some_and(|c| !same_count(c, count)));
-    if other {
+    if holds_other_count(count) {
         report_late_finishes();
     }
     true
@@ -243,8 +242,7 @@ pub(crate) fn begin_job(count: *const ()) -> bool {
 /// Records the finish of a job that [`begin_job`] allowed to finish late, in `count` (whose
 /// address it was given); `hold` makes the reference this worker keeps until it reports them.
 pub(crate) fn finish_late(count: *const (), hold: impl FnOnce() -> Arc<dyn FinishCount>) {
-    let other = LATE.with_borrow(|late| late.count.as_ref().is_some_and(|c| !same_count(c, count)));
-    if other {
+    if holds_other_count(count) {
         // Unreachable while `begin_job` reports on a change of count; kept so that a slip could
         // never report one count's finishes to another.
         report_late_finishes();
@@ -257,8 +255,11 @@ pub(crate) fn finish_late(count: *const (), hold: impl FnOnce() -> Arc<dyn Finis
     });
 }
 
-fn same_count(held: &Arc<dyn FinishCount>, count: *const ()) -> bool {
-    std::ptr::eq(Arc::as_ptr(held).cast::<()>(), count)
+/// Whether this worker holds late finishes of a count other than the one at `count`.
+fn holds_other_count(count: *const ()) -> bool {
+    LATE.with_borrow(|late| {
+        late.count.as_ref().is_some_and(|held| !std::ptr::eq(Arc::as_ptr(held).cast::<()>(), count))
+    })
 }
 
 /// Reports this worker's late finishes, if any (invariant 4).
