@@ -15,14 +15,22 @@
 //!   steals (FIFO, the oldest job) from the other workers.
 //! - A worker that finds nothing snoozes briefly ([`Backoff`]) and then sleeps on a condition
 //!   variable; pushing a job wakes one sleeper (the sleep protocol below).
-//! - **Help while joining**: a thread waiting for tasks (a scope's exit or `wait_all`, a
-//!   [`TaskHandle::join`]) runs pending jobs itself instead of blocking ([`wait_until`]), whether it
-//!   is a worker or not. So a task that waits on a nested scope never holds its worker idle while
-//!   runnable work exists, and waits cannot deadlock for want of workers.
+//! - **Help while waiting, isolated**: a thread waiting for a scope (its exit, `wait_all`, a
+//!   spawn waiting for a slot) runs that scope's own pending tasks instead of blocking
+//!   ([`wait_until`] with the scope's helper), whether it is a worker or not, and never another
+//!   scope's (`scope/task.rs`, "Helping"). So a task that waits on a nested scope holds its worker
+//!   only while the nested scope has tasks running elsewhere, and waits cannot deadlock for want
+//!   of workers.
+//! - **A job never unwinds** into the pool: [`run_job`], which every thread runs jobs through,
+//!   catches what a job lets escape (nothing, by construction: a task catches every panic of
+//!   user code and of the drops of user data) and records it, so a worker never dies and a
+//!   helping wait is never cut short.
 //!
 //! # Invariants
-//! 1. A job is run at most once: it is in exactly one deque (or the injector) until a pop or a
-//!    successful steal takes it out, and only that taker runs it.
+//! 1. A job is run at most once: a copy of it is in a deque (or the injector) until a pop or a
+//!    successful steal takes it out, and only that taker runs it; a scope task also has a copy in
+//!    its scope's queue, and whichever copy is taken first claims the task (`scope/task.rs`,
+//!    invariant 1), so the other one, taken later, runs nothing.
 //! 2. No lost wake-up: a worker sleeps only after announcing itself in `idle` and then seeing
 //!    every queue empty; a pusher announces its job (the push) and then reads `idle`. Both sides
 //!    put a `SeqCst` fence between their write and their read, so at least one sees the other's
@@ -38,6 +46,9 @@
 //!    it reports them before a job of another count starts and before it snoozes or sleeps.
 //!    Jobs run anywhere else (a thread helping while it waits, a joiner running a job inline,
 //!    a job nested in another) report their finish at once.
+//! 5. [`LOCAL`] is non-null only while the worker's `Local` is alive: `worker_main` clears it
+//!    before its frame ends, also when unwinding, so a thread-local destructor on a worker thread
+//!    that spawns a task pushes to the injector instead.
 //!
 //! [`Scope::spawn_task`]: crate::Scope::spawn_task
 //! [`TaskHandle::join`]: crate::TaskHandle::join
@@ -46,13 +57,18 @@ use crossbeam_deque::{Injector, Steal, Stealer, Worker};
 use crossbeam_utils::Backoff;
 use std::cell::{Cell, RefCell};
 use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed, Ordering::SeqCst, fence};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 
 /// A unit of work on the pool: a scope task, type-erased.
 pub(crate) trait Job: Send + Sync {
-    /// Runs the job. Never unwinds: the task catches its own panics.
+    /// Runs the job, unless another copy of it was claimed already. Does not unwind: the task
+    /// catches the panics of the user code it runs and drops ([`run_job`] is the backstop).
     fn run(self: Arc<Self>);
+    /// Whether a thread has claimed the job: this copy is then stale, and dropping it runs no
+    /// user code.
+    fn is_claimed(&self) -> bool;
 }
 
 /// A queued job. `'static` only by erasure: see `task.rs`, `Scope::spawn_task_with`.
@@ -197,7 +213,7 @@ pub(crate) fn push(job: JobRef) {
         pool.injector.push(job);
     } else {
         // SAFETY: non-null only on a worker thread, pointing to its `Local` in `worker_main`'s
-        // frame, which is live for as long as the thread runs anything (module `LOCAL` docs).
+        // frame, which is live while it is non-null (invariant 5).
         unsafe { &*local }.deque.push(job);
     }
     pool.notify();
@@ -210,18 +226,12 @@ pub(crate) fn worker_index() -> Option<usize> {
     (!local.is_null()).then(|| unsafe { &*local }.index)
 }
 
-/// Runs one pending job on this thread, if there is one; returns whether it did.
-pub(crate) fn help_once() -> bool {
-    let Some(pool) = POOL.get() else { return false };
-    let local = LOCAL.with(Cell::get);
-    // SAFETY: as in `push`.
-    let local = (!local.is_null()).then(|| unsafe { &*local });
-    match pool.find_job(local) {
-        Some(job) => {
-            job.run();
-            true
-        }
-        None => false,
+/// Runs `job` on this thread. Nothing escapes: a panic that a job let through (none does, by
+/// construction) is recorded as an unhandled panic rather than lost, and never unwinds into a
+/// worker's loop or a helping wait.
+pub(crate) fn run_job(job: JobRef) {
+    if let Err(payload) = catch_unwind(AssertUnwindSafe(move || job.run())) {
+        crate::testing::record_unhandled_panic(payload);
     }
 }
 
@@ -271,13 +281,14 @@ fn report_late_finishes() {
     }
 }
 
-/// Blocks until `done()`, running pending jobs meanwhile (help while joining). When nothing is
-/// runnable it snoozes, then calls `park`, which must return after a bounded time (so that jobs
-/// queued meanwhile get helped) or when `done()` may have become true.
-pub(crate) fn wait_until(done: impl Fn() -> bool, park: impl Fn()) {
+/// Blocks until `done()`, running jobs meanwhile with `help` (which runs one job the waiter
+/// waits for, if there is one, and says whether it did). When there is none it snoozes, then
+/// calls `park`, which must return after a bounded time (so that jobs queued meanwhile get
+/// helped) or when `done()` may have become true.
+pub(crate) fn wait_until(done: impl Fn() -> bool, help: impl Fn() -> bool, park: impl Fn()) {
     let backoff = Backoff::new();
     while !done() {
-        if help_once() {
+        if help() {
             backoff.reset();
         } else if backoff.is_completed() {
             park();
@@ -311,12 +322,16 @@ fn pool() -> &'static Pool {
 /// A worker's life: run jobs, sleep when there are none.
 fn worker_main(pool: &'static Pool, local: Local) {
     LOCAL.with(|l| l.set(&local));
+    // Invariant 5: cleared before `local` goes, whatever way this frame ends.
+    scopeguard::defer! {
+        let _ = LOCAL.try_with(|l| l.set(std::ptr::null()));
+    }
     let backoff = Backoff::new();
     loop {
         match pool.find_job(Some(&local)) {
             Some(job) => {
                 MAY_FINISH_LATE.with(|m| m.set(true));
-                job.run();
+                run_job(job);
                 MAY_FINISH_LATE.with(|m| m.set(false));
                 backoff.reset();
                 continue;

@@ -72,6 +72,9 @@ use std::time::{Duration, Instant};
 /// A panic payload.
 type Payload = Box<dyn Any + Send + 'static>;
 
+/// The running count once the exit has closed it (invariant 4): its top bit.
+const CLOSED: usize = 1 << (usize::BITS - 1);
+
 /// How long a helping wait (for tasks) sleeps with nothing to help before looking for pool jobs
 /// again; a child's completion wakes it sooner.
 const PARK: Duration = Duration::from_millis(1);
@@ -237,7 +240,8 @@ pub struct ScopeBuilder {
 /// data.push(4); // the borrows ended with the scope
 /// ```
 pub struct Scope<'scope, 'env: 'scope> {
-    shared: Arc<Shared>,
+    /// The state, owned by `run_scope` (which hands it to `end` once the body is over).
+    shared: &'scope Arc<Shared>,
     /// Invariance over `'scope`, as in std, so that `'scope` cannot shrink: children get
     /// `F: 'scope`, and a child that captured `&'scope Scope` could otherwise spawn a sibling
     /// borrowing its own locals (the `compile_fail` example above), which the scope's wait would
@@ -262,9 +266,9 @@ pub(crate) struct Shared {
     idle: Condvar,
     /// The concurrency limit's free slots, one message each; `None` without a limit.
     slots: Option<(Sender<()>, Receiver<()>)>,
-    /// Pool tasks whose handle was dropped before they finished (`task.rs`, "Orphans").
+    /// The scope's own queue of its pool tasks (`task.rs`, "Helping"), which its waits run.
     /// On a cache line of its own, away from the counters the workers write.
-    orphans: CachePadded<Mutex<task::Orphans>>,
+    tasks: CachePadded<Mutex<task::TaskQueue>>,
     /// Per pool worker, the node below the scope's that the tasks it runs hang from (`task.rs`,
     /// "Task contexts"); made on first use.
     task_parents: OnceLock<Box<[task::WorkerSlot]>>,
@@ -442,6 +446,13 @@ impl ScopeBuilder {
     where
         F: for<'scope> FnOnce(&'scope Scope<'scope, 'env>) -> R,
     {
+        run_scope(self.into_state(), f)
+    }
+
+    /// The scope's state: its context (below the parent, with the deadline and values) and
+    /// limit. Not inlined, so that its frame is not on the stack while the body runs.
+    #[inline(never)]
+    fn into_state(self) -> Arc<Shared> {
         let parent = self.parent.unwrap_or_else(crate::current);
         let mut ctx = match self.deadline {
             Some(deadline) => parent.with_deadline(deadline),
@@ -452,7 +463,7 @@ impl ScopeBuilder {
                 self.values.into_iter().fold(ctx.values().clone(), |values, (key, v)| values.with(key, v));
             ctx = ctx.with_values(values);
         }
-        exit(Arc::new(Shared::new(ctx, self.limit)), f)
+        Arc::new(Shared::new(ctx, self.limit))
     }
 }
 
@@ -467,66 +478,96 @@ impl fmt::Debug for ScopeBuilder {
     }
 }
 
-/// Runs the body, then the exit protocol (module docs).
-fn exit<'env, F, R>(shared: Arc<Shared>, f: F) -> Result<R, ScopeError>
+/// Runs the body, then the exit protocol (module docs). Only the body's own call is generic;
+/// the protocol is in [`end`], whose frame is not on the stack while the body runs (a nested
+/// scope costs its caller's stack little: see `tests/scope_nesting.rs`).
+fn run_scope<'env, F, R>(shared: Arc<Shared>, f: F) -> Result<R, ScopeError>
 where
     F: for<'scope> FnOnce(&'scope Scope<'scope, 'env>) -> R,
 {
-    let mut ended = None;
-    // Steps 1 and 2 run in a closure that owns the scope's state, so that the state (its
-    // context, and with it the values bound to the scope) is dropped at the closure's end: on
-    // this thread, before `scope` returns, with no panic in flight. A value destructor that
-    // panics there is caught below as a panic of the scope (`tests/faults.rs`).
-    let released = catch_unwind(AssertUnwindSafe(|| {
-        let scope = Scope { shared, scope: PhantomData, env: PhantomData };
-        let shared = &*scope.shared;
-        // Step 2 as a guard: it runs below, and it also runs if anything between here and there
-        // unwinds, so no path out of this function skips the wait (invariant 1).
-        let join = WaitIdle(shared);
-        let body = {
-            let _ambient = ambient::enter(&shared.ctx);
-            catch_unwind(AssertUnwindSafe(|| f(&scope)))
-        };
-        // 1. Cancel with the cause that says why (a failure may have cancelled it already: the
-        //    first cause wins).
-        let body = match body {
-            Ok(result) => {
-                shared.cancel(Cause::ScopeExited);
-                Some(result)
-            }
-            Err(payload) => {
-                shared.panicked(Some("scope body".into()), payload);
-                None
-            }
-        };
-        // 2. Join: wait until no child is running, whatever happened to the handles; then until
-        //    the cancellation that reached the scope has run its callbacks (invariant 5).
-        drop(join);
-        if let Some(settle) = &shared.settle {
-            settle.wait();
+    // Nothing below unwinds before `end` has closed the count: the body's panic is caught, and
+    // the backstop turns any other unwinding into an abort rather than let a child outlive
+    // the scope (invariant 1).
+    let backstop = AbortOnUnwind;
+    let body = {
+        let scope = Scope { shared: &shared, scope: PhantomData, env: PhantomData };
+        let _ambient = ambient::enter(&shared.ctx);
+        catch_unwind(AssertUnwindSafe(|| f(&scope)))
+    };
+    let (body, ended) = match body {
+        Ok(result) => (Some(result), end(shared, None)),
+        Err(payload) => (None, end(shared, Some(payload))),
+    };
+    std::mem::forget(backstop);
+    ended.report(body)
+}
+
+/// Aborts the process if dropped while unwinding: what `run_scope` holds from the body's start
+/// until the running count is closed, where an unwinding could only come from a bug in tether
+/// and would otherwise let a child outlive the scope.
+struct AbortOnUnwind;
+
+impl Drop for AbortOnUnwind {
+    fn drop(&mut self) {
+        eprintln!("tether: the exit of a scope unwound before its children were joined; aborting");
+        std::process::abort();
+    }
+}
+
+/// Steps 1 and 2 of the exit protocol and the failures step 3 reports: cancel, close the count
+/// (wait until no child runs), wait for the cancellation's callbacks, drop the scope's state on
+/// this thread. Never unwinds.
+#[inline(never)]
+fn end(shared: Arc<Shared>, body_panic: Option<Payload>) -> Ended {
+    // 1. Cancel with the cause that says why (a failure may have cancelled it already: the
+    //    first cause wins).
+    match body_panic {
+        None => shared.cancel(Cause::ScopeExited),
+        Some(payload) => {
+            shared.panicked(Some("scope body".into()), payload);
         }
-        // Every child has counted itself out after recording its failures, and the wait
-        // synchronized with that, so the failures below are all that will ever be recorded.
-        let mut failures = std::mem::take(&mut *shared.failures());
-        failures.put_cancelling_error_first(shared.ctx.cause());
-        ended = Some((body, failures));
-        sole_owner(&scope.shared);
-    }));
-    let (body, Failures { panics, errors, .. }) =
-        ended.expect("tether: the exit protocol unwound before the join");
+    }
+    // 2. Join: wait until no child is running, whatever happened to the handles, and close the
+    //    count (invariant 4); then wait until the cancellation that reached the scope has run
+    //    its callbacks (invariant 5).
+    shared.close();
+    if let Some(settle) = &shared.settle {
+        settle.wait();
+    }
+    // Every child has counted itself out after recording its failures, and the wait
+    // synchronized with that, so the failures below are all that will ever be recorded.
+    let mut failures = std::mem::take(&mut *shared.failures());
+    failures.put_cancelling_error_first(shared.ctx.cause());
+    let Failures { panics, errors, .. } = failures;
     let mut panics: Vec<Payload> = panics.into_iter().map(|(_, payload)| payload).collect();
-    if let Err(payload) = released {
+    // The scope's state, with its context and the values bound to it, is dropped here, on the
+    // owner's thread, before `scope` returns; a value destructor that panics is a panic of the
+    // scope (`tests/faults.rs`).
+    sole_owner(&shared);
+    if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(shared))) {
         panics.push(payload);
     }
-    // 3. Report: the first panic, else the errors, else the body's result.
-    let mut panics = panics.into_iter();
-    if let Some(first) = panics.next() {
-        panics.for_each(crate::testing::record_unhandled_panic);
-        resume_unwind(first);
-    }
-    match ScopeError::from_errors(errors) {
-        Some(error) => Err(error),
-        None => Ok(body.expect("tether: the body neither returned nor panicked")),
+    Ended { panics, errors }
+}
+
+/// The failures of an ended scope, for step 3 of the exit protocol.
+struct Ended {
+    panics: Vec<Payload>,
+    errors: Vec<SharedError>,
+}
+
+impl Ended {
+    /// 3. Report: the first panic, else the errors, else the body's result.
+    fn report<R>(self, body: Option<R>) -> Result<R, ScopeError> {
+        let mut panics = self.panics.into_iter();
+        if let Some(first) = panics.next() {
+            panics.for_each(crate::testing::record_unhandled_panic);
+            resume_unwind(first);
+        }
+        match ScopeError::from_errors(self.errors) {
+            Some(error) => Err(error),
+            None => Ok(body.expect("tether: the body neither returned nor panicked")),
+        }
     }
 }
 
@@ -538,17 +579,6 @@ fn sole_owner(shared: &Arc<Shared>) {
     // SeqCst like every access to the count; the children's decrements are Release.
     while Arc::strong_count(shared) > 1 {
         std::thread::yield_now();
-    }
-}
-
-/// Waits, on drop, until no child of the scope is running.
-struct WaitIdle<'a>(&'a Shared);
-
-impl Drop for WaitIdle<'_> {
-    fn drop(&mut self) {
-        self.0.wait_idle();
-        // Every task is done: free the orphaned ones here, while `'scope` lives.
-        self.0.free_orphans(true);
     }
 }
 
@@ -657,20 +687,42 @@ impl Shared {
             idle_lock: Mutex::new(()),
             idle: Condvar::new(),
             slots,
-            orphans: CachePadded::new(Mutex::new(task::Orphans::default())),
+            tasks: CachePadded::new(Mutex::new(task::TaskQueue::default())),
             task_parents: OnceLock::new(),
             settle,
         }
     }
 
-    /// Counts a child as running (invariant 4), before its thread starts.
+    /// Counts a child as running (invariant 4), before its thread starts or its task is queued.
+    ///
+    /// # Panics
+    ///
+    /// If the count is closed (a bug: invariant 4 says nothing can spawn then), or absurdly high.
     fn start_one(&self) {
         // Relaxed would do, as in std (the spawner is itself counted or is the body, so nobody
         // can see zero meanwhile); SeqCst keeps every access to the count in one order.
-        if self.running.fetch_add(1, SeqCst) > usize::MAX / 2 {
-            // Only reachable by forgetting absurdly many spawns: never let the count wrap to 0.
+        let before = self.running.fetch_add(1, SeqCst);
+        if before & CLOSED != 0 {
+            // Undo without `finish_one`: nobody waits for a closed count.
+            self.running.fetch_sub(1, SeqCst);
+            panic!("tether: a child was spawned into a scope that has ended");
+        }
+        if before > CLOSED / 2 {
+            // Only reachable by forgetting absurdly many spawns: never let the count reach CLOSED.
             self.finish_one();
-            panic!("tether: too many running threads in a scope");
+            panic!("tether: too many running children in a scope");
+        }
+    }
+
+    /// Waits until no child is running and closes the count (invariant 4): a spawn after this
+    /// panics instead of starting a child that nothing would wait for. Never unwinds.
+    fn close(&self) {
+        loop {
+            self.wait_idle();
+            // SeqCst like every access to the count: fails if a child started after the wait.
+            if self.running.compare_exchange(0, CLOSED, SeqCst, SeqCst).is_ok() {
+                return;
+            }
         }
     }
 
@@ -692,8 +744,8 @@ impl Shared {
         }
     }
 
-    /// Blocks until no child is running. Panic-free (it runs in a drop guard; the pool jobs it
-    /// may help with catch their own panics).
+    /// Blocks until no child is running. Panic-free: the tasks it helps with never unwind
+    /// (`pool::run_job`).
     fn wait_idle(&self) {
         // SeqCst (so Acquire): seeing zero synchronizes with every child's decrement, which is
         // a release sequence of read-modify-writes, hence with everything each child did.
@@ -703,7 +755,11 @@ impl Shared {
         if crate::pool::started() {
             // Tasks may be pending (here or in any scope): run them while waiting, so that a
             // task waiting on a nested scope never deadlocks the pool (design/0003).
-            crate::pool::wait_until(|| self.running.load(SeqCst) == 0, || self.park_idle());
+            crate::pool::wait_until(
+                || self.running.load(SeqCst) == 0,
+                || self.help_own(),
+                || self.park_idle(),
+            );
             return;
         }
         let mut guard = self.idle_lock.lock().unwrap_or_else(PoisonError::into_inner);
@@ -726,6 +782,14 @@ impl Shared {
             drop(guard);
         }
         self.waiters.fetch_sub(1, SeqCst);
+    }
+
+    /// Drops `value`, which may hold user data, recording a panic from its destructor as a panic
+    /// of the scope (on a worker, a child thread or an exit path, nothing else may catch it).
+    fn drop_caught<T>(&self, value: T) {
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(value))) {
+            self.record_panic(payload);
+        }
     }
 
     fn failures(&self) -> MutexGuard<'_, Failures> {
@@ -797,7 +861,7 @@ impl Shared {
             if self.ctx.is_cancelled() {
                 return false;
             }
-            if crate::pool::help_once() {
+            if self.help_own() {
                 continue;
             }
             select! {

@@ -8,32 +8,52 @@
 //!
 //! # A task's life
 //! 1. On the spawning thread: take a slot of the limit (if any, helping while it waits), count
-//!    the task as running, and queue it (one allocation holds the closure, the outcome and, once
-//!    made, the task's context).
-//! 2. On whichever thread claims it (a worker, a thread helping while it waits, or the joiner
+//!    the task as running, and queue it twice (one allocation holds the closure, the outcome and,
+//!    once made, the task's context): on the pool, for the workers, and on the scope's own queue
+//!    ("Helping"), for the threads that wait for the scope.
+//! 2. On whichever thread claims it (a worker, a thread waiting for the scope, or the joiner
 //!    running it inline): if its context (or, before it has one, the scope's) is already
 //!    cancelled, **skip** it: drop the closure without calling it and record
 //!    [`Outcome::Skipped`] (the handle reads the cause from that context). Otherwise make its
 //!    context ("Task contexts") and run the closure with it ambient, under `catch_unwind`.
 //! 3. A panic is recorded in the scope and cancels it; a fallible task's `Err` is recorded and
 //!    cancels the scope with [`Cause::ChildFailed`](crate::Cause::ChildFailed).
-//! 4. Store the outcome, mark the task [`DONE`], wake a joiner; let go of the task, dropping the
-//!    outcome here if the handle is already gone (it may borrow from `'scope`).
+//! 4. Store the outcome and mark the task [`DONE`]. If the handle is already gone, drop the
+//!    outcome and the task's context here ("Who drops what"); else wake a joiner.
 //! 5. Give the slot back and count the task out: the last thing it does with `'scope` data. A
 //!    pool worker running tasks from its own loop counts a run of tasks of one scope out in one
 //!    step (pool invariant 4: one write of the scope's shared count per run, not per task).
 //!
-//! # Orphans
-//! A task's memory is allocated by the thread that spawns it. If the last reference were the
-//! runner's (the handle dropped first, as `for .. { s.spawn_task(..); }` does), every task would
-//! be freed by another thread than the one that allocated it, and those frees contend for the
-//! allocator's lock with the spawner's allocations. So dropping the handle of an unfinished task
-//! *orphans* it: the handle's reference moves to the scope's orphan list, and the thread that
-//! drops handles frees the finished ones: up to two from the front of the list at each drop
-//! (tasks finish about in the order they were orphaned, and freeing a few at a time between the
-//! spawner's allocations keeps the allocator's per-thread cache warm), all of them in a sweep
-//! each time the list has doubled (amortized O(1) per task), and the scope's join frees the rest. A task whose handle is gone also
-//! makes its context on the runner's stack, so it is made and freed on the runner's thread.
+//! # Who drops what
+//! User data in a task (the closure, the result, the context with its callbacks and values) is
+//! dropped by a thread the scope counts, or by the body, before the scope can end (scope
+//! invariant 4). Whichever of the runner and the handle lets go second (the [`DONE`] and
+//! [`RELEASED`] bits of `state`, each set by one read-modify-write, so exactly one of them sees
+//! the other's bit) drops the outcome, if nobody took it, and the context: the runner before it
+//! counts itself out, the handle in its drop. Each such drop runs under `catch_unwind`, and a
+//! panic there is a panic of the scope. After that the task is bare memory (atomics and empty
+//! cells), which any thread may free at any time, even after the scope has returned: the copy a
+//! queue still holds of a task that ran elsewhere (a stale copy, see invariant 1), the scope's
+//! queue, and the handle's `Arc` run no user code when they are dropped.
+//!
+//! A task's memory is allocated by the thread that spawns it. The scope's queue keeps a
+//! reference to each task until someone pops it, so the last reference to a finished task is
+//! usually the queue's, dropped by the spawning thread: each spawn frees up to two claimed tasks
+//! from the front of the queue (tasks are claimed about in the order they were spawned, and
+//! freeing a few at a time, between the spawner's allocations, keeps the allocator's per-thread
+//! cache warm), and all the claimed ones in a sweep each time the queue has doubled (amortized
+//! O(1) per task).
+//!
+//! # Helping
+//! A thread waiting for a scope (its exit, [`Scope::wait_all`], a spawn waiting for a slot of
+//! the limit) runs the scope's own pending tasks, popped from the scope's queue, and nothing
+//! else: it is isolated, as Intel TBB's `isolate` makes a wait. So a wait never runs a task that
+//! it is not waiting for, which could block on something the waiter does only after the wait
+//! (a deadlock), or hold the waiter for as long as an unrelated task runs; and since every
+//! waiter can run every pending task it waits for, a wait cannot deadlock for want of workers.
+//! [`TaskHandle::join`] runs its task inline if nobody has claimed it, and otherwise sleeps until
+//! it is done: it waits for that task alone, and the thread running it makes progress on its
+//! own (it is running user code, or waiting for a nested scope, which it helps).
 //!
 //! # Task contexts
 //! A task's context is a child of the scope's, made as it starts. Made directly below the
@@ -46,52 +66,48 @@
 //! than the tasks. A task's context made by [`TaskHandle::context`], or run by a thread that is
 //! not a worker, hangs from the scope's node itself.
 //!
-//! A worker also keeps one spare task context per scope: when a task whose handle is gone
-//! finishes and its context is as new (`Context::is_pristine`: no clone kept, never cancelled,
-//! no children, callbacks or done channel, ever), the next such task of the scope on that worker
-//! gets it instead of a new node. Nothing can tell the difference: a pristine child of the
-//! worker's node is indistinguishable from a new one, and nobody else can reach it (the task's
-//! handle is gone, and the context was only lent to the closure). This saves the allocation,
-//! registration and release of a node for tasks that only read their context.
+//! A worker also keeps one spare task context per scope: when a task whose handle was gone
+//! before it started finishes and its context is as new (`Context::is_pristine`: no clone kept,
+//! never cancelled, no children, callbacks or done channel, ever), the next such task of the
+//! scope on that worker gets it instead of a new node. Nothing can tell the difference: a
+//! pristine child of the worker's node is indistinguishable from a new one, and nobody else can
+//! reach it (the task's handle is gone, and the context was only lent to the closure). This
+//! saves the allocation, registration and release of a node for tasks that only read their
+//! context.
 //!
 //! # Invariants
-//! 1. `f` and `running` are accessed only by the one thread that claimed the task (the `PENDING`
-//!    → `RUNNING` compare-exchange), before it stores [`DONE`]. The claimer is the thread that
-//!    took the job from the pool, or a joiner that found it still pending and runs it inline
-//!    (as rayon's `join` pops its own job back); the other one then finds it claimed and only
-//!    lets go of its `Arc`.
-//! 2. `outcome` is written once, by the runner, before the `DONE` store (Release); it is read only
-//!    by the handle after a load that sees `DONE` (Acquire), or by the drop of the last `Arc`.
-//! 3. `orphaned` is set only by the handle's drop, after which nothing asks for the task's context.
-//!    An orphan is used only through [`Orphan`] and is freed by the scope before `'scope` ends.
+//! 1. `f` and `running` are accessed only by the one thread that claimed the task (the
+//!    [`CLAIMED`] bit, set by one `fetch_or`), before it sets [`DONE`]. The claimer is the thread
+//!    that took the job from a queue, or a joiner that found it still pending and runs it inline
+//!    (as rayon's `join` pops its own job back); any other copy of the job is stale: whoever
+//!    takes it finds it claimed and only lets go of its `Arc`.
+//! 2. `outcome` is written once, by the runner, before it sets `DONE` (Release); it is read only
+//!    by the handle after a load that sees `DONE` (Acquire), or dropped by whichever of the two
+//!    lets go second ("Who drops what").
+//! 3. `ctx` is read through shared references by the runner (until `DONE`) and the handle (until
+//!    `RELEASED`); it is emptied only by whichever of the two sets its bit second, when the other
+//!    one no longer touches it.
 
 use super::{Scope, Shared, TrySpawnError};
 use crate::live::{self, Kind};
 use crate::pool::{self, Job, JobRef};
 use crate::{Canceller, Cause, Context, JoinError, ambient};
 use std::cell::{Cell, UnsafeCell};
+use std::collections::VecDeque;
 use std::error::Error;
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::ptr::NonNull;
-use std::sync::atomic::{
-    AtomicBool, AtomicU8, Ordering::Acquire, Ordering::Release, Ordering::SeqCst, fence,
-};
+use std::sync::atomic::{AtomicU8, Ordering::AcqRel, Ordering::Acquire, Ordering::SeqCst, fence};
 use std::sync::{Arc, OnceLock, PoisonError};
 use std::thread::Thread;
-use std::time::Duration;
 
-/// The task is queued and nobody has claimed it yet.
-const PENDING: u8 = 0;
-/// Claimed (by the thread that took it from the pool, or by a joiner running it inline) and
-/// running, or being skipped.
-const RUNNING: u8 = 1;
-/// The outcome is stored (invariant 2).
+/// `state` bit: a thread has claimed the task, to run or skip it (invariant 1).
+const CLAIMED: u8 = 1;
+/// `state` bit: the outcome is stored (invariant 2).
 const DONE: u8 = 2;
-
-/// How long a joiner with nothing to help sleeps before looking for jobs again. Completion wakes
-/// it at once; the timeout only bounds how late it notices jobs queued meanwhile.
-const PARK: Duration = Duration::from_millis(1);
+/// `state` bit: the handle is gone ("Who drops what").
+const RELEASED: u8 = 4;
 
 /// What a task hands to its handle.
 enum Outcome<T> {
@@ -106,7 +122,7 @@ enum Outcome<T> {
 
 /// One spawned task: the job on the pool and the packet its handle reads, in one allocation.
 struct Task<F, T> {
-    /// [`PENDING`] → [`RUNNING`] → [`DONE`].
+    /// [`CLAIMED`], [`DONE`] and [`RELEASED`] bits, each set once.
     state: AtomicU8,
     /// The closure; taken by the runner (invariant 1).
     f: UnsafeCell<Option<F>>,
@@ -115,36 +131,32 @@ struct Task<F, T> {
     /// Written by the runner before `DONE` (invariant 2).
     outcome: UnsafeCell<Option<Outcome<T>>>,
     /// The task's node below the scope's, made on first use: by the runner as the task starts,
-    /// or earlier by [`TaskHandle::context`]. Made on the runner's thread (and, when the handle
-    /// is gone, dropped there too) it costs the spawner nothing and the allocator no
-    /// cross-thread free; a task skipped before anyone asked for its context never makes one.
-    ctx: OnceLock<Context>,
+    /// or earlier by [`TaskHandle::context`]; emptied by whoever lets go second (invariant 3).
+    /// A task skipped before anyone asked for its context never makes one.
+    ctx: UnsafeCell<OnceLock<Context>>,
     /// The thread blocked in [`TaskHandle::join`], set before it checks `state` the last time.
     joiner: OnceLock<Thread>,
-    /// The handle was dropped before the task finished (invariant 3).
-    orphaned: AtomicBool,
 }
 
 // SAFETY: `Task` is `!Sync` only because of its `UnsafeCell`s, and every access to them is
-// synchronized: `f` and `running` are touched by one thread only, the runner, which got the job
-// from a deque (invariant 1; the spawner wrote them before the push, which the deque's take
-// synchronizes with). `outcome` is written by the runner before its Release store of `DONE` and
-// read by the handle only after an Acquire load of `DONE`, or dropped with the last `Arc`
-// (invariant 2). So no cell is accessed by two threads at once. The closure runs on (and the
+// synchronized: `f` and `running` are touched by one thread only, the claimer (invariant 1; the
+// spawner wrote them before queueing the task, which the queues' push and pop synchronize, and
+// the claim's Acquire `fetch_or` orders after). `outcome` is written by the runner before its
+// Release `fetch_or` of `DONE` and read by the handle only after an Acquire load that sees
+// `DONE`, or taken by whichever of the two sets its bit second with an AcqRel `fetch_or` that
+// saw the other's bit (invariant 2). `ctx` is a `OnceLock` (itself `Sync`) while both sides may
+// read it, and is emptied only by that same second party, when the first no longer touches it
+// (invariant 3). So no cell is accessed by two threads at once. The closure runs on (and the
 // outcome moves to) another thread, hence `F: Send` and `T: Send`.
 unsafe impl<F: Send, T: Send> Sync for Task<F, T> {}
 
-/// What the scope needs of an orphaned task (invariant 3), with its types erased.
-pub(super) trait Orphan: Send + Sync {
-    fn is_done(&self) -> bool;
-}
-
-/// The orphaned tasks of a scope, `'scope` erased (see [`TaskHandle`]'s `Drop`).
+/// A scope's own queue of its tasks ("Helping" and "Who drops what" in the module docs): a
+/// reference to every task spawned and not yet popped, pending or stale.
 #[derive(Default)]
-pub(super) struct Orphans {
-    /// In the order they were orphaned, which is about the order they finish in.
-    tasks: std::collections::VecDeque<Arc<dyn Orphan>>,
-    /// The length at which the next sweep frees the finished ones.
+pub(super) struct TaskQueue {
+    /// In the order they were spawned, which is about the order they are claimed in.
+    jobs: VecDeque<JobRef>,
+    /// The length at which the next spawn sweeps out the claimed ones.
     sweep_at: usize,
 }
 
@@ -161,20 +173,19 @@ pub(super) struct WorkerSlot {
 // `Shared::spare_task_context` and `Shared::keep_spare_task_context`, which reach slot `i` only
 // on pool worker `i`'s own thread (`Shared::worker_slot`, by `pool::worker_index`), and by the
 // slot's drop, with the scope's state, when no thread can reach it any more. Each access moves
-// the whole value out or in and holds no reference across any other code, so a nested access on
-// the same thread (a worker running a task of this scope while it helps inside another) never
-// overlaps an outer one.
+// the whole value out or in and holds no reference across any other code (a context that is not
+// kept is dropped after the reference has ended), so a nested access on the same thread (a
+// worker running a task of this scope while it helps inside another) never overlaps an outer one.
 unsafe impl Sync for WorkerSlot {}
 
-/// The smallest orphan list that is swept.
+/// The smallest queue that is swept.
 const SWEEP_MIN: usize = 64;
 
 /// What the handle needs of a task, with the closure's type erased.
-trait Packet<T>: Orphan {
-    fn state(&self) -> &AtomicU8;
+trait Packet<T>: Send + Sync {
+    /// Whether the outcome is stored (Acquire: it may be taken after this).
+    fn is_done(&self) -> bool;
     fn joiner(&self) -> &OnceLock<Thread>;
-    /// Marks the task orphaned (invariant 3).
-    fn orphan(&self);
     /// The task's context, made now (below `parent`, the scope's) if it does not exist yet.
     fn ctx(&self, parent: &Context) -> &Context;
     /// Why a skipped task was skipped: the cause of its context, or of `scope` if it has none.
@@ -182,8 +193,11 @@ trait Packet<T>: Orphan {
     /// Runs the task on this thread if nobody has claimed it yet; whether it did.
     fn run_inline(&self) -> bool;
     /// # Safety
-    /// Only after a load of `state` (Acquire) has seen `DONE` (invariant 2), by the handle.
+    /// Only after [`is_done`](Self::is_done) returned true, by the handle, before `release`.
     unsafe fn take_outcome(&self) -> Option<Outcome<T>>;
+    /// The handle lets go: if the task is done, drops what is left of the outcome and the
+    /// context here ("Who drops what"); a panic from that is recorded in `shared`.
+    fn release(&self, shared: &Shared);
 }
 
 /// Counts a task as running from its spawn until it is done (scope invariant 4).
@@ -192,6 +206,7 @@ trait Packet<T>: Orphan {
 /// alive (the scope drops its `Arc` only after it has seen the count at zero), so a task costs
 /// the state's reference count nothing. Counting out takes a reference first ([`Drop`]).
 struct Running {
+    /// From [`Arc::as_ptr`], so its provenance covers the `Arc`'s header too ([`Running::hold`]).
     shared: NonNull<Shared>,
     /// Whether the task holds a slot of the limit.
     slot: bool,
@@ -207,8 +222,8 @@ unsafe impl Send for Running {}
 ///
 /// As with [`ScopedJoinHandle`](crate::ScopedJoinHandle), dropping or forgetting it does not
 /// detach the task: the scope waits for every task at exit. If the task has not finished when
-/// its handle is dropped, the scope keeps it until it has, and frees it on the thread that drops
-/// handles (or at the scope's exit); a result the task returns is dropped there.
+/// its handle is dropped, the task drops its own result when it finishes, on the thread that ran
+/// it; a panic from that destructor is a panic of the scope.
 ///
 /// # Examples
 ///
@@ -218,8 +233,7 @@ unsafe impl Send for Running {}
 /// assert_eq!(sum, 6);
 /// ```
 pub struct TaskHandle<'scope, T> {
-    /// `None` only once `join` has taken it.
-    task: Option<Arc<dyn Packet<T> + 'scope>>,
+    task: Arc<dyn Packet<T> + 'scope>,
     shared: &'scope Shared,
 }
 
@@ -360,39 +374,41 @@ impl<'scope, 'env> Scope<'scope, 'env> {
     {
         let shared: &'scope Shared = &self.shared;
         let task = Arc::new(Task {
-            state: AtomicU8::new(PENDING),
+            state: AtomicU8::new(0),
             f: UnsafeCell::new(Some(f)),
             running: UnsafeCell::new(Some(Running::start(&self.shared, slot))),
             outcome: UnsafeCell::new(None),
-            ctx: OnceLock::new(),
+            ctx: UnsafeCell::new(OnceLock::new()),
             joiner: OnceLock::new(),
-            orphaned: AtomicBool::new(false),
         });
         let job: Arc<dyn Job + 'scope> = task.clone();
-        // SAFETY: erasing `'scope` lets the pool hold the job, which borrows `'scope` data (`F`
-        // and `T` are only `'scope`), past what the type system can see. It is sound because the
-        // job is used only while `'scope` is live: `'scope` does not end before the scope's
-        // owner has seen the running count at zero (`Shared::wait_idle`, run by `super::exit`
-        // after the body, also when it unwinds), and
-        // - `Running::start` above counted this task before it was queued, and only the runner
-        //   drops that count, after the steps that use `F` and `T` (`Task::run`, steps 2 to 5):
-        //   the closure is consumed or dropped, the outcome stored, and the runner's `Arc`
-        //   released (dropping the outcome, if the handle is gone) before the count drops. The
-        //   decrement (SeqCst) synchronizes with the owner's load that sees zero.
-        // - A queued job always runs (workers never stop; every waiter helps), so the count does
-        //   drop; a job is never dropped unrun (pool invariant 1 and `Task::run`).
-        // - After the count drop the pool holds no reference to the job (`run` took it by
-        //   value), except when a joiner claimed and ran the task inline: the queued `Arc` is
-        //   then popped later, maybe after `'scope`, and `run` only sees the claim taken and
-        //   drops it. That touches the atomics and empty cells: `f` and `running` were taken by
-        //   the claimer and `outcome` by the joiner, so no `'scope` data is read or dropped.
-        // - The handle's `Arc` (and the outcome in it) is `'scope`-bound, dropped on a counted
-        //   thread or the body, or leaked if the handle is forgotten; never used after `'scope`.
+        // SAFETY: erasing `'scope` lets the pool and the scope's queue hold the job, which
+        // borrows `'scope` data (`F` and `T` are only `'scope`), past what the type system can
+        // see. It is sound because every `'scope` value in the task is used and dropped while
+        // `'scope` is live, and a copy of the job that outlives `'scope` is bare memory:
+        // - `'scope` does not end before the scope's owner has seen the running count at zero
+        //   and closed it (`Shared::close`, run by `super::end` after the body, which never
+        //   unwinds past it). `Running::start` above counted this task before it was queued,
+        //   and only the claimer drops that count (`Task::run`, step 5), after the closure is
+        //   consumed or dropped and the outcome is stored, and, if the handle is gone, after
+        //   the outcome and the context are dropped ("Who drops what"). The decrement (SeqCst)
+        //   synchronizes with the owner's load that sees zero.
+        // - A queued job is always claimed: workers never stop (a panic never escapes a job:
+        //   `pool::run_job`), and every thread that waits for the scope runs the scope's pending
+        //   tasks from its queue; so the count does drop.
+        // - The handle's `Arc` is `'scope`-bound; its drop (`TaskHandle::drop`) runs on a
+        //   counted thread or the body and drops what the task still holds if the task is done,
+        //   or leaves that to the runner. A forgotten handle leaks the task, never uses it.
+        // - Every other copy (the pool's and the queue's, and the runner's after step 4) only
+        //   reads `state` and then lets go of its `Arc`; once both `DONE` and `RELEASED` are set
+        //   and the second party has emptied the cells, the last drop frees atomics and empty
+        //   cells, which touches no `'scope` data whenever it happens.
         // - As for threads, the count cannot reach zero while a spawn is under way (scope
         //   invariant 4), and `Scope` is invariant in `'scope`.
         let job: JobRef = unsafe { std::mem::transmute::<Arc<dyn Job + 'scope>, JobRef>(job) };
+        shared.enqueue(&job);
         pool::push(job);
-        TaskHandle { task: Some(task), shared }
+        TaskHandle { task, shared }
     }
 }
 
@@ -406,18 +422,19 @@ where
     /// Steps 2 to 5 of the module docs, if the task is still unclaimed.
     fn run(self: Arc<Self>) {
         if !self.claim() {
-            // A joiner ran it inline (and took the outcome). Dropping this `Arc` touches no
-            // `'scope` data: `f`, `running` and `outcome` are all empty by now.
+            // A stale copy (invariant 1): dropping this `Arc` touches no `'scope` data.
             return;
         }
         let running = self.execute();
-        let shared = running.shared();
-        // Let go of the task; if the handle is gone, this drops the outcome (user code).
-        if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(self))) {
-            shared.record_panic(payload);
-        }
+        // Bare memory, or still held by the handle ("Who drops what"): no user code runs here.
+        drop(self);
         // 5. Count the task out (`Running::drop`): the last access to `'scope` data.
         drop(running);
+    }
+
+    fn is_claimed(&self) -> bool {
+        // Acquire: a claimed task may be freed by the caller, after the claimer's writes.
+        self.state.load(Acquire) & CLAIMED != 0
     }
 }
 
@@ -429,8 +446,15 @@ where
     /// Claims the task for this thread (invariant 1).
     fn claim(&self) -> bool {
         // Acquire: the spawner's writes of `f` and `running` happen before (they are also
-        // published by the deque, or by moving the handle to the joiner's thread).
-        self.state.compare_exchange(PENDING, RUNNING, Acquire, Acquire).is_ok()
+        // published by the queues, or by moving the handle to the joiner's thread).
+        self.state.fetch_or(CLAIMED, Acquire) & CLAIMED == 0
+    }
+
+    /// The context cell, for shared use (invariant 3).
+    fn ctx_cell(&self) -> &OnceLock<Context> {
+        // SAFETY: invariant 3: the cell is emptied only through `clear`, by the party that lets
+        // go second, once no other thread reads it; every other access is a shared one.
+        unsafe { &*self.ctx.get() }
     }
 
     /// Steps 2 to 4, by the claimer; returns the count for the caller to drop last.
@@ -443,24 +467,23 @@ where
         let shared = running.shared();
         // 2. Skip if already cancelled (the scope, or this task through its handle), else run
         //    with the context ambient. The task's node is made now unless the handle made it.
-        let outcome = if self.ctx.get().unwrap_or(&shared.ctx).is_cancelled() {
-            if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(f))) {
-                shared.record_panic(payload);
-            }
+        let cell = self.ctx_cell();
+        let outcome = if cell.get().unwrap_or(&shared.ctx).is_cancelled() {
+            shared.drop_caught(f);
             Outcome::Skipped
         } else {
-            // Acquire, before reading `ctx`: pairs with the handle's Release in `Drop`, so a
-            // context the handle made before it went is seen below.
-            let orphaned = self.orphaned.load(Acquire);
+            // Acquire: pairs with the handle's AcqRel `fetch_or` in `release`, so a context the
+            // handle made before it went is seen below.
+            let released = self.state.load(Acquire) & RELEASED != 0;
             let mut local = None;
-            let ctx = match self.ctx.get() {
+            let ctx = match cell.get() {
                 Some(ctx) => ctx,
-                // Nobody can ask for it any more (invariant 3): keep it on this thread ("Orphans").
-                None if orphaned => {
+                // Nobody can ask for it any more: keep it on this thread ("Task contexts").
+                None if released => {
                     let fresh = || shared.task_parent().child_for_spawn();
                     &*local.insert(shared.spare_task_context().unwrap_or_else(fresh))
                 }
-                None => self.ctx.get_or_init(|| shared.task_parent().child_for_spawn()),
+                None => cell.get_or_init(|| shared.task_parent().child_for_spawn()),
             };
             let outer = TASK_OF.with(|c| c.replace(shared));
             let result = {
@@ -480,21 +503,30 @@ where
         // 4. Hand the outcome over.
         // SAFETY: invariant 2: written once, here, before `DONE`; nobody reads it before `DONE`.
         unsafe { *self.outcome.get() = Some(outcome) };
-        // Release: publishes the outcome to the handle's Acquire load in `join`.
-        self.state.store(DONE, Release);
-        // Pairs with the fence in `TaskHandle::join`: either the joiner sees `DONE`, or this
-        // thread sees the joiner and unparks it.
-        fence(SeqCst);
-        if let Some(joiner) = self.joiner.get() {
-            joiner.unpark();
+        // AcqRel: Release publishes the outcome to the handle's Acquire load of `DONE`; Acquire
+        // pairs with the handle's `fetch_or` of `RELEASED`, after its last use of the task.
+        if self.state.fetch_or(DONE, AcqRel) & RELEASED != 0 {
+            // The handle is gone: nobody will take the outcome. Drop it, and the context, here.
+            self.clear(shared);
+        } else {
+            // Pairs with the fence in `TaskHandle::join`: either the joiner sees `DONE`, or this
+            // thread sees the joiner and unparks it.
+            fence(SeqCst);
+            if let Some(joiner) = self.joiner.get() {
+                joiner.unpark();
+            }
         }
         running
     }
-}
 
-impl<F: Send, T: Send> Orphan for Task<F, T> {
-    fn is_done(&self) -> bool {
-        self.state.load(Acquire) == DONE // Acquire: the outcome is dropped after this
+    /// Drops what is left of the outcome and the context, each under `catch_unwind` (a panic is
+    /// the scope's). Only by the party that set the second of `DONE` and `RELEASED` (invariant 3).
+    fn clear(&self, shared: &Shared) {
+        // SAFETY: invariants 2 and 3: the other party has let go (the `fetch_or` that saw its
+        // bit synchronized with its last access), so this thread is the only one left here.
+        let (outcome, ctx) = unsafe { ((*self.outcome.get()).take(), (*self.ctx.get()).take()) };
+        shared.drop_caught(outcome);
+        shared.drop_caught(ctx);
     }
 }
 
@@ -503,33 +535,28 @@ where
     F: FnOnce(&Context) -> T + Send,
     T: Send,
 {
-    fn state(&self) -> &AtomicU8 {
-        &self.state
+    fn is_done(&self) -> bool {
+        self.state.load(Acquire) & DONE != 0 // Acquire: pairs with the runner's `fetch_or`
     }
 
     fn joiner(&self) -> &OnceLock<Thread> {
         &self.joiner
     }
 
-    fn orphan(&self) {
-        // Release: publishes a context this handle made (see `execute`).
-        self.orphaned.store(true, Release);
-    }
-
     fn ctx(&self, parent: &Context) -> &Context {
-        self.ctx.get_or_init(|| parent.child_for_spawn())
+        self.ctx_cell().get_or_init(|| parent.child_for_spawn())
     }
 
     fn skip_cause(&self, scope: &Context) -> Cause {
-        self.ctx.get().unwrap_or(scope).cause().unwrap_or(Cause::Cancelled)
+        self.ctx_cell().get().unwrap_or(scope).cause().unwrap_or(Cause::Cancelled)
     }
 
     fn run_inline(&self) -> bool {
         if !self.claim() {
             return false;
         }
-        // The caller (the handle) holds an `Arc`, so the outcome stays for it to take; the
-        // count drops here, on a thread that is the body or itself counted.
+        // The caller (the handle) is alive, so the outcome stays for it to take; the count
+        // drops here, on a thread that is the body or itself counted.
         drop(self.execute());
         true
     }
@@ -538,6 +565,14 @@ where
         // SAFETY: the caller saw `DONE` (Acquire), so the runner's write happened before and it
         // touches the cell no more (invariant 2); the handle is the only reader.
         unsafe { (*self.outcome.get()).take() }
+    }
+
+    fn release(&self, shared: &Shared) {
+        // AcqRel: Release orders this handle's uses of the task before the runner's `clear`;
+        // Acquire pairs with the runner's `fetch_or` of `DONE`, before this thread's `clear`.
+        if self.state.fetch_or(RELEASED, AcqRel) & DONE != 0 {
+            self.clear(shared);
+        }
     }
 }
 
@@ -566,28 +601,28 @@ impl<T> TaskHandle<'_, T> {
     /// })
     /// .unwrap();
     /// ```
-    pub fn join(mut self) -> Result<T, JoinError> {
-        let task = self.task.take().expect("tether: a task handle without its task");
-        let shared = self.shared;
-        // Acquire: pairs with the runner's Release store of `DONE` (invariant 2).
-        let done = || task.state().load(Acquire) == DONE;
+    pub fn join(self) -> Result<T, JoinError> {
+        let task = &*self.task;
         // Still queued: run it here, as a sequential call would (this also keeps the stack of a
-        // recursive divide-and-conquer as deep as its recursion, not deeper).
-        if !done() && !task.run_inline() {
+        // recursive divide-and-conquer as deep as its recursion, not deeper). Otherwise wait for
+        // this task alone ("Helping"): the thread running it makes progress without us.
+        if !task.is_done() && !task.run_inline() {
             let _ = task.joiner().set(std::thread::current());
-            // Pairs with the fence in `Task::run` (after `DONE`, before reading `joiner`).
+            // Pairs with the fence in `Task::execute` (after `DONE`, before reading `joiner`).
             fence(SeqCst);
-            pool::wait_until(done, || std::thread::park_timeout(PARK));
+            while !task.is_done() {
+                std::thread::park();
+            }
         }
-        // SAFETY: `done()` returned true above (Acquire).
+        // SAFETY: `is_done()` returned true above, and `release` runs only in `drop`, later.
         let outcome = unsafe { task.take_outcome() }.expect("tether: a finished task left no outcome");
         match outcome {
             Outcome::Returned(value) => Ok(value),
             Outcome::Panicked(id) => {
-                let payload = shared.take_panic(id).expect("tether: a task's panic was taken twice");
+                let payload = self.shared.take_panic(id).expect("tether: a task's panic was taken twice");
                 Err(JoinError::new(None, payload))
             }
-            Outcome::Skipped => Err(JoinError::skipped(task.skip_cause(&shared.ctx))),
+            Outcome::Skipped => Err(JoinError::skipped(task.skip_cause(&self.shared.ctx))),
         }
     }
 
@@ -605,7 +640,7 @@ impl<T> TaskHandle<'_, T> {
     /// .unwrap();
     /// ```
     pub fn is_finished(&self) -> bool {
-        self.task().state().load(Acquire) == DONE // Acquire: as in `join`
+        self.task.is_done()
     }
 
     /// The task's context: cancel it to stop (or, if it has not started, skip) this task only.
@@ -624,36 +659,18 @@ impl<T> TaskHandle<'_, T> {
     /// .unwrap();
     /// ```
     pub fn context(&self) -> &Context {
-        self.task().ctx(&self.shared.ctx)
-    }
-
-    fn task(&self) -> &(dyn Packet<T> + '_) {
-        self.task.as_deref().expect("tether: a task handle without its task")
+        self.task.ctx(&self.shared.ctx)
     }
 }
 
 impl<T> Drop for TaskHandle<'_, T> {
-    /// Orphans the task if it has not finished ("Orphans" in the module docs).
+    /// Lets go of the task ("Who drops what" in the module docs).
     fn drop(&mut self) {
-        let Some(task) = self.task.take() else { return };
-        if task.state().load(Acquire) == DONE {
-            return; // freed here, or by the runner's last step
-        }
-        task.orphan();
-        let task: Arc<dyn Orphan + '_> = task;
-        // SAFETY: erasing `'scope` lets the scope's state (which is not `'scope`-generic) hold
-        // the task. It is used only while `'scope` lives: the list is read and dropped only by
-        // `Shared::free_orphans`, on threads that hold a `&'scope` handle or `Scope` (so inside
-        // `'scope`), and by the scope's join, which frees the whole list after every task is
-        // done and before the scope returns (`WaitIdle`); dropping `Shared` itself (which would
-        // drop what is left) happens on the owner thread before `scope` returns (`sole_owner`).
-        let task: Arc<dyn Orphan> =
-            unsafe { std::mem::transmute::<Arc<dyn Orphan + '_>, Arc<dyn Orphan>>(task) };
-        self.shared.adopt(task);
+        self.task.release(self.shared);
     }
 }
 
-// ===== impl Shared (task contexts, orphans) =====
+// ===== impl Shared (task contexts, the task queue) =====
 
 impl Shared {
     /// This worker's slot of the scope, or `None` on a thread that is not a pool worker.
@@ -680,73 +697,64 @@ impl Shared {
     }
 
     /// Keeps `ctx`, the context of a task that has finished and whose handle is gone, as this
-    /// worker's spare if it is as new; otherwise (or if there is a spare already) drops it.
+    /// worker's spare if it is as new; otherwise (or if there is a spare already) drops it,
+    /// under `catch_unwind` (dropping a context may discard callbacks, which are user code).
     fn keep_spare_task_context(&self, ctx: Context) {
-        let Some(slot) = self.worker_slot() else { return };
-        if ctx.is_pristine() {
+        let mut ctx = Some(ctx);
+        if let Some(slot) = self.worker_slot().filter(|_| ctx.as_ref().is_some_and(Context::is_pristine)) {
             // SAFETY: as in `spare_task_context`; the reference ends within this block, and
-            // nothing is dropped through it (the slot is empty when written).
+            // nothing is dropped through it (the slot is written only when empty).
             unsafe {
                 let spare = &mut *slot.spare.get();
                 if spare.is_none() {
-                    *spare = Some(ctx);
+                    *spare = ctx.take();
                 }
             }
         }
+        self.drop_caught(ctx);
     }
 
-    /// Keeps an orphaned task until it is done, sweeping the finished ones once the list has
-    /// doubled since the last sweep.
-    fn adopt(&self, task: Arc<dyn Orphan>) {
-        // Also frees up to FRONT finished ones from the front: tasks finish about in the order
-        // they were orphaned, and freeing a few at a time, between the spawner's allocations,
-        // keeps the allocator's per-thread cache warm where a big sweep would overflow it.
+    /// Queues a reference to a new task on the scope's own queue ("Helping"), and frees a few
+    /// claimed tasks from its front, or all of them once the queue has doubled since the last
+    /// sweep ("Who drops what": those frees run no user code).
+    fn enqueue(&self, job: &JobRef) {
         const FRONT: usize = 2;
-        let mut finished: [Option<Arc<dyn Orphan>>; FRONT] = Default::default();
+        let mut claimed: [Option<JobRef>; FRONT] = Default::default();
         let sweep = {
-            let mut orphans = self.orphans.lock().unwrap_or_else(PoisonError::into_inner);
-            orphans.tasks.push_back(task);
-            for slot in &mut finished {
-                if !orphans.tasks.front().is_some_and(|t| t.is_done()) {
+            let mut queue = self.tasks.lock().unwrap_or_else(PoisonError::into_inner);
+            queue.jobs.push_back(job.clone());
+            for slot in &mut claimed {
+                if !queue.jobs.front().is_some_and(|j| j.is_claimed()) {
                     break;
                 }
-                *slot = orphans.tasks.pop_front();
+                *slot = queue.jobs.pop_front();
             }
-            orphans.tasks.len() >= orphans.sweep_at.max(SWEEP_MIN)
+            queue.jobs.len() >= queue.sweep_at.max(SWEEP_MIN)
         };
-        for task in finished.into_iter().flatten() {
-            self.free_orphan(task);
-        }
+        drop(claimed); // outside the lock
         if sweep {
-            self.free_orphans(false);
-        }
-    }
-
-    /// Drops an orphan, with its result if it returned one; a panic from that is recorded.
-    fn free_orphan(&self, task: Arc<dyn Orphan>) {
-        if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(task))) {
-            self.record_panic(payload);
-        }
-    }
-
-    /// Frees the orphans that are done (all of them if `all`, once every task is done). Their
-    /// results are dropped here, with no lock held; a panic from one is recorded in the scope.
-    pub(super) fn free_orphans(&self, all: bool) {
-        let done: Vec<Arc<dyn Orphan>> = {
-            let mut orphans = self.orphans.lock().unwrap_or_else(PoisonError::into_inner);
-            let done = if all {
-                std::mem::take(&mut orphans.tasks).into()
-            } else {
-                let (done, pending): (Vec<_>, Vec<_>) =
-                    std::mem::take(&mut orphans.tasks).into_iter().partition(|t| t.is_done());
-                orphans.tasks = pending.into();
-                done
+            let claimed: VecDeque<JobRef> = {
+                let mut queue = self.tasks.lock().unwrap_or_else(PoisonError::into_inner);
+                let (claimed, pending) =
+                    std::mem::take(&mut queue.jobs).into_iter().partition(|j| j.is_claimed());
+                queue.jobs = pending;
+                queue.sweep_at = 2 * queue.jobs.len();
+                claimed
             };
-            orphans.sweep_at = 2 * orphans.tasks.len();
-            done
-        };
-        for task in done {
-            self.free_orphan(task);
+            drop(claimed); // outside the lock
+        }
+    }
+
+    /// Runs one task of this scope from its queue, newest first, if it holds any (a stale
+    /// copy is only let go of); returns whether it did. The helping of the scope's waits.
+    pub(super) fn help_own(&self) -> bool {
+        let job = self.tasks.lock().unwrap_or_else(PoisonError::into_inner).jobs.pop_back();
+        match job {
+            Some(job) => {
+                pool::run_job(job);
+                true
+            }
+            None => false,
         }
     }
 }
@@ -773,7 +781,10 @@ impl Running {
     fn start(shared: &Arc<Shared>, slot: bool) -> Running {
         shared.start_one();
         live::add(Kind::Tasks, 1);
-        Running { shared: NonNull::from(&**shared), slot, late: false }
+        // `Arc::as_ptr`, not a reference: `hold` uses the pointer to reach the `Arc`'s counts,
+        // which a reference to the contents has no provenance over.
+        let shared = NonNull::new(Arc::as_ptr(shared).cast_mut()).expect("an `Arc` is never null");
+        Running { shared, slot, late: false }
     }
 
     /// The scope's state, alive while this count is (see the type's docs).
@@ -792,8 +803,9 @@ impl Running {
     /// A new reference to the scope's state, to use after the count has dropped.
     fn hold(&self) -> Arc<Shared> {
         let ptr = self.shared.as_ptr().cast_const();
-        // SAFETY: `ptr` is the address of the scope's `Arc<Shared>` contents (`start`), which is
-        // alive (see `shared`), so its strong count is at least one and may be incremented.
+        // SAFETY: `ptr` came from `Arc::as_ptr` on the scope's `Arc<Shared>` (`start`), whose
+        // allocation is alive (see `shared`), so its strong count is at least one and may be
+        // incremented, and `from_raw` then owns that new count.
         unsafe {
             Arc::increment_strong_count(ptr);
             Arc::from_raw(ptr)

@@ -447,20 +447,17 @@ where
         Ok(value) => Outcome::Returned(value),
         Err(payload) => Outcome::Panicked(shared.panicked(name, payload)),
     };
-    drop(ctx);
+    // Dropping the context may discard callbacks (user code): a panic there is the child's.
+    shared.drop_caught(ctx);
     // 4. Hand the outcome over.
     // SAFETY: the cell is written only here, once, while this thread holds an `Arc` to the
     // packet; the handle reads it only through the last `Arc`, after this thread dropped its own
     // (see `Packet`'s `Sync`), so nothing reads or writes it concurrently.
     unsafe { *packet.result.get() = Some(outcome) };
-    if let Some(packet) = Arc::into_inner(packet) {
-        // The handle is gone: drop the outcome now, while it may still use what it borrowed from
-        // `'scope` (std's "only after the result has been dropped"). Its destructor is user
-        // code; a panic there is the child's, reported by the scope.
-        if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(packet))) {
-            shared.record_panic(payload);
-        }
-    }
+    // If the handle is gone, drop the outcome now, while it may still use what it borrowed from
+    // `'scope` (std's "only after the result has been dropped"). Its destructor is user code; a
+    // panic there is the child's, reported by the scope.
+    shared.drop_caught(Arc::into_inner(packet));
     // 5. Done: count the child out (`Running::drop`), the last access to `'scope` data.
     drop(running);
 }
