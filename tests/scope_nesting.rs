@@ -95,3 +95,65 @@ fn a_scope_nested_in_a_child_is_below_that_childs_context() {
         .unwrap();
     });
 }
+
+// ===== stack per nested scope =====
+
+/// The address of a local in the innermost of `depth` nested scopes, each opened by the body of
+/// the one above; `open` opens one scope around its argument.
+#[inline(never)]
+fn innermost_address(depth: usize, open: &dyn Fn(&dyn Fn() -> usize) -> usize) -> usize {
+    if depth == 0 {
+        let local = 0u8;
+        return std::hint::black_box(&local) as *const u8 as usize;
+    }
+    open(&|| innermost_address(depth - 1, open))
+}
+
+/// Stack bytes per level of nesting through `open`, measured by the depth the stack reaches.
+fn stack_per_level(open: &dyn Fn(&dyn Fn() -> usize) -> usize) -> usize {
+    const LEVELS: usize = 200;
+    let shallow = innermost_address(1, open);
+    let deep = innermost_address(LEVELS + 1, open);
+    shallow.abs_diff(deep) / LEVELS
+}
+
+#[test]
+fn a_nested_scope_costs_at_most_512_bytes_of_stack() {
+    let tether_scope = stack_per_level(&|inner| tether::scope(|_| inner()).unwrap());
+    let std_scope = stack_per_level(&|inner| std::thread::scope(|_| inner()));
+    let bare = stack_per_level(&|inner| inner());
+    println!(
+        "stack per level: tether::scope {tether_scope} B, std::thread::scope {std_scope} B, no scope {bare} B"
+    );
+    if cfg!(debug_assertions) {
+        return; // the bound is for optimized builds (the README's test command is --release)
+    }
+    assert!(
+        tether_scope <= 512,
+        "tether::scope takes {tether_scope} bytes of stack per level (std: {std_scope})"
+    );
+}
+
+#[test]
+fn ten_thousand_nested_scopes_with_a_thread_at_the_bottom_fit_the_main_threads_stack() {
+    if cfg!(debug_assertions) {
+        return; // unoptimized frames are several times larger
+    }
+    /// Opens `depth` nested scopes and spawns a thread child in the innermost.
+    fn nest(depth: usize) -> usize {
+        if depth == 0 {
+            return tether::scope(|s| s.spawn(|_| 1).join().unwrap()).unwrap();
+        }
+        tether::scope(|_| nest(depth - 1)).unwrap() + 1
+    }
+    // The default stack of a process's main thread on Linux (the test harness's threads are
+    // smaller).
+    const MAIN_THREAD_STACK: usize = 8 << 20;
+    let reached = std::thread::Builder::new()
+        .stack_size(MAIN_THREAD_STACK)
+        .spawn(|| nest(10_000))
+        .unwrap()
+        .join()
+        .expect("10,000 nested scopes did not overflow an 8 MiB stack");
+    assert_eq!(reached, 10_001);
+}
