@@ -51,6 +51,9 @@ fn quiet() {
 /// Long enough to mean "never" for a failure detector.
 const NEVER: Duration = Duration::from_secs(10);
 
+/// Rounds of a scenario whose outcome depends on which thread runs a task (Miri is slow).
+const ROUNDS: usize = if cfg!(miri) { 3 } else { 64 };
+
 /// Spawns one task per pool worker, each waiting until its context is cancelled, and returns
 /// once every worker is running one: tasks queued after this stay queued until the caller's
 /// scope is cancelled, unless a waiting thread runs them.
@@ -179,7 +182,7 @@ fn a_thread_spawned_by_a_result_its_child_drops_is_joined_before_the_scope_retur
 #[test]
 fn a_panicking_discarded_callback_of_an_orphaned_task_is_the_scopes_panic_and_no_worker_dies() {
     let _serial = serial();
-    for _ in 0..64 {
+    for _ in 0..ROUNDS {
         let result = catch_unwind(AssertUnwindSafe(|| {
             tether::scope(|s| {
                 // Spawned from a task, the inner task usually lands on that worker's own deque
@@ -227,7 +230,7 @@ fn a_thread_childs_discarded_callback_that_panics_is_the_scopes_panic() {
 #[test]
 fn a_panicking_result_of_an_orphaned_task_is_the_scopes_panic() {
     let _serial = serial();
-    for _ in 0..64 {
+    for _ in 0..ROUNDS {
         let result = catch_unwind(AssertUnwindSafe(|| {
             tether::scope(|s| {
                 s.spawn_task(|_| PanicOnDrop("result"));

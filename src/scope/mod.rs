@@ -7,13 +7,15 @@
 //! scope reaches every child, grandchild and nested scope.
 //!
 //! # The exit protocol
-//! Whichever way the body ends (returns, or panics), [`exit`] runs:
+//! Whichever way the body ends (returns, or panics: the panic is caught), `end` runs, in a frame
+//! of its own (not on the stack while the body runs):
 //! 1. **cancel** the scope's node with the cause that says why: [`Cause::ScopeExited`] when the
 //!    body returned, [`Cause::Panicked`] when it panicked (a child's failure or panic cancelled it
 //!    earlier, and the first cause wins);
 //! 2. **join**: wait until no child is running, including those whose handles were dropped or
-//!    forgotten and those that children spawned; once the task pool has started, the wait runs
-//!    pending pool tasks instead of just blocking (design/0003-pool-tasks.md).
+//!    forgotten and those that children spawned, and close the running count (invariant 4); the
+//!    wait runs the scope's own pending pool tasks instead of just blocking, and no other
+//!    scope's (`task.rs`, "Helping"; design/0003-pool-tasks.md).
 //!    Then wait until the cancellation that reached the scope's node has run every on-cancel
 //!    callback it collected (invariant 5): when the canceller is a thread the scope does not
 //!    join (the timer thread for a deadline, or whoever cancelled an ancestor), a child can see
@@ -26,9 +28,11 @@
 //!    errors, the first one first, as [`ScopeError`]. Otherwise the body's result.
 //!
 //! # Invariants
-//! 1. No child outlives its scope: `scope` does not return (nor unwind) before the running count
-//!    (invariant 4) is zero, and a child counts itself out only after its last use of anything
-//!    it borrowed. The count, not the join handles, is what the exit waits for, so `mem::forget`
+//! 1. No child outlives its scope: `scope` does not return (nor unwind: the body's panic is
+//!    caught, and an unwinding anywhere else before the count is closed aborts the process)
+//!    before the running count (invariant 4) is zero and closed, and a child counts itself out
+//!    only after its last use of anything it borrowed. The [`Scope`] the children may borrow is a
+//!    local of `run_scope`, alive until then. The count, not the join handles, is what the exit waits for, so `mem::forget`
 //!    of a handle cannot let a thread keep borrowing `'scope` data (std's scheme; see
 //!    `thread.rs`, `ChildBuilder::spawn_with`, and `tests/scope_forget.rs`).
 //! 2. No child panic unwinds out of a child thread: the child catches it, records the payload in
@@ -36,11 +40,16 @@
 //!    re-raises.
 //! 3. Failures are recorded under one lock, in the order they happened: the first recorded panic
 //!    or error is the first in time (as observed by that lock).
-//! 4. `running` counts children spawned and not yet finished: incremented on the spawning thread
-//!    before the thread is started, decremented as the last thing the child does. A spawner is
-//!    the body or a counted child, so the count cannot reach zero while a spawn is under way.
-//!    Once the body has returned and the count is zero, it stays zero: nothing is left that can
-//!    spawn.
+//! 4. `running` counts children spawned and not yet finished (`count.rs`): incremented on the
+//!    spawning thread before the child can run, decremented as the last thing the child does.
+//!    A spawner is the body or a counted child, so the count cannot reach zero while a spawn is
+//!    under way. Once the body has returned and the count is zero, nothing is left that can
+//!    spawn, by construction: the only code that can reach the [`Scope`] is the body, the
+//!    children's closures and what they return, and a child's result (thread or task) is dropped
+//!    either by its handle (on the body or a counted child) or, when the handle is gone, by the
+//!    child itself before it counts out (`task.rs`, "Who drops what"). The exit then closes the
+//!    count (`0 -> CLOSED` in one compare-exchange), so a spawn that broke this rule would panic
+//!    rather than start a child nothing waits for.
 //! 5. When `scope` returns, every callback registered on the scope's context or a context below
 //!    it has run or been stopped (or discarded with a context dropped uncancelled), if the
 //!    cancellation that reached it is the one that reached the scope's node: the node carries a
@@ -48,8 +57,10 @@
 //!    it collected, on whichever thread ran them. So a callback must not wait for its own scope
 //!    to return: the scope waits for it.
 
+pub(crate) mod count;
 mod error;
 mod task;
+pub(crate) mod task_state;
 mod thread;
 
 pub use error::{JoinError, ScopeError, TrySpawnError};
@@ -71,9 +82,6 @@ use std::time::{Duration, Instant};
 
 /// A panic payload.
 type Payload = Box<dyn Any + Send + 'static>;
-
-/// The running count once the exit has closed it (invariant 4): its top bit.
-const CLOSED: usize = 1 << (usize::BITS - 1);
 
 /// How long a helping wait (for tasks) sleeps with nothing to help before looking for pool jobs
 /// again; a child's completion wakes it sooner.
@@ -255,9 +263,8 @@ pub struct Scope<'scope, 'env: 'scope> {
 pub(crate) struct Shared {
     ctx: Context,
     failures: Mutex<Failures>,
-    /// Children spawned and not yet finished (invariant 4).
-    /// On a cache line of its own: every child start and finish writes it, from any thread.
-    running: CachePadded<AtomicUsize>,
+    /// Children spawned and not yet finished (invariant 4; `count.rs`).
+    running: count::RunningCount,
     /// Threads blocked in [`Shared::wait_idle`]: the last child out notifies `idle` only when
     /// there are some, so a scope nobody waits on yet costs no lock and no wake-up.
     waiters: AtomicUsize,
@@ -489,15 +496,20 @@ where
     // the backstop turns any other unwinding into an abort rather than let a child outlive
     // the scope (invariant 1).
     let backstop = AbortOnUnwind;
+    // Children may hold `&'scope Scope`: `scope` lives in this frame until the count is closed
+    // (`end` borrows it), not only while the body runs.
+    let scope = Scope { shared: &shared, scope: PhantomData, env: PhantomData };
     let body = {
-        let scope = Scope { shared: &shared, scope: PhantomData, env: PhantomData };
         let _ambient = ambient::enter(&shared.ctx);
         catch_unwind(AssertUnwindSafe(|| f(&scope)))
     };
-    let (body, ended) = match body {
-        Ok(result) => (Some(result), end(shared, None)),
-        Err(payload) => (None, end(shared, Some(payload))),
+    let (body, body_panic) = match body {
+        Ok(result) => (Some(result), None),
+        Err(payload) => (None, Some(payload)),
     };
+    let mut ended = end(&scope, body_panic);
+    // Every child has finished and the count is closed: nothing uses `scope` any more.
+    ended.release(shared);
     std::mem::forget(backstop);
     ended.report(body)
 }
@@ -515,10 +527,10 @@ impl Drop for AbortOnUnwind {
 }
 
 /// Steps 1 and 2 of the exit protocol and the failures step 3 reports: cancel, close the count
-/// (wait until no child runs), wait for the cancellation's callbacks, drop the scope's state on
-/// this thread. Never unwinds.
+/// (wait until no child runs), wait for the cancellation's callbacks. Never unwinds.
 #[inline(never)]
-fn end(shared: Arc<Shared>, body_panic: Option<Payload>) -> Ended {
+fn end(scope: &Scope<'_, '_>, body_panic: Option<Payload>) -> Ended {
+    let shared = scope.shared;
     // 1. Cancel with the cause that says why (a failure may have cancelled it already: the
     //    first cause wins).
     match body_panic {
@@ -539,15 +551,7 @@ fn end(shared: Arc<Shared>, body_panic: Option<Payload>) -> Ended {
     let mut failures = std::mem::take(&mut *shared.failures());
     failures.put_cancelling_error_first(shared.ctx.cause());
     let Failures { panics, errors, .. } = failures;
-    let mut panics: Vec<Payload> = panics.into_iter().map(|(_, payload)| payload).collect();
-    // The scope's state, with its context and the values bound to it, is dropped here, on the
-    // owner's thread, before `scope` returns; a value destructor that panics is a panic of the
-    // scope (`tests/faults.rs`).
-    sole_owner(&shared);
-    if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(shared))) {
-        panics.push(payload);
-    }
-    Ended { panics, errors }
+    Ended { panics: panics.into_iter().map(|(_, payload)| payload).collect(), errors }
 }
 
 /// The failures of an ended scope, for step 3 of the exit protocol.
@@ -557,6 +561,17 @@ struct Ended {
 }
 
 impl Ended {
+    /// The end of step 2: drops the scope's state, with its context and the values bound to it,
+    /// here, on the owner's thread, before `scope` returns, once the children have let go of it;
+    /// a value destructor that panics is a panic of the scope (`tests/faults.rs`).
+    #[inline(never)]
+    fn release(&mut self, shared: Arc<Shared>) {
+        sole_owner(&shared);
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(shared))) {
+            self.panics.push(payload);
+        }
+    }
+
     /// 3. Report: the first panic, else the errors, else the body's result.
     fn report<R>(self, body: Option<R>) -> Result<R, ScopeError> {
         let mut panics = self.panics.into_iter();
@@ -661,7 +676,7 @@ impl fmt::Debug for Scope<'_, '_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Scope")
             .field("context", &self.shared.ctx)
-            .field("running", &self.shared.running.load(SeqCst))
+            .field("running", &self.shared.running.running())
             .finish_non_exhaustive()
     }
 }
@@ -682,7 +697,7 @@ impl Shared {
         Shared {
             ctx,
             failures: Mutex::new(Failures::default()),
-            running: CachePadded::new(AtomicUsize::new(0)),
+            running: count::RunningCount::new(),
             waiters: AtomicUsize::new(0),
             idle_lock: Mutex::new(()),
             idle: Condvar::new(),
@@ -699,18 +714,10 @@ impl Shared {
     ///
     /// If the count is closed (a bug: invariant 4 says nothing can spawn then), or absurdly high.
     fn start_one(&self) {
-        // Relaxed would do, as in std (the spawner is itself counted or is the body, so nobody
-        // can see zero meanwhile); SeqCst keeps every access to the count in one order.
-        let before = self.running.fetch_add(1, SeqCst);
-        if before & CLOSED != 0 {
-            // Undo without `finish_one`: nobody waits for a closed count.
-            self.running.fetch_sub(1, SeqCst);
-            panic!("tether: a child was spawned into a scope that has ended");
-        }
-        if before > CLOSED / 2 {
-            // Only reachable by forgetting absurdly many spawns: never let the count reach CLOSED.
-            self.finish_one();
-            panic!("tether: too many running children in a scope");
+        match self.running.start() {
+            Ok(()) => {}
+            Err(count::Refused::Closed) => panic!("tether: a child was spawned into a scope that has ended"),
+            Err(count::Refused::TooMany) => panic!("tether: too many running children in a scope"),
         }
     }
 
@@ -719,8 +726,8 @@ impl Shared {
     fn close(&self) {
         loop {
             self.wait_idle();
-            // SeqCst like every access to the count: fails if a child started after the wait.
-            if self.running.compare_exchange(0, CLOSED, SeqCst, SeqCst).is_ok() {
+            // Fails if a child started after the wait saw zero (count invariant 2).
+            if self.running.try_close() {
                 return;
             }
         }
@@ -738,7 +745,7 @@ impl Shared {
         // SeqCst (a Release decrement, in the order the waiters' `waiters` increment is in):
         // either a waiter's check of `running` sees zero, or this thread sees the waiter and
         // notifies it under `idle_lock`, after the waiter has started sleeping.
-        if self.running.fetch_sub(n, SeqCst) == n && self.waiters.load(SeqCst) > 0 {
+        if self.running.finish(n) && self.waiters.load(SeqCst) > 0 {
             drop(self.idle_lock.lock().unwrap_or_else(PoisonError::into_inner));
             self.idle.notify_all();
         }
@@ -749,22 +756,18 @@ impl Shared {
     fn wait_idle(&self) {
         // SeqCst (so Acquire): seeing zero synchronizes with every child's decrement, which is
         // a release sequence of read-modify-writes, hence with everything each child did.
-        if self.running.load(SeqCst) == 0 {
+        if self.running.is_zero() {
             return;
         }
         if crate::pool::started() {
             // Tasks may be pending (here or in any scope): run them while waiting, so that a
             // task waiting on a nested scope never deadlocks the pool (design/0003).
-            crate::pool::wait_until(
-                || self.running.load(SeqCst) == 0,
-                || self.help_own(),
-                || self.park_idle(),
-            );
+            crate::pool::wait_until(|| self.running.is_zero(), || self.help_own(), || self.park_idle());
             return;
         }
         let mut guard = self.idle_lock.lock().unwrap_or_else(PoisonError::into_inner);
         self.waiters.fetch_add(1, SeqCst);
-        while self.running.load(SeqCst) != 0 {
+        while !self.running.is_zero() {
             guard = self.idle.wait(guard).unwrap_or_else(PoisonError::into_inner);
         }
         self.waiters.fetch_sub(1, SeqCst);
@@ -776,7 +779,7 @@ impl Shared {
         let guard = self.idle_lock.lock().unwrap_or_else(PoisonError::into_inner);
         // SeqCst: as in `wait_idle`'s slow path (the `waiters` handshake with `finish_one`).
         self.waiters.fetch_add(1, SeqCst);
-        if self.running.load(SeqCst) != 0 {
+        if !self.running.is_zero() {
             drop(self.idle.wait_timeout(guard, PARK).unwrap_or_else(PoisonError::into_inner));
         } else {
             drop(guard);

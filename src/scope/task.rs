@@ -18,7 +18,7 @@
 //!    context ("Task contexts") and run the closure with it ambient, under `catch_unwind`.
 //! 3. A panic is recorded in the scope and cancels it; a fallible task's `Err` is recorded and
 //!    cancels the scope with [`Cause::ChildFailed`](crate::Cause::ChildFailed).
-//! 4. Store the outcome and mark the task [`DONE`]. If the handle is already gone, drop the
+//! 4. Store the outcome and mark the task `DONE`. If the handle is already gone, drop the
 //!    outcome and the task's context here ("Who drops what"); else wake a joiner.
 //! 5. Give the slot back and count the task out: the last thing it does with `'scope` data. A
 //!    pool worker running tasks from its own loop counts a run of tasks of one scope out in one
@@ -27,8 +27,8 @@
 //! # Who drops what
 //! User data in a task (the closure, the result, the context with its callbacks and values) is
 //! dropped by a thread the scope counts, or by the body, before the scope can end (scope
-//! invariant 4). Whichever of the runner and the handle lets go second (the [`DONE`] and
-//! [`RELEASED`] bits of `state`, each set by one read-modify-write, so exactly one of them sees
+//! invariant 4). Whichever of the runner and the handle lets go second (the `DONE` and
+//! `RELEASED` bits of `state` (`task_state.rs`), each set by one read-modify-write, so exactly one of them sees
 //! the other's bit) drops the outcome, if nobody took it, and the context: the runner before it
 //! counts itself out, the handle in its drop. Each such drop runs under `catch_unwind`, and a
 //! panic there is a panic of the scope. After that the task is bare memory (atomics and empty
@@ -77,7 +77,7 @@
 //!
 //! # Invariants
 //! 1. `f` and `running` are accessed only by the one thread that claimed the task (the
-//!    [`CLAIMED`] bit, set by one `fetch_or`), before it sets [`DONE`]. The claimer is the thread
+//!    `CLAIMED` bit, set by one `fetch_or`), before it sets `DONE`. The claimer is the thread
 //!    that took the job from a queue, or a joiner that found it still pending and runs it inline
 //!    (as rayon's `join` pops its own job back); any other copy of the job is stale: whoever
 //!    takes it finds it claimed and only lets go of its `Arc`.
@@ -88,6 +88,7 @@
 //!    `RELEASED`); it is emptied only by whichever of the two sets its bit second, when the other
 //!    one no longer touches it.
 
+use super::task_state::{LetGo, TaskState};
 use super::{Scope, Shared, TrySpawnError};
 use crate::live::{self, Kind};
 use crate::pool::{self, Job, JobRef};
@@ -98,16 +99,9 @@ use std::error::Error;
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU8, Ordering::AcqRel, Ordering::Acquire, Ordering::SeqCst, fence};
+use std::sync::atomic::{Ordering::SeqCst, fence};
 use std::sync::{Arc, OnceLock, PoisonError};
 use std::thread::Thread;
-
-/// `state` bit: a thread has claimed the task, to run or skip it (invariant 1).
-const CLAIMED: u8 = 1;
-/// `state` bit: the outcome is stored (invariant 2).
-const DONE: u8 = 2;
-/// `state` bit: the handle is gone ("Who drops what").
-const RELEASED: u8 = 4;
 
 /// What a task hands to its handle.
 enum Outcome<T> {
@@ -122,8 +116,8 @@ enum Outcome<T> {
 
 /// One spawned task: the job on the pool and the packet its handle reads, in one allocation.
 struct Task<F, T> {
-    /// [`CLAIMED`], [`DONE`] and [`RELEASED`] bits, each set once.
-    state: AtomicU8,
+    /// Claimed, done, released (`task_state.rs`).
+    state: TaskState,
     /// The closure; taken by the runner (invariant 1).
     f: UnsafeCell<Option<F>>,
     /// The task's count in its scope; taken by the runner, dropped last (invariant 1).
@@ -374,7 +368,7 @@ impl<'scope, 'env> Scope<'scope, 'env> {
     {
         let shared: &'scope Shared = &self.shared;
         let task = Arc::new(Task {
-            state: AtomicU8::new(0),
+            state: TaskState::new(),
             f: UnsafeCell::new(Some(f)),
             running: UnsafeCell::new(Some(Running::start(&self.shared, slot))),
             outcome: UnsafeCell::new(None),
@@ -386,9 +380,10 @@ impl<'scope, 'env> Scope<'scope, 'env> {
         // borrows `'scope` data (`F` and `T` are only `'scope`), past what the type system can
         // see. It is sound because every `'scope` value in the task is used and dropped while
         // `'scope` is live, and a copy of the job that outlives `'scope` is bare memory:
-        // - `'scope` does not end before the scope's owner has seen the running count at zero
-        //   and closed it (`Shared::close`, run by `super::end` after the body, which never
-        //   unwinds past it). `Running::start` above counted this task before it was queued,
+        // - What `'scope` covers (the caller's borrows and the `Scope` itself, a local of
+        //   `super::run_scope`) stays alive until the scope's owner has seen the running count
+        //   at zero and closed it (`Shared::close`, run by `super::end` after the body, whose
+        //   panic is caught; nothing unwinds past it); closed, the count refuses any spawn. `Running::start` above counted this task before it was queued,
         //   and only the claimer drops that count (`Task::run`, step 5), after the closure is
         //   consumed or dropped and the outcome is stored, and, if the handle is gone, after
         //   the outcome and the context are dropped ("Who drops what"). The decrement (SeqCst)
@@ -421,7 +416,7 @@ where
 {
     /// Steps 2 to 5 of the module docs, if the task is still unclaimed.
     fn run(self: Arc<Self>) {
-        if !self.claim() {
+        if !self.state.claim() {
             // A stale copy (invariant 1): dropping this `Arc` touches no `'scope` data.
             return;
         }
@@ -433,8 +428,7 @@ where
     }
 
     fn is_claimed(&self) -> bool {
-        // Acquire: a claimed task may be freed by the caller, after the claimer's writes.
-        self.state.load(Acquire) & CLAIMED != 0
+        self.state.is_claimed()
     }
 }
 
@@ -443,13 +437,6 @@ where
     F: FnOnce(&Context) -> T + Send,
     T: Send,
 {
-    /// Claims the task for this thread (invariant 1).
-    fn claim(&self) -> bool {
-        // Acquire: the spawner's writes of `f` and `running` happen before (they are also
-        // published by the queues, or by moving the handle to the joiner's thread).
-        self.state.fetch_or(CLAIMED, Acquire) & CLAIMED == 0
-    }
-
     /// The context cell, for shared use (invariant 3).
     fn ctx_cell(&self) -> &OnceLock<Context> {
         // SAFETY: invariant 3: the cell is emptied only through `clear`, by the party that lets
@@ -472,9 +459,8 @@ where
             shared.drop_caught(f);
             Outcome::Skipped
         } else {
-            // Acquire: pairs with the handle's AcqRel `fetch_or` in `release`, so a context the
-            // handle made before it went is seen below.
-            let released = self.state.load(Acquire) & RELEASED != 0;
+            // A context the handle made before it went is seen below (`is_released` is Acquire).
+            let released = self.state.is_released();
             let mut local = None;
             let ctx = match cell.get() {
                 Some(ctx) => ctx,
@@ -503,9 +489,7 @@ where
         // 4. Hand the outcome over.
         // SAFETY: invariant 2: written once, here, before `DONE`; nobody reads it before `DONE`.
         unsafe { *self.outcome.get() = Some(outcome) };
-        // AcqRel: Release publishes the outcome to the handle's Acquire load of `DONE`; Acquire
-        // pairs with the handle's `fetch_or` of `RELEASED`, after its last use of the task.
-        if self.state.fetch_or(DONE, AcqRel) & RELEASED != 0 {
+        if self.state.finish() == LetGo::Last {
             // The handle is gone: nobody will take the outcome. Drop it, and the context, here.
             self.clear(shared);
         } else {
@@ -536,7 +520,7 @@ where
     T: Send,
 {
     fn is_done(&self) -> bool {
-        self.state.load(Acquire) & DONE != 0 // Acquire: pairs with the runner's `fetch_or`
+        self.state.is_done()
     }
 
     fn joiner(&self) -> &OnceLock<Thread> {
@@ -552,7 +536,7 @@ where
     }
 
     fn run_inline(&self) -> bool {
-        if !self.claim() {
+        if !self.state.claim() {
             return false;
         }
         // The caller (the handle) is alive, so the outcome stays for it to take; the count
@@ -568,9 +552,7 @@ where
     }
 
     fn release(&self, shared: &Shared) {
-        // AcqRel: Release orders this handle's uses of the task before the runner's `clear`;
-        // Acquire pairs with the runner's `fetch_or` of `DONE`, before this thread's `clear`.
-        if self.state.fetch_or(RELEASED, AcqRel) & DONE != 0 {
+        if self.state.release() == LetGo::Last {
             self.clear(shared);
         }
     }

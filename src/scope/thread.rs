@@ -406,9 +406,11 @@ impl<'scope, 'env> ChildBuilder<'scope, 'scope, 'env> {
         }
         // SAFETY: `spawn_unchecked` requires that the thread not outlive anything its closure
         // (`F: 'scope`) or its result (`T: 'scope`, stored in the packet) borrows. Those borrows
-        // live at least as long as `'scope`, and `'scope` does not end before the scope's owner
-        // has seen the running count at zero (`Shared::wait_idle`, which `super::exit` runs after
-        // the body, also when the body unwinds) and so before `scope` returns:
+        // live at least as long as `'scope`, and what `'scope` covers (the caller's borrows and
+        // the `Scope` itself, a local of `super::run_scope`) stays alive until the scope's owner
+        // has seen the running count at zero and closed it (`Shared::close`, which `super::end`
+        // runs after the body, whose panic is caught; nothing unwinds past it), before `scope`
+        // returns. Closed, the count refuses any later spawn (`count.rs`, invariant 2):
         // - `Running::start` above counted this child before its thread exists, and its count is
         //   given back only by `Running::drop`: on the child's thread as `run` ends, or here, if
         //   the OS refuses the thread, when std drops the closure.
@@ -418,6 +420,7 @@ impl<'scope, 'env> ChildBuilder<'scope, 'scope, 'env> {
         //   sees zero (SeqCst, so Acquire) synchronizes with every decrement.
         // - A result left in the packet is dropped by the handle, which is `'scope`-bound, on a
         //   thread that is itself counted or is the body; or never, if the handle is forgotten.
+        //   So no user code that can reach the scope runs after the last count drops.
         // - The count cannot reach zero while a spawn is in progress: the spawner is the body
         //   (whose end the owner waits for first) or a child of this scope (counted until it
         //   finishes), so a child spawning a sibling keeps the count above zero throughout.

@@ -1,6 +1,8 @@
-//! loom models of the cancellation tree's races (run with `RUSTFLAGS="--cfg loom"`).
+//! loom models of the cancellation tree's races and of the pool-task protocol (run with
+//! `RUSTFLAGS="--cfg loom"`).
 //!
 //! Each model has two or three threads and checks one race named in its function's name; loom
 //! explores every interleaving of the tree's mutexes and atomics (see `src/loom.rs`).
 
+mod loom_task;
 mod loom_tree;
