@@ -12,6 +12,10 @@
 //! | a callback cancels its own node | no deadlock; the first cause stays; the callback ran once |
 //! | cancel races with the scope's exit | the scope's cause is whichever came first; every child saw that one |
 
+#[path = "common/harness.rs"]
+mod harness;
+
+use harness::{Fault, quiet};
 use std::panic::{AssertUnwindSafe, catch_unwind, panic_any};
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -26,23 +30,6 @@ fn serial() -> MutexGuard<'static, ()> {
     let guard = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
     let _ = take_unhandled_panics();
     guard
-}
-
-/// A test's own panic payload, so an assertion failure is never mistaken for an injected fault.
-#[derive(Debug, PartialEq, Eq)]
-struct Fault(&'static str);
-
-/// The injected panics, silenced.
-fn quiet() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let default = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            if info.payload().downcast_ref::<Fault>().is_none() {
-                default(info);
-            }
-        }));
-    });
 }
 
 fn fault_of(payload: &(dyn std::any::Any + Send)) -> &Fault {

@@ -119,13 +119,16 @@ fn stack_per_level(open: &dyn Fn(&dyn Fn() -> usize) -> usize) -> usize {
 
 #[test]
 fn a_nested_scope_costs_at_most_512_bytes_of_stack() {
+    if cfg!(miri) {
+        return; // Miri's locals have no stack addresses to measure
+    }
     let tether_scope = stack_per_level(&|inner| tether::scope(|_| inner()).unwrap());
     let std_scope = stack_per_level(&|inner| std::thread::scope(|_| inner()));
     let bare = stack_per_level(&|inner| inner());
     println!(
         "stack per level: tether::scope {tether_scope} B, std::thread::scope {std_scope} B, no scope {bare} B"
     );
-    if cfg!(debug_assertions) || cfg!(miri) {
+    if cfg!(debug_assertions) {
         return; // the bound is for optimized builds (the README's test command is --release)
     }
     assert!(

@@ -219,9 +219,10 @@ impl Drop for Tally<'_> {
 
 #[test]
 fn results_of_tasks_whose_handles_were_dropped_are_each_dropped_once_before_the_scope_returns() {
-    // Dropping the handle of an unfinished task hands the task to the scope, which frees it in
-    // batches and at its join (design/0003, "Orphans"); ten thousand of them go through many
-    // batches while others are still queued or running.
+    // Dropping the handle of an unfinished task leaves its result to the runner, which drops it
+    // before the task counts itself out (design/0003, "Who drops what"), while the scope's queue
+    // frees the tasks' memory a few at a time and in sweeps; ten thousand of them go through
+    // many sweeps while others are still queued or running.
     let drops = AtomicUsize::new(0);
     tether::scope(|s| {
         for _ in 0..10_000 {

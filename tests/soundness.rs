@@ -4,14 +4,18 @@
 //!
 //! The tests are serialised: they occupy every pool worker, and read process-wide counts.
 
+#[path = "common/harness.rs"]
+mod harness;
+
 use crossbeam_channel::{bounded, unbounded};
+use harness::{Fault, occupy_every_worker, quiet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
-use std::sync::{Arc, Barrier, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::ThreadId;
 use std::time::Duration;
 use tether::testing::{LeakCheck, take_unhandled_panics};
-use tether::{Canceller, Cause, Key, Scope, ScopeBuilder, TaskHandle};
+use tether::{Canceller, Key, Scope, ScopeBuilder};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -22,10 +26,6 @@ fn serial() -> MutexGuard<'static, ()> {
     guard
 }
 
-/// An injected panic's payload, so an assertion failure is never mistaken for one.
-#[derive(Debug, PartialEq, Eq)]
-struct Fault(&'static str);
-
 /// Panics with `Fault(.0)` when dropped.
 struct PanicOnDrop(&'static str);
 
@@ -35,43 +35,11 @@ impl Drop for PanicOnDrop {
     }
 }
 
-/// Silences the injected panics.
-fn quiet() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let default = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            if info.payload().downcast_ref::<Fault>().is_none() {
-                default(info);
-            }
-        }));
-    });
-}
-
 /// Long enough to mean "never" for a failure detector.
 const NEVER: Duration = Duration::from_secs(10);
 
 /// Rounds of a scenario whose outcome depends on which thread runs a task (Miri is slow).
 const ROUNDS: usize = if cfg!(miri) { 3 } else { 64 };
-
-/// Spawns one task per pool worker, each waiting until its context is cancelled, and returns
-/// once every worker is running one: tasks queued after this stay queued until the caller's
-/// scope is cancelled, unless a waiting thread runs them.
-fn occupy_every_worker<'scope>(s: &'scope Scope<'scope, '_>) -> Vec<TaskHandle<'scope, Cause>> {
-    let workers = tether::pool::threads();
-    let all_busy = Arc::new(Barrier::new(workers + 1));
-    let blockers = (0..workers)
-        .map(|_| {
-            let all_busy = all_busy.clone();
-            s.spawn_task(move |ctx| {
-                all_busy.wait();
-                ctx.wait()
-            })
-        })
-        .collect();
-    all_busy.wait();
-    blockers
-}
 
 /// Asserts that every pool worker is alive: each of `threads()` tasks reports from a distinct
 /// worker thread before any of them is let go.

@@ -83,8 +83,8 @@ use std::time::{Duration, Instant};
 /// A panic payload.
 type Payload = Box<dyn Any + Send + 'static>;
 
-/// How long a helping wait (for tasks) sleeps with nothing to help before looking for pool jobs
-/// again; a child's completion wakes it sooner.
+/// How long a scope's helping wait sleeps when its own queue has no pending task before it looks
+/// there again (a child may queue one meanwhile); the last child's completion wakes it sooner.
 const PARK: Duration = Duration::from_millis(1);
 
 /// Runs `f` in a new scope of OS threads and returns its result once every child has finished.
@@ -760,8 +760,8 @@ impl Shared {
             return;
         }
         if crate::pool::started() {
-            // Tasks may be pending (here or in any scope): run them while waiting, so that a
-            // task waiting on a nested scope never deadlocks the pool (design/0003).
+            // This scope's tasks may be pending: run them (and only them) while waiting, so that
+            // a wait never depends on a free worker (`task.rs`, "Helping"; design/0003).
             crate::pool::wait_until(|| self.running.is_zero(), || self.help_own(), || self.park_idle());
             return;
         }

@@ -260,12 +260,12 @@ impl<'scope, 'env> Scope<'scope, 'env> {
     /// the tasks still queued; call [`wait_all`](Self::wait_all) first to run them all.
     ///
     /// **Blocking in a task holds a pool worker** (there are about as many as cores) for as
-    /// long as it blocks: fine for a short lock or a wait on other tasks (which helps run
-    /// them), costly for I/O, sleeps or waits on things outside the pool. Spawn a thread
-    /// ([`spawn`](Self::spawn)) for those.
+    /// long as it blocks: fine for a short lock or a wait for a nested scope (which runs that
+    /// scope's pending tasks while it waits), costly for I/O, sleeps or waits on things outside
+    /// the pool. Spawn a thread ([`spawn`](Self::spawn)) for those.
     ///
-    /// With a limit, `spawn_task` waits for a free slot as `spawn` does, running pending tasks
-    /// meanwhile.
+    /// With a limit, `spawn_task` waits for a free slot as `spawn` does, running the scope's
+    /// pending tasks meanwhile.
     ///
     /// As with threads, a task cannot borrow what the body owns (it would be dropped before the
     /// scope joins the task):
@@ -562,9 +562,10 @@ where
 
 impl<T> TaskHandle<'_, T> {
     /// Waits for the task to finish and returns its result. If the task has not started, it
-    /// runs here, on the calling thread; if it is running elsewhere, this runs other pending
-    /// tasks meanwhile (so joining from a task never deadlocks the pool). The task's completion
-    /// synchronizes with this call returning.
+    /// runs here, on the calling thread; if it is running elsewhere, this sleeps until it is
+    /// done, and runs nothing else meanwhile (a join waits for its task alone; the thread
+    /// running it needs no help to finish it). The task's completion synchronizes with this call
+    /// returning.
     ///
     /// # Errors
     ///

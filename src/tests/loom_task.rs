@@ -91,6 +91,12 @@ impl Task {
     }
 }
 
+/// Another thread takes a copy of the job from a queue (a worker, or a thread helping its scope).
+fn run_copy_on_a_thread(task: &Arc<Task>, count: &Arc<RunningCount>) -> thread::JoinHandle<()> {
+    let (task, count) = (task.clone(), count.clone());
+    thread::spawn(move || task.run_copy(&count))
+}
+
 /// The exit: wait until the count is zero and close it.
 fn close(count: &RunningCount) {
     while !count.try_close() {
@@ -104,14 +110,8 @@ fn a_task_claimed_by_a_worker_a_stale_copy_or_an_inline_join_runs_once_and_its_r
         let count = Arc::new(RunningCount::new());
         count.start().unwrap();
         let task = Task::new();
-        let worker = {
-            let (task, count) = (task.clone(), count.clone());
-            thread::spawn(move || task.run_copy(&count))
-        };
-        let helper = {
-            let (task, count) = (task.clone(), count.clone());
-            thread::spawn(move || task.run_copy(&count))
-        };
+        let worker = run_copy_on_a_thread(&task, &count);
+        let helper = run_copy_on_a_thread(&task, &count);
         let result = task.join(&count);
         assert!(result.is_some(), "the handle took the outcome");
         drop(result);
@@ -130,10 +130,7 @@ fn a_handle_dropped_while_its_task_runs_leaves_the_result_dropped_before_the_exi
         let count = Arc::new(RunningCount::new());
         count.start().unwrap();
         let task = Task::new();
-        let worker = {
-            let (task, count) = (task.clone(), count.clone());
-            thread::spawn(move || task.run_copy(&count))
-        };
+        let worker = run_copy_on_a_thread(&task, &count);
         task.release();
         close(&count);
         // Whoever let go last dropped the result, and did so before the count dropped.
