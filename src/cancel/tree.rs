@@ -8,7 +8,8 @@
 //! - [`Core`] is one node, in one allocation: its state, cause, registered children, callbacks,
 //!   lazily created done channel, its deadline, and a handle to its parent. It is shared (`Arc`)
 //!   by its handles, by its parent's children slab while registered, by the timer driver while its
-//!   deadline is pending, by callback handles, and (as `top`) by the nodes of its domain.
+//!   deadline is pending or being fired, by callback handles, and (as `top`) by the nodes of its
+//!   domain.
 //! - [`Node`] is a *counted* handle: `Core::handles` counts them. Contexts hold one, and a child
 //!   holds one of its parent (so an ancestor and its deadline live as long as any descendant).
 //!   When the last handle goes, the node is released: detached from its parent, timer disarmed,
@@ -49,9 +50,11 @@
 //!
 //! # Where callbacks run
 //! On the thread whose call cancelled the node, after propagation has finished and every lock is
-//! released; for deadlines, on the timer driver thread. Running them in place (rather than on a new
-//! thread per callback, as Go does) costs no thread and makes `cancel()` return only after every
-//! callback has run, so a caller may rely on their effects. A callback may cancel nodes, register
+//! released; for deadlines, on a timer firer thread, never on the driver itself (see
+//! `cancel::deadline`: a callback that blocks there holds its firer, and other deadlines are
+//! fired by another). Running them in place (rather than on a new thread per callback, as Go
+//! does) costs no thread and makes `cancel()` return only after every callback has run, so a
+//! caller may rely on their effects. A callback may cancel nodes, register
 //! callbacks and drop handles: no lock is held. A callback that panics does not stop the others;
 //! [`Fired::run`] re-raises the panic on the cancelling thread after all callbacks ran.
 
@@ -482,7 +485,8 @@ fn chain_root(core: &Arc<Core>) -> Arc<Core> {
     }
 }
 
-/// Cancels `core` because its deadline passed: the timer driver's entry point.
+/// Cancels `core` because its deadline passed: what a timer firer thread runs for an expired
+/// entry (never the driver itself, `cancel::deadline` invariant 3).
 pub(crate) fn expire(core: &Arc<Core>, cause: Cause) {
     let fired = cancel(core, CancelError::DeadlineExceeded, cause);
     // Nobody called us: a callback panic has no caller to re-raise to, so it is recorded.
@@ -570,7 +574,7 @@ impl Fired {
 
 /// A latch set when the cancellation that reached a node has run every callback it collected:
 /// what a scope waits for before it returns, when the canceller is a thread it does not join
-/// (the timer thread, or whoever cancelled an ancestor).
+/// (a timer firer thread, or whoever cancelled an ancestor).
 /// `std`'s lock and condition variable, not the loom shim's: like the done channel, the latch is
 /// outside the modelled races (it is set after every tree lock is released, and only waited on
 /// by a scope's exit).
