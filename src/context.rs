@@ -261,8 +261,12 @@ impl Context {
     }
 
     /// Registers `callback` to run once when this context is cancelled (Go's `AfterFunc`), with
-    /// the cause. If the context is already cancelled it runs now, on this thread. It runs on the
-    /// thread that cancels (or, for a deadline, on the timer thread): keep it short.
+    /// the cause. If the context is already cancelled it runs now, on this thread. Otherwise it
+    /// runs on the thread that cancels, which waits for it: keep it short. For a deadline that
+    /// thread is a timer firer thread, never the timer driver: a callback that blocks holds its
+    /// firer for as long as it blocks, and other deadlines are fired meanwhile by another firer
+    /// (about a millisecond late); a panic there is recorded for
+    /// [`testing::take_unhandled_panics`](crate::testing::take_unhandled_panics).
     ///
     /// On a context that can never be cancelled the callback is dropped unrun (and the handle's
     /// first `stop()` returns `true`).

@@ -155,3 +155,35 @@ fn an_earlier_deadline_armed_while_the_driver_sleeps_on_a_later_one_fires_on_tim
     assert_eq!(soon.wait_timeout(GENEROUS), Some(Cause::DeadlineExceeded));
     assert!(!late.is_cancelled());
 }
+
+#[test]
+fn far_deadlines_come_back_exactly_as_set() {
+    let _g = serial();
+    use tether::go;
+    const FOUR_CENTURIES: Duration = Duration::from_secs(400 * 365 * 24 * 3600);
+    let now = Instant::now();
+    // Linux represents both; another platform may not, and then that arm has nothing to check.
+    if let Some(future) = now.checked_add(FOUR_CENTURIES) {
+        let ctx = Context::new().with_deadline(future);
+        assert_eq!(ctx.deadline(), Some(future));
+        assert!(!ctx.is_cancelled(), "a far-future deadline does not fire");
+        assert_eq!(ctx.child().deadline(), Some(future), "inherited by a child");
+        assert_eq!(ctx.with_deadline(future + FAR).deadline(), Some(future), "a later one is the parent's");
+        assert_eq!(ctx.with_deadline(now + FAR).deadline(), Some(now + FAR), "an earlier one wins");
+        assert_eq!(go::Ctx::from(ctx.clone()).deadline(), Some(future), "seen through the Go adapter");
+        let (go_ctx, _cancel) = go::with_deadline(&go::background(), future);
+        assert_eq!(go_ctx.deadline(), Some(future));
+        let (go_child, _cancel) = go::with_cancel(&go::Ctx::from(ctx.child()));
+        assert_eq!(go_child.deadline(), Some(future));
+    }
+    if let Some(past) = now.checked_sub(FOUR_CENTURIES) {
+        let ctx = Context::new().with_deadline(past);
+        assert_eq!(ctx.deadline(), Some(past));
+        assert_eq!(ctx.err(), Some(CancelError::DeadlineExceeded), "a far-past deadline cancels at once");
+        assert_eq!(ctx.child().deadline(), Some(past), "inherited by a child");
+        assert_eq!(go::Ctx::from(ctx.clone()).deadline(), Some(past), "seen through the Go adapter");
+        let (go_ctx, _cancel) = go::with_deadline(&go::background(), past);
+        assert_eq!(go_ctx.deadline(), Some(past));
+        assert_eq!(go_ctx.err(), Some(CancelError::DeadlineExceeded));
+    }
+}

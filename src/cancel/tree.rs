@@ -8,7 +8,8 @@
 //! - [`Core`] is one node, in one allocation: its state, cause, registered children, callbacks,
 //!   lazily created done channel, its deadline, and a handle to its parent. It is shared (`Arc`)
 //!   by its handles, by its parent's children slab while registered, by the timer driver while its
-//!   deadline is pending, by callback handles, and (as `top`) by the nodes of its domain.
+//!   deadline is pending or being fired, by callback handles, and (as `top`) by the nodes of its
+//!   domain.
 //! - [`Node`] is a *counted* handle: `Core::handles` counts them. Contexts hold one, and a child
 //!   holds one of its parent (so an ancestor and its deadline live as long as any descendant).
 //!   When the last handle goes, the node is released: detached from its parent, timer disarmed,
@@ -49,9 +50,11 @@
 //!
 //! # Where callbacks run
 //! On the thread whose call cancelled the node, after propagation has finished and every lock is
-//! released; for deadlines, on the timer driver thread. Running them in place (rather than on a new
-//! thread per callback, as Go does) costs no thread and makes `cancel()` return only after every
-//! callback has run, so a caller may rely on their effects. A callback may cancel nodes, register
+//! released; for deadlines, on a timer firer thread, never on the driver itself (see
+//! `cancel::deadline`: a callback that blocks there holds its firer, and other deadlines are
+//! fired by another). Running them in place (rather than on a new thread per callback, as Go
+//! does) costs no thread and makes `cancel()` return only after every callback has run, so a
+//! caller may rely on their effects. A callback may cancel nodes, register
 //! callbacks and drop handles: no lock is held. A callback that panics does not stop the others;
 //! [`Fired::run`] re-raises the panic on the cancelling thread after all callbacks ran.
 
@@ -105,7 +108,9 @@ pub(crate) struct Core {
     /// lock (Relaxed). Kept here rather than in `Extras` so a deadline costs no extra allocation.
     timer: AtomicU32,
     /// The effective deadline (the earlier of the node's own and its parent's), packed as
-    /// nanoseconds from a process epoch ([`pack_deadline`]) to keep the core small.
+    /// nanoseconds from a process epoch ([`pack_deadline`]) to keep the core small; or
+    /// `FAR_DEADLINE`, when it is too far from the epoch to pack and `Extras::far_deadline` holds
+    /// it. Fixed at creation.
     deadline: i64,
     inner: Mutex<Inner>,
 }
@@ -131,6 +136,9 @@ struct Extras {
     /// The done channel, created by the first `done()`; the sender is dropped on cancellation.
     done_rx: Option<Receiver<Infallible>>,
     done_tx: Option<Sender<Infallible>>,
+    /// The effective deadline when `Core::deadline` is `FAR_DEADLINE`; set before the core is
+    /// shared, never changed.
+    far_deadline: Option<Instant>,
 }
 
 /// A counted handle to a node: what a [`crate::Context`] holds and what a child holds of its
@@ -206,7 +214,7 @@ impl Node {
     /// A new node below `parent` (a root if `None`), with its own deadline `own_deadline` whose
     /// expiry cancels it with `deadline_cause`.
     pub(crate) fn new(parent: Option<&Node>, own_deadline: Option<Instant>, deadline_cause: Cause) -> Node {
-        let parent_deadline = parent.and_then(|p| unpack_deadline(p.core.deadline));
+        let parent_deadline = parent.and_then(Node::deadline);
         // Go's rule: a deadline later than the parent's is served by the parent's timer.
         let arm = own_deadline.filter(|own| parent_deadline.is_none_or(|p| p >= *own));
         let deadline = match (arm, parent_deadline) {
@@ -215,6 +223,11 @@ impl Node {
         };
         let expired = arm.is_some_and(|at| at <= Instant::now());
         let timer = arm.filter(|_| !expired);
+        let (packed, far) = pack_deadline(deadline);
+        let mut inner = Inner::new(parent.cloned());
+        if far.is_some() {
+            inner.extras().far_deadline = far; // not shared yet: a plain write
+        }
         let core = Arc::new(Core {
             state: AtomicU8::new(OPEN),
             slot: AtomicU32::new(UNREGISTERED),
@@ -222,8 +235,8 @@ impl Node {
             released: AtomicBool::new(false),
             timer: AtomicU32::new(NO_TIMER),
             propagation: Mutex::new(()),
-            deadline: pack_deadline(deadline),
-            inner: Mutex::new(Inner::new(parent.cloned())),
+            deadline: packed,
+            inner: Mutex::new(inner),
         });
         if let Some(p) = parent {
             // Relaxed: written before the handle below exists; read by `release`, which runs
@@ -246,14 +259,21 @@ impl Node {
         &self.core
     }
 
-    /// The effective deadline.
+    /// The effective deadline, exactly as it was set. One plain load, unless it lies beyond the
+    /// packed range (then the core's lock is taken to read it).
     pub(crate) fn deadline(&self) -> Option<Instant> {
-        unpack_deadline(self.core.deadline)
+        match self.core.deadline {
+            FAR_DEADLINE => lock(&self.core.inner).extras.as_ref().and_then(|e| e.far_deadline),
+            packed => unpack_deadline(packed),
+        }
     }
 }
 
 /// `Core::deadline` for "no deadline".
 const NO_DEADLINE: i64 = i64::MIN;
+
+/// `Core::deadline` for a deadline too far from [`epoch`] to pack: `Extras::far_deadline` holds it.
+const FAR_DEADLINE: i64 = i64::MIN + 1;
 
 /// The instant every packed deadline is measured from.
 fn epoch() -> Instant {
@@ -261,18 +281,24 @@ fn epoch() -> Instant {
     *EPOCH.get_or_init(Instant::now)
 }
 
-/// Packs a deadline as signed nanoseconds from [`epoch`]; exact for deadlines within ±292 years
-/// of it, and saturating beyond (such a deadline is, for any process, "never" or "long past").
-fn pack_deadline(deadline: Option<Instant>) -> i64 {
-    let Some(at) = deadline else { return NO_DEADLINE };
+/// Packs a deadline as signed nanoseconds from [`epoch`], exactly: within about ±292 years of it
+/// the packed value alone; beyond, `FAR_DEADLINE` and the instant itself, for `Extras`. (Go's
+/// `Deadline()` returns what was set, however far; the driver treats such a deadline as "never"
+/// or "long past".)
+fn pack_deadline(deadline: Option<Instant>) -> (i64, Option<Instant>) {
+    let Some(at) = deadline else { return (NO_DEADLINE, None) };
     let base = epoch();
-    match at.checked_duration_since(base) {
-        Some(after) => i64::try_from(after.as_nanos()).unwrap_or(i64::MAX),
-        None => i64::try_from(base.duration_since(at).as_nanos()).map_or(NO_DEADLINE + 1, |n| -n),
+    let packed = match at.checked_duration_since(base) {
+        Some(after) => i64::try_from(after.as_nanos()).ok(),
+        None => i64::try_from(base.duration_since(at).as_nanos()).ok().map(|n| -n),
+    };
+    match packed {
+        Some(n) if n > FAR_DEADLINE => (n, None),
+        _ => (FAR_DEADLINE, Some(at)), // also the two values below, which the sentinels take
     }
 }
 
-/// The inverse of [`pack_deadline`].
+/// The inverse of [`pack_deadline`] for a packed value other than `FAR_DEADLINE`.
 fn unpack_deadline(packed: i64) -> Option<Instant> {
     if packed == NO_DEADLINE {
         return None;
@@ -310,6 +336,7 @@ impl Inner {
                 next_callback_id: 0,
                 done_rx: None,
                 done_tx: None,
+                far_deadline: None,
             })
         })
     }
@@ -414,7 +441,8 @@ impl Node {
     /// Whether this node is as new: this is its only handle, and it is open, with no children,
     /// no callbacks and no done channel, ever (its `Extras` were never made), and no deadline
     /// of its own. Such a node can serve as a fresh child of its parent: nothing that used it
-    /// can tell.
+    /// can tell. (A node whose effective deadline is too far to pack keeps it in `Extras`, so it
+    /// is never pristine: a fresh child is made instead, which is only slower.)
     pub(crate) fn is_pristine(&self) -> bool {
         let inner = lock(&self.core.inner);
         // Acquire: a handle given up on another thread (Release decrement in `let_go`) is
@@ -482,7 +510,8 @@ fn chain_root(core: &Arc<Core>) -> Arc<Core> {
     }
 }
 
-/// Cancels `core` because its deadline passed: the timer driver's entry point.
+/// Cancels `core` because its deadline passed: what a timer firer thread runs for an expired
+/// entry (never the driver itself, `cancel::deadline` invariant 3).
 pub(crate) fn expire(core: &Arc<Core>, cause: Cause) {
     let fired = cancel(core, CancelError::DeadlineExceeded, cause);
     // Nobody called us: a callback panic has no caller to re-raise to, so it is recorded.
@@ -570,7 +599,7 @@ impl Fired {
 
 /// A latch set when the cancellation that reached a node has run every callback it collected:
 /// what a scope waits for before it returns, when the canceller is a thread it does not join
-/// (the timer thread, or whoever cancelled an ancestor).
+/// (a timer firer thread, or whoever cancelled an ancestor).
 /// `std`'s lock and condition variable, not the loom shim's: like the done channel, the latch is
 /// outside the modelled races (it is set after every tree lock is released, and only waited on
 /// by a scope's exit).
