@@ -8,7 +8,7 @@
 //! here.
 //!
 //! - `read_from_conn` uses tether's native `Context::on_cancel`. The callback runs on the thread
-//!   that cancels (the timer thread, for a deadline), and receives the cause.
+//!   that cancels (a timer firer thread, for a deadline), and receives the cause.
 //! - `read_from_conn_go` uses the Go adapter's `go::after_func`, line by line as Go's example
 //!   does. The callback runs on a thread of its own, so the reader waits for it to finish.
 //!

@@ -28,7 +28,7 @@ fn main() {
     let typed = cause.downcast_ref::<ClientGone>().expect("the cause keeps its type");
     println!("  the cause is a ClientGone for client {}", typed.client);
 
-    // 2. A deadline: the earlier of the node's own and its parent's, served by one timer thread.
+    // 2. A deadline: the earlier of the node's own and its parent's, served by one timer driver.
     let batch = Context::new().with_timeout(Duration::from_millis(50));
     let step = batch.with_timeout(Duration::from_secs(60)); // cannot outlive its parent
     println!("batch step deadline is the parent's: {}", step.deadline() == batch.deadline());

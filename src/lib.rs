@@ -28,7 +28,9 @@
 //! - A context whose handles are all dropped uncancelled detaches from its parent and disarms its
 //!   deadline: forgetting to cancel leaks nothing.
 //! - Checking for cancellation ([`Canceller::is_cancelled`]) is a single atomic load.
-//! - Deadlines are served by one shared timer thread, never a thread per deadline.
+//! - Deadlines are served by one shared timer driver thread, never a thread per deadline; the
+//!   cancellations they cause (and the callbacks those run) run on its firer threads, so a
+//!   callback that blocks or panics never stops the other deadlines.
 //!
 //! ## Scopes
 //! [`scope`] is `std::thread::scope` with cancellation: children borrow from the stack, get their

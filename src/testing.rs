@@ -17,7 +17,7 @@
 //!
 //! # Unhandled panics
 //! A panic that cannot be re-raised to any caller is recorded here rather than lost: a callback
-//! that panics on the timer thread (its context's deadline fired), and every panic of a scope
+//! that panics on a timer firer thread (its context's deadline fired), and every panic of a scope
 //! after the first (the first is re-raised by the scope). [`take_unhandled_panics`] takes them.
 
 use crate::LiveCounts;
@@ -56,7 +56,7 @@ pub(crate) fn record_unhandled_panic(payload: Box<dyn Any + Send>) {
 }
 
 /// Takes every panic payload recorded since the last call: panics of on-cancel callbacks that ran
-/// on the timer thread, and the panics of a scope after the first one (which the scope
+/// on a timer firer thread, and the panics of a scope after the first one (which the scope
 /// re-raised), oldest first.
 ///
 /// # Examples
@@ -69,7 +69,7 @@ pub(crate) fn record_unhandled_panic(payload: Box<dyn Any + Send>) {
 /// let (tx, rx) = crossbeam_channel::bounded(1);
 /// let _cb = ctx.on_cancel(move |_| {
 ///     let _ = tx.send(());
-///     panic!("callback failed on the timer thread")
+///     panic!("callback failed on a timer firer thread")
 /// });
 /// rx.recv().unwrap();
 /// # while tether::testing::take_unhandled_panics().is_empty() { std::thread::yield_now(); }

@@ -149,7 +149,7 @@ fn a_callback_on_a_context_that_can_never_be_cancelled_never_runs() {
 
 #[test]
 fn when_a_deadline_cancels_a_scope_its_callbacks_have_run_before_the_scope_returns() {
-    // The timer thread cancels the scope: it wakes the waiters, then runs the callbacks it
+    // A timer firer thread cancels the scope: it wakes the waiters, then runs the callbacks it
     // collected, so the body (or a task it runs inline while it waits) can see the cancellation
     // and return before the callbacks have run. The scope's exit waits for them (scope invariant
     // 5). Repeated, since the window is a few microseconds wide: without the wait, this failed

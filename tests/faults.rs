@@ -5,7 +5,7 @@
 //! | --- | --- |
 //! | an on-cancel callback panics during `cancel()` | every callback still runs; `cancel` re-raises the payload, or `CallbackPanics` with all of them (`Context::cancel_with`, `# Panics`) |
 //! | ... during a scope's exit | recorded as the scope's panic and re-raised by `scope` (`scope/mod.rs`, `Shared::cancel`) |
-//! | ... on the timer thread (a deadline) | recorded for `testing::take_unhandled_panics` (`tether::testing` docs) |
+//! | ... on a timer firer thread (a deadline) | recorded for `testing::take_unhandled_panics` (`tether::testing` docs) |
 //! | a bound value's destructor panics | see `a_panicking_value_destructor_*` |
 //! | the body panics while children are blocked | children see `Cause::Panicked` naming "scope body"; `scope` re-raises the body's payload (`scope` docs, `# Panics`) |
 //! | a child panics while the owner is unwinding | the owner's panic is re-raised; the child's goes to `take_unhandled_panics` (`scope` docs) |

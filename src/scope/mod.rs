@@ -18,7 +18,7 @@
 //!    scope's (`task.rs`, "Helping"; design/0003-pool-tasks.md).
 //!    Then wait until the cancellation that reached the scope's node has run every on-cancel
 //!    callback it collected (invariant 5): when the canceller is a thread the scope does not
-//!    join (the timer thread for a deadline, or whoever cancelled an ancestor), a child can see
+//!    join (a timer firer thread for a deadline, or whoever cancelled an ancestor), a child can see
 //!    the cancellation and finish before that thread has run the callbacks of the scope's
 //!    contexts. Then the scope's state, with its context and the values bound to it, is dropped on the
 //!    owner's thread (after the children have let go of it), so no value outlives `scope` on a
