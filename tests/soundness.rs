@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::ThreadId;
 use std::time::Duration;
 use tether::testing::{LeakCheck, take_unhandled_panics};
-use tether::{Canceller, Key, Scope, ScopeBuilder};
+use tether::{Key, Scope, ScopeBuilder};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 

@@ -665,7 +665,7 @@ impl<'scope, 'env> Scope<'scope, 'env> {
     /// ```
     pub fn wait_all(&self) {
         assert!(
-            !thread::is_child_of(&self.shared) && !task::is_task_of(&self.shared),
+            !thread::is_child_of(self.shared) && !task::is_task_of(self.shared),
             "tether: wait_all called from a child of the same scope would wait for itself"
         );
         self.shared.wait_idle();

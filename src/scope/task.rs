@@ -320,7 +320,7 @@ impl<'scope, 'env> Scope<'scope, 'env> {
         T: Send + 'scope,
         E: Error + Send + Sync + 'static,
     {
-        let shared: &'scope Shared = &self.shared;
+        let shared: &'scope Shared = self.shared;
         self.spawn_task(move |ctx| {
             f(ctx).map_err(|error| {
                 let error = Arc::new(error);
@@ -366,11 +366,11 @@ impl<'scope, 'env> Scope<'scope, 'env> {
         F: FnOnce(&Context) -> T + Send + 'scope,
         T: Send + 'scope,
     {
-        let shared: &'scope Shared = &self.shared;
+        let shared: &'scope Shared = self.shared;
         let task = Arc::new(Task {
             state: TaskState::new(),
             f: UnsafeCell::new(Some(f)),
-            running: UnsafeCell::new(Some(Running::start(&self.shared, slot))),
+            running: UnsafeCell::new(Some(Running::start(self.shared, slot))),
             outcome: UnsafeCell::new(None),
             ctx: UnsafeCell::new(OnceLock::new()),
             joiner: OnceLock::new(),

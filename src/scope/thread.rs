@@ -367,7 +367,7 @@ impl<'scope, 'env> ChildBuilder<'scope, 'scope, 'env> {
         T: Send + 'scope,
         E: Error + Send + Sync + 'static,
     {
-        let shared: &'scope Shared = &self.scope.shared;
+        let shared: &'scope Shared = self.scope.shared;
         self.spawn(move |ctx| {
             f(ctx).map_err(|error| {
                 let error = Arc::new(error);
@@ -384,7 +384,7 @@ impl<'scope, 'env> ChildBuilder<'scope, 'scope, 'env> {
         F: FnOnce(&Context) -> T + Send + 'scope,
         T: Send + 'scope,
     {
-        let shared: &'scope Shared = &self.scope.shared;
+        let shared: &'scope Shared = self.scope.shared;
         let name: Option<Arc<str>> = self.name.as_deref().map(Arc::from);
         // 1. The child's node, and its count as running (given back by `Running::drop`, also when
         //    the OS refuses the thread and std drops the closure).
