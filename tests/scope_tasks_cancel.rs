@@ -7,7 +7,7 @@ mod harness;
 
 use harness::occupy_every_worker;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-use std::sync::{Arc, Barrier, Mutex};
+use std::sync::{Arc, Mutex};
 use tether::testing::LeakCheck;
 use tether::{Canceller, Cause, TaskHandle};
 

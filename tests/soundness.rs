@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::ThreadId;
 use std::time::Duration;
 use tether::testing::{LeakCheck, take_unhandled_panics};
-use tether::{Key, Scope, ScopeBuilder};
+use tether::{Context, Key, Scope, ScopeBuilder};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -252,4 +252,24 @@ fn a_task_joined_inline_leaves_no_context_or_value_behind_after_its_scope() {
         }
     })
     .unwrap();
+}
+
+// ===== a panicking discarded callback leaks nothing =====
+
+#[test]
+fn a_context_whose_discarded_callback_panics_is_still_released_up_its_chain() {
+    let _serial = serial();
+    let check = LeakCheck::start();
+    let root = Context::new();
+    let middle = root.child();
+    let leaf = middle.child();
+    drop(middle); // the leaf's release is now what releases the middle node too
+    let guard = PanicOnDrop("discarded on release");
+    let _ = leaf.on_cancel(move |_| drop(guard));
+    let payload = catch_unwind(AssertUnwindSafe(move || drop(leaf)))
+        .expect_err("the capture's panic unwinds from the drop");
+    assert_eq!(payload.downcast_ref::<Fault>(), Some(&Fault("discarded on release")));
+    assert_eq!(root.registered_children(), 0, "the chain below the root was released");
+    drop(root);
+    check.finish().expect("no node, child or callback leaked");
 }

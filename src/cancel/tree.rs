@@ -726,19 +726,25 @@ impl Node {
             return None; // our alias of the count is simply forgotten
         }
         fence(Ordering::Acquire);
-        let parent = release(&self.core);
+        let (parent, discarded) = release(&self.core);
         // SAFETY: this was the last handle, so no other alias of the collective count remains and
         // none can be made (handles are only made from live handles); this alias is dropped once,
         // here, and never used again (the caller drops or forgets `self` without touching `core`).
         unsafe { ManuallyDrop::drop(&mut self.core) };
+        // User code, last: the node is detached, counted out and its count dropped whatever the
+        // callbacks' captures do. If one panics, `parent` is dropped by the unwinding, which lets
+        // go of the rest of the chain through its own `Drop`.
+        drop(discarded);
         parent
     }
 }
 
-/// Detaches `core` from its parent, disarms its timer and discards unrun callbacks: after the
-/// last handle is gone nothing can cancel this node any more except its parent, from which it is
-/// now detached. Returns the parent handle, which the caller lets go of.
-fn release(core: &Arc<Core>) -> Option<Node> {
+/// Detaches `core` from its parent, disarms its timer and takes out its unrun callbacks: after
+/// the last handle is gone nothing can cancel this node any more except its parent, from which it
+/// is now detached. Returns the parent handle, which the caller lets go of, and the discarded
+/// callbacks, which it drops once it has let go of the node (they are user code: nothing of the
+/// release may depend on their drop returning).
+fn release(core: &Arc<Core>) -> (Option<Node>, Vec<(u64, Callback)>) {
     let (timer, discarded, parent) = {
         let mut inner = lock(&core.inner);
         // Relaxed: under the lock that guards state writes (invariant 1). `released` records
@@ -757,14 +763,13 @@ fn release(core: &Arc<Core>) -> Option<Node> {
         let key = TimerKey::unpack(timer);
         deadline::remove(key, core_addr(core));
     }
-    drop(discarded); // user code: outside the lock
     if let Some(parent) = &parent {
         // Relaxed: see the store in `Node::new`; ordered before us by the handle count.
         let detached = detach(&parent.core, core.slot.load(Ordering::Relaxed), core);
         drop(detached);
     }
     live::add(Kind::Nodes, -1);
-    parent
+    (parent, discarded)
 }
 
 /// Removes `child` from `parent`'s children, unless the parent was cancelled (which drained them,

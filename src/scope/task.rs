@@ -477,14 +477,16 @@ where
                 catch_unwind(AssertUnwindSafe(|| f(ctx)))
             };
             TASK_OF.with(|c| c.set(outer));
+            // 3. A panic is recorded and cancels the scope (so, as for a thread child, the
+            //    callbacks on the task's context run rather than being discarded with it).
+            let outcome = match result {
+                Ok(value) => Outcome::Returned(value),
+                Err(payload) => Outcome::Panicked(shared.panicked(None, payload)),
+            };
             if let Some(ctx) = local {
                 shared.keep_spare_task_context(ctx);
             }
-            // 3. A panic is recorded and cancels the scope.
-            match result {
-                Ok(value) => Outcome::Returned(value),
-                Err(payload) => Outcome::Panicked(shared.panicked(None, payload)),
-            }
+            outcome
         };
         // 4. Hand the outcome over.
         // SAFETY: invariant 2: written once, here, before `DONE`; nobody reads it before `DONE`.
