@@ -7,9 +7,9 @@ mod harness;
 
 use harness::occupy_every_worker;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use tether::testing::LeakCheck;
-use tether::{Canceller, Cause, TaskHandle};
+use tether::{Canceller, Cause};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
