@@ -7,8 +7,12 @@
 //! a `Key<u32>` bound by some scope, and register on-cancel callbacks (some stopped at once);
 //! children are threads or pool tasks, and a task is skipped if its scope is cancelled before it
 //! starts; scopes get deadlines in the past, near or far, and end by returning, cancelling,
-//! waiting for their children or panicking. A failing program shrinks to a small one, printed as
-//! a tree:
+//! waiting for their children or panicking. Some destructors are adversarial (each on about 1
+//! child or scope in 8): a child's result panics when dropped, or spawns a child (thread or task)
+//! into its scope; an on-cancel callback captures a value that panics if the callback is
+//! discarded unrun (its child's context dropped uncancelled); a scope binds a value whose
+//! destructor panics. Every handle is dropped unjoined, so tether drops the results. A failing
+//! program shrinks to a small one, printed as a tree:
 //!
 //! ```text
 //! scope#0 then WaitAll
@@ -23,18 +27,28 @@
 //!    the program can produce (its deadline, an explicit cancel, a failure, a panic, the exit);
 //!    every blocked child was woken;
 //! 3. every callback ran exactly once, or its `stop()` returned `true` (and a second `stop()`
-//!    returns `false`);
+//!    returns `false`); an armed callback was discarded exactly when it did not run, and the
+//!    model allows that: it runs if its child surely cancels its own context first (blocks until
+//!    cancelled, fails, cancels a scope, or panics) or its scope was born
+//!    cancelled; it is discarded if nothing can cancel the scope before the child ends; else
+//!    either;
 //! 4. every value read is the innermost binding, as the model computes it;
 //! 5. the scope's result is the model's: a panic re-raised with its payload (the others recorded
 //!    as unhandled: no payload is lost), else exactly the failures of its children (nested
-//!    scopes' failures nested), else `Ok`;
+//!    scopes' failures nested), else `Ok`. A destructor's panic (a result, a discarded armed
+//!    callback, a bound value) is a panic of the scope that dropped it, with the same precedence
+//!    as a child's, except that it cancels nothing; every tag that panicked is reported exactly
+//!    once, re-raised or in `take_unhandled_panics()`;
 //! 6. every spawned child ran or, for a task, was skipped; a task was skipped only if its scope
 //!    may be cancelled before its children have all started, and then for a cause that can come
-//!    that early; a task spawned into an already cancelled scope was skipped.
+//!    that early; a task spawned into an already cancelled scope was skipped. A child spawned by
+//!    a result's destructor is spawned exactly when that child ran, and is checked like a
+//!    sibling spawned at the end of its spawner's life (and counted by the leak check).
 //!
-//! Checks 2 to 5 are computed given which children ran: a skipped task did nothing (no read,
-//! callback, failure, panic, sibling, nested scope or cancel), so the model's expectation leaves
-//! all of it out, and a task that ran is checked exactly like a thread.
+//! Checks 2 to 5 are computed given which children ran and which armed callbacks were discarded:
+//! a skipped task did nothing (no read, callback, failure, panic, sibling, nested scope, cancel or
+//! result), so the model's expectation leaves all of it out, and a task that ran is checked
+//! exactly like a thread.
 //!
 //! The same programs written the usual ad-hoc way (`std::thread::spawn`, an `Arc<AtomicBool>`,
 //! joins in order with `?`) leak: see `ad_hoc_spawning_leaks_what_scopes_do_not` and
@@ -48,8 +62,8 @@
 mod programs;
 
 use programs::{
-    Action, Callback, Checked, Child, Deadline, End, Model, Program, Runs, ScopeSpec, Spawn, TetherRun, Wait,
-    program, run_adhoc,
+    Action, Callback, Checked, Child, Deadline, End, Fate, Model, OnDrop, Program, Runs, ScopeSpec, Spawn,
+    Tag, TetherRun, Wait, program, run_adhoc,
 };
 use proptest::test_runner::{Config, RngSeed, TestCaseError, TestError, TestRunner};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -101,12 +115,16 @@ fn random_programs_leak_nothing_and_lose_nothing() {
     let config = config();
     let cases = config.cases;
     let mut runner = TestRunner::new(config);
-    // Pool tasks spawned and skipped (printed: skips are exercised, not just allowed).
+    // Pool tasks spawned and skipped, destructors that panicked or spawned (printed: skips and
+    // adversarial destructors are exercised, not just allowed).
     let (tasks, skipped) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    let (drop_panics, drop_spawns) = (AtomicUsize::new(0), AtomicUsize::new(0));
     let result = runner.run(&program(), |p| {
         let checked = check(&p)?;
         tasks.fetch_add(checked.tasks, Relaxed);
         skipped.fetch_add(checked.skipped, Relaxed);
+        drop_panics.fetch_add(checked.destructor_panics, Relaxed);
+        drop_spawns.fetch_add(checked.drop_spawned, Relaxed);
         Ok(())
     });
     if let Err(e) = result {
@@ -114,15 +132,18 @@ fn random_programs_leak_nothing_and_lose_nothing() {
     }
     eprintln!(
         "random_programs_leak_nothing_and_lose_nothing: {cases} programs passed \
-         ({} pool tasks spawned, {} of them skipped; {} pool workers)",
+         ({} pool tasks spawned, {} of them skipped; {} destructors panicked, {} children spawned \
+         by destructors; {} pool workers)",
         tasks.into_inner(),
         skipped.into_inner(),
+        drop_panics.into_inner(),
+        drop_spawns.into_inner(),
         tether::pool::threads(),
     );
 }
 
 fn child(id: u32, action: Action) -> Child {
-    Child { id, on: Spawn::Thread, action, callback: None, read: false }
+    Child { id, on: Spawn::Thread, action, callback: None, read: false, result: None }
 }
 
 fn task(id: u32, action: Action) -> Child {
@@ -130,7 +151,7 @@ fn task(id: u32, action: Action) -> Child {
 }
 
 fn scope(id: u32, deadline: Deadline, children: Vec<Child>, end: End) -> ScopeSpec {
-    ScopeSpec { id, deadline, bind: Some(7), children, end }
+    ScopeSpec { id, deadline, bind: Some(7), bomb: false, children, end }
 }
 
 /// Tasks in a scope whose deadline has passed are spawned into a cancelled scope: every one is
@@ -212,9 +233,9 @@ fn the_model_lets_tasks_skip_only_where_the_scope_may_be_cancelled_early() {
     let p = waits(vec![child(1, Action::Nested(nested)), task(4, Action::Finish)]);
     let m = Model::of(&p);
     assert_eq!((m.runs[&3], m.runs[&4]), (Runs::Maybe, Runs::Maybe));
-    let without = m.expect(&p, &|id| id != 3);
+    let without = m.expect(&p, &|id| id != 3, &|_| false);
     assert!(!without.scopes[&0].causes.contains(&programs::ModelCause::Cancelled));
-    let with = m.expect(&p, &|_| true);
+    let with = m.expect(&p, &|_| true, &|_| false);
     assert!(with.scopes[&0].causes.contains(&programs::ModelCause::Cancelled));
     check(&p).unwrap();
 }
@@ -228,6 +249,7 @@ fn fail_next_to_a_blocked_child() -> Program {
             id: 0,
             deadline: Deadline::None,
             bind: None,
+            bomb: false,
             children: vec![child(1, Action::Fail), child(2, Action::Block(Wait::Ctx))],
             end: End::WaitAll,
         },
@@ -277,4 +299,90 @@ fn a_failing_program_shrinks_to_a_small_readable_one() {
     let text = format!("{minimal:?}");
     assert_eq!(text.trim().lines().count(), 4, "not minimal:{text}");
     assert_eq!(minimal.root.children.len(), 1, "{text}");
+}
+
+/// A result that panics when dropped, on a thread and on a task, and a bound value whose
+/// destructor panics, next to a child that panics: four payloads, one re-raised and three
+/// recorded as unhandled (the checker checks that none is lost), and no failure is reported.
+#[test]
+fn panicking_results_and_a_panicking_bound_value_are_the_scopes_panics() {
+    let _serial = serial();
+    let mut p = Program {
+        root: scope(
+            0,
+            Deadline::None,
+            vec![
+                Child { result: Some(OnDrop::Panic), ..child(1, Action::Finish) },
+                Child { result: Some(OnDrop::Panic), ..task(2, Action::Stubborn(1)) },
+                child(3, Action::Panic),
+                child(4, Action::Fail),
+            ],
+            End::WaitAll,
+        ),
+    };
+    p.root.bomb = true;
+    let model = Model::of(&p);
+    let mut panics = model.expect(&p, &|_| true, &|_| false).panics;
+    panics.sort();
+    assert_eq!(panics, [Tag(0), Tag(1), Tag(2), Tag(3)]);
+    for _ in 0..20 {
+        let checked = check(&p).unwrap();
+        assert!(checked.destructor_panics >= 2, "the bomb, and #1's result ({})", checked.destructor_panics);
+    }
+}
+
+/// A result whose destructor spawns a child into its scope: the scope waits for that child (a
+/// task runs, since nothing cancels the scope early), and the leak check counts it.
+#[test]
+fn a_result_that_spawns_when_dropped_spawns_a_child_its_scope_waits_for() {
+    let _serial = serial();
+    let spawns = |on, id| Some(OnDrop::Spawn(Box::new(Child { on, ..child(id, Action::Finish) })));
+    let p = Program {
+        root: scope(
+            0,
+            Deadline::None,
+            vec![
+                Child { result: spawns(Spawn::Task, 2), ..child(1, Action::Finish) },
+                Child { result: spawns(Spawn::Thread, 4), ..task(3, Action::Finish) },
+            ],
+            End::WaitAll,
+        ),
+    };
+    let model = Model::of(&p);
+    assert!((1..=4).all(|id| model.runs[&id] == Runs::Surely), "{model:?}");
+    for _ in 0..20 {
+        let checked = check(&p).unwrap();
+        assert_eq!((checked.tasks, checked.skipped, checked.drop_spawned), (2, 0, 2));
+    }
+}
+
+/// An armed callback (its capture panics if it is discarded unrun) is discarded when nothing can
+/// cancel its child's context before the child ends, runs when the child surely cancels it
+/// first, and may go either way otherwise; a discarded one is a panic of the scope.
+#[test]
+fn an_armed_callback_is_discarded_exactly_when_nothing_cancels_its_child_first() {
+    let _serial = serial();
+    let armed = |c: Child| Child { callback: Some(Callback::Armed), ..c };
+    let waits =
+        Program { root: scope(0, Deadline::None, vec![armed(child(1, Action::Finish))], End::WaitAll) };
+    let e = Model::of(&waits).expect(&waits, &|_| true, &|id| id == 1);
+    assert_eq!((e.armed[&1], e.panics.as_slice()), (Fate::Discarded, [Tag(1)].as_slice()));
+    let returns = Program {
+        root: scope(
+            0,
+            Deadline::None,
+            vec![
+                armed(child(1, Action::Block(Wait::Ctx))),
+                armed(task(2, Action::Panic)),
+                armed(child(3, Action::Finish)),
+            ],
+            End::Return,
+        ),
+    };
+    let e = Model::of(&returns).expect(&returns, &|_| true, &|_| false);
+    assert_eq!((e.armed[&1], e.armed[&2], e.armed[&3]), (Fate::Runs, Fate::Runs, Fate::Either));
+    for _ in 0..20 {
+        check(&waits).unwrap();
+        check(&returns).unwrap();
+    }
 }

@@ -10,6 +10,12 @@
 //! cancelled before it starts. Every child and every scope has a unique id (pre-order), which is
 //! what it panics with ([`Tag`]) or fails with ([`Failure::Code`]), so lost payloads can be named.
 //!
+//! Some destructors are adversarial: a child's result may panic when dropped or spawn a child into
+//! its scope ([`OnDrop`]), an on-cancel callback's captured state may panic when the callback is
+//! discarded unrun ([`Callback::Armed`]), and a scope may bind a value whose destructor panics
+//! ([`ScopeSpec::bomb`]). Each panics with the [`Tag`] of its child or scope, so these payloads
+//! can be named too.
+//!
 //! Everything is time-bounded: blocked children give up after [`BLOCK_LIMIT`] (a violation for
 //! tether, a "hung" thread for ad-hoc code), so a bug shows up as a failed check, not a hung CI.
 
@@ -27,6 +33,8 @@ use tether::{CallbackHandle, Canceller, Cause, Context, Key, ScopeBuilder, Scope
 
 /// The key children read and scopes bind.
 pub static KEY: Key<u32> = Key::new("leak_freedom.value");
+/// The key a scope with [`ScopeSpec::bomb`] binds a [`Bomb`] to.
+pub static BOMB: Key<Bomb> = Key::new("leak_freedom.bomb");
 
 /// How long a child blocked on cancellation waits before giving up: only reached by a bug (tether)
 /// or by a flag nobody sets (ad-hoc).
@@ -53,6 +61,11 @@ pub struct ScopeSpec {
     pub id: u32,
     pub deadline: Deadline,
     pub bind: Option<u32>,
+    /// Also binds [`BOMB`] to a value whose destructor panics with `Tag(id)`: the scope drops it
+    /// after joining its children, and must re-raise that panic (or record it as unhandled after
+    /// another one), exactly as a child's panic, except that it cancels nothing (everything has
+    /// ended by then). Never with `End::Panic` (one payload per tag).
+    pub bomb: bool,
     pub children: Vec<Child>,
     pub end: End,
 }
@@ -67,6 +80,23 @@ pub struct Child {
     pub callback: Option<Callback>,
     /// Reads [`KEY`] first.
     pub read: bool,
+    /// What its `Ok` result does when dropped. Only for actions that surely return `Ok`
+    /// ([`on_drop`]); ignored for the others.
+    pub result: Option<OnDrop>,
+}
+
+/// What a child's result does when it is dropped. Every handle is dropped unjoined, so the result
+/// is dropped by tether: by the child itself as it ends (a thread child waits until its spawner
+/// has dropped the handle; a task drops it if its handle was gone first) or by the task handle's
+/// drop.
+#[derive(Clone, Debug)]
+pub enum OnDrop {
+    /// Panics with `Tag(child id)`: a panic of the child's scope that cancels nothing.
+    Panic,
+    /// Spawns this child into the child's own scope (the result holds `&'scope Scope`): like an
+    /// [`Action::Sibling`] spawned at the end of the child's life. Always a plain `Finish` child
+    /// (thread or task).
+    Spawn(Box<Child>),
 }
 
 /// What a child is run as.
@@ -118,6 +148,12 @@ pub enum Wait {
 pub enum Callback {
     Keep,
     Stop,
+    /// Kept registered, with a captured [`Armed`] value that panics with `Tag(child id)` if it is
+    /// dropped without the callback having run: when the child's context is dropped uncancelled
+    /// (the child ended before any cancellation reached it), which discards the callback. That
+    /// is a panic of the child's scope that cancels nothing. A callback that runs defuses it.
+    /// Never together with [`OnDrop::Panic`] (one payload per tag).
+    Armed,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -217,6 +253,9 @@ impl ScopeSpec {
         if let Some(v) = self.bind {
             write!(f, " bind={v}")?;
         }
+        if self.bomb {
+            write!(f, " bomb")?;
+        }
         writeln!(f, " then {:?}", self.end)?;
         self.children.iter().try_for_each(|c| c.write(f, indent + 2))
     }
@@ -230,6 +269,11 @@ impl Child {
         }
         if self.read {
             write!(f, " read")?;
+        }
+        match on_drop(self) {
+            Some(OnDrop::Panic) => write!(f, " result-panics-on-drop")?,
+            Some(OnDrop::Spawn(_)) => write!(f, " result-spawns-on-drop")?,
+            None => {}
         }
         match &self.action {
             Action::Finish => writeln!(f, " finish"),
@@ -246,8 +290,23 @@ impl Child {
                 writeln!(f, " nested:")?;
                 s.write(f, indent + 4)
             }
+        }?;
+        if let Some(OnDrop::Spawn(c)) = on_drop(self) {
+            writeln!(f, "{:w$}result's drop spawns:", "", w = indent + 2)?;
+            c.write(f, indent + 4)?;
         }
+        Ok(())
     }
+}
+
+/// What `c`'s result does when dropped: its [`Child::result`] if its action surely returns `Ok`
+/// (a failure, a panic or a nested scope's error leaves no result to drop).
+pub fn on_drop(c: &Child) -> Option<&OnDrop> {
+    let returns_ok = matches!(
+        c.action,
+        Action::Finish | Action::Block(_) | Action::Stubborn(_) | Action::Cancel { .. } | Action::Sibling(_)
+    );
+    c.result.as_ref().filter(|_| returns_ok)
 }
 
 // ===== the generator =====
@@ -298,14 +357,44 @@ fn leaf_action() -> impl Strategy<Value = Action> {
     ]
 }
 
+/// A plain `Finish` child: what a result's destructor spawns.
+fn finisher(on: Spawn) -> Child {
+    Child { id: 0, on, action: Action::Finish, callback: None, read: false, result: None }
+}
+
+/// No callback 23/40; `Keep` and `Stop` 6/40 each (the 30% they had before `Armed`); `Armed` 1/8.
+fn callback() -> impl Strategy<Value = Option<Callback>> {
+    prop_oneof![
+        23 => Just(None),
+        6 => Just(Some(Callback::Keep)),
+        6 => Just(Some(Callback::Stop)),
+        5 => Just(Some(Callback::Armed)),
+    ]
+}
+
+/// A result that panics when dropped on 1 child in 8, one that spawns on 1 in 8.
+fn result_on_drop() -> impl Strategy<Value = Option<OnDrop>> {
+    prop_oneof![
+        6 => Just(None),
+        1 => Just(Some(OnDrop::Panic)),
+        1 => spawn_kind().prop_map(|on| Some(OnDrop::Spawn(Box::new(finisher(on))))),
+    ]
+}
+
 fn child_with(action: impl Strategy<Value = Action>) -> impl Strategy<Value = Child> {
-    (
-        spawn_kind(),
-        action,
-        prop::option::weighted(0.3, prop_oneof![Just(Callback::Keep), Just(Callback::Stop)]),
-        prop::bool::weighted(0.3),
+    (spawn_kind(), action, callback(), prop::bool::weighted(0.3), result_on_drop()).prop_map(
+        |(on, action, callback, read, result)| {
+            let mut c = Child { id: 0, on, action, callback, read, result };
+            if on_drop(&c).is_none() {
+                c.result = None;
+            }
+            // One payload per tag: a result that panics on drop keeps its callback plain.
+            if matches!(c.result, Some(OnDrop::Panic)) && c.callback == Some(Callback::Armed) {
+                c.callback = Some(Callback::Keep);
+            }
+            c
+        },
     )
-        .prop_map(|(on, action, callback, read)| Child { id: 0, on, action, callback, read })
 }
 
 fn scope_spec(depth: u32) -> BoxedStrategy<ScopeSpec> {
@@ -322,10 +411,15 @@ fn scope_spec(depth: u32) -> BoxedStrategy<ScopeSpec> {
     (
         deadline(),
         prop::option::weighted(0.4, 0u32..100),
+        prop::bool::weighted(0.125),
         prop::collection::vec(child_with(action), 0..=MAX_CHILDREN),
         end(),
     )
-        .prop_map(|(deadline, bind, children, end)| ScopeSpec { id: 0, deadline, bind, children, end })
+        .prop_map(|(deadline, bind, bomb, children, end)| {
+            // One payload per tag: a body that panics binds no bomb.
+            let bomb = bomb && end != End::Panic;
+            ScopeSpec { id: 0, deadline, bind, bomb, children, end }
+        })
         .boxed()
 }
 
@@ -345,8 +439,30 @@ impl Program {
                 Action::Nested(s) => scope(s, next),
                 _ => {}
             }
+            if let Some(OnDrop::Spawn(c)) = &mut c.result {
+                child(c, next);
+            }
         }
         scope(&mut self.root, &mut 0);
+    }
+
+    /// The program without its adversarial destructors (no bombs, no results that act when
+    /// dropped, armed callbacks kept plain): what the ad-hoc interpreter runs, which has no
+    /// destructors of its own to run them.
+    pub fn without_destructors(&self) -> Program {
+        fn scope(s: &ScopeSpec) -> ScopeSpec {
+            ScopeSpec { bomb: false, children: s.children.iter().map(child).collect(), ..s.clone() }
+        }
+        fn child(c: &Child) -> Child {
+            let action = match &c.action {
+                Action::Sibling(sib) => Action::Sibling(Box::new(child(sib))),
+                Action::Nested(n) => Action::Nested(scope(n)),
+                other => other.clone(),
+            };
+            let callback = c.callback.map(|cb| if cb == Callback::Armed { Callback::Keep } else { cb });
+            Child { action, callback, result: None, ..c.clone() }
+        }
+        Program { root: scope(&self.root) }
     }
 }
 
@@ -401,20 +517,45 @@ pub struct ScopeModel {
     pub born_cancelled: bool,
 }
 
-/// What a run must have done, given which children's bodies ran.
+/// What a run must have done, given which children's bodies ran (and which armed callbacks were
+/// discarded).
 #[derive(Debug, Default)]
 pub struct Expect {
-    /// Every panic that happens (children with `Panic` that ran, bodies with `End::Panic`).
+    /// Every panic that happens (children with `Panic` that ran, bodies with `End::Panic`, and
+    /// destructors: bombs of scopes opened, results of children that ran, discarded armed
+    /// callbacks), one per tag.
     pub panics: Vec<Tag>,
     /// Every `Fail` child that ran.
     pub fails: Vec<u32>,
     /// Every child spawned: the direct children of every scope opened, and the siblings spawned
-    /// by children that ran.
+    /// by children that ran or by their results' destructors.
     pub spawned: BTreeSet<u32>,
     /// Per scope opened (the top one, and those opened by a child that ran).
     pub scopes: BTreeMap<u32, ScopeExpect>,
     /// Per reading child that ran: the value it must read.
     pub reads: BTreeMap<u32, Option<u32>>,
+    /// Per child that ran with a [`Callback::Armed`] callback: what may become of it.
+    pub armed: BTreeMap<u32, Fate>,
+    /// (child, its scope, whether it surely cancels its scope before it ends) per armed callback
+    /// registered, resolved into `armed` once every scope's causes are known.
+    pending_armed: Vec<(u32, u32, bool)>,
+}
+
+/// What becomes of an armed callback (one registered on a child's context and kept).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fate {
+    /// Its child's context is cancelled before the child ends: by the child itself (it blocks
+    /// until cancelled, fails, cancels an enclosing scope, or its nested scope fails; or, for a
+    /// thread, it or its nested scope panics), or at once (its scope was cancelled as it was
+    /// made).
+    Runs,
+    /// Nothing can cancel the scope before the child ends (its early causes are none: the body
+    /// waits, no deadline, cancel, failure or panic, nor any in an ancestor): the child's context
+    /// is dropped uncancelled, which discards the callback, and its capture panics.
+    Discarded,
+    /// Either, depending on whether a cancellation of the scope reaches the child's context
+    /// before the child has ended.
+    Either,
 }
 
 #[derive(Debug, Default)]
@@ -429,20 +570,26 @@ pub struct ScopeExpect {
     pub early: Vec<ModelCause>,
 }
 
-/// The direct children of a scope: its own, and the siblings they spawn.
+/// The direct children of a scope: its own, and the siblings they (or their results' destructors)
+/// spawn.
 fn direct(s: &ScopeSpec) -> Vec<&Child> {
     spawned(s, &|_| true)
 }
 
 /// The children of `s` that are spawned when `ran` tells which children's bodies run: its own
-/// (the body spawns them all), and the siblings spawned by those that run.
+/// (the body spawns them all), and the siblings spawned by those that run, or by their results
+/// when dropped (a child that runs and surely returns `Ok` leaves a result to drop).
 fn spawned<'a>(s: &'a ScopeSpec, ran: &dyn Fn(&Child) -> bool) -> Vec<&'a Child> {
     fn add<'a>(c: &'a Child, ran: &dyn Fn(&Child) -> bool, out: &mut Vec<&'a Child>) {
         out.push(c);
+        if !ran(c) {
+            return;
+        }
         if let Action::Sibling(sib) = &c.action {
-            if ran(c) {
-                add(sib, ran, out);
-            }
+            add(sib, ran, out);
+        }
+        if let Some(OnDrop::Spawn(sib)) = on_drop(c) {
+            add(sib, ran, out);
         }
     }
     let mut out = Vec::new();
@@ -498,15 +645,12 @@ impl Model {
         let blocks = direct(s).iter().any(|c| matches!(c.action, Action::Block(_)));
         let waits = s.end == End::WaitAll && (is_prompt || !blocks);
         let runs = |c: &Child| may_run(born, c);
+        // (A destructor's panic cancels nothing: only failures and panics of children count.)
         let early = parent_early
             || !waits
             || deadline
             || may.contains(&s.id)
-            || spawned(s, &runs).into_iter().filter(|c| runs(c)).any(|c| match &c.action {
-                Action::Fail | Action::Panic => true,
-                Action::Nested(n) => may_fail(n, born),
-                _ => false,
-            });
+            || spawned(s, &runs).into_iter().filter(|c| runs(c)).any(|c| may_fail_child(c, born));
         self.scopes.insert(s.id, ScopeModel { waits, early, prompt: is_prompt, born_cancelled: born });
         for c in direct(s) {
             let r = match (c.on, born, early) {
@@ -526,15 +670,28 @@ impl Model {
     }
 }
 
-/// Whether `s` (opened in a scope cancelled as it was made, or not) may panic or fail.
+/// Whether `c` (spawned into a scope cancelled as it was made, or not) may fail or panic, and so
+/// cancel its scope, if it runs.
+fn may_fail_child(c: &Child, born: bool) -> bool {
+    match &c.action {
+        Action::Fail | Action::Panic => true,
+        Action::Nested(n) => may_fail(n, born),
+        _ => false,
+    }
+}
+
+/// Whether `s` (opened in a scope cancelled as it was made, or not) may panic or fail: by its
+/// body or a child, or by a destructor (its bound value, a child's result, a child's discarded
+/// callback), whose panic is the scope's and so the panic of the child that opened it.
 fn may_fail(s: &ScopeSpec, parent_born: bool) -> bool {
     let born = parent_born || s.deadline == Deadline::Past;
     let runs = |c: &Child| may_run(born, c);
     s.end == End::Panic
-        || spawned(s, &runs).into_iter().filter(|c| runs(c)).any(|c| match &c.action {
-            Action::Fail | Action::Panic => true,
-            Action::Nested(n) => may_fail(n, born),
-            _ => false,
+        || s.bomb
+        || spawned(s, &runs).into_iter().filter(|c| runs(c)).any(|c| {
+            may_fail_child(c, born)
+                || matches!(on_drop(c), Some(OnDrop::Panic))
+                || c.callback == Some(Callback::Armed)
         })
 }
 
@@ -573,12 +730,25 @@ fn prompt_cancels(s: &ScopeSpec, chain: &mut Vec<u32>, out: &mut BTreeSet<u32>) 
 
 impl Model {
     /// What a run must have done when the children whose bodies ran are those for which `ran`
-    /// holds (for ad-hoc code, which runs every child: `|_| true`).
-    pub fn expect(&self, p: &Program, ran: &dyn Fn(u32) -> bool) -> Expect {
+    /// holds (for ad-hoc code, which runs every child: `|_| true`), and the armed callbacks
+    /// discarded unrun (rather than run) are those for which `discarded` holds. Whether that
+    /// `discarded` is one the program allows is in [`Expect::armed`].
+    pub fn expect(&self, p: &Program, ran: &dyn Fn(u32) -> bool, discarded: &dyn Fn(u32) -> bool) -> Expect {
         let mut e = Expect::default();
         let mut cancels = BTreeSet::new();
         ran_cancels(&p.root, ran, &mut vec![], &mut cancels);
-        e.scope(self, &p.root, None, &[], &[], &cancels, ran);
+        e.scope(self, &p.root, None, &[], &[], &cancels, ran, discarded);
+        // Every scope's early causes are final now (nested scopes inherit their ancestors').
+        for (child, scope, cancels) in std::mem::take(&mut e.pending_armed) {
+            let fate = if cancels || self.scopes[&scope].born_cancelled {
+                Fate::Runs
+            } else if e.scopes[&scope].early.is_empty() {
+                Fate::Discarded
+            } else {
+                Fate::Either
+            };
+            e.armed.insert(child, fate);
+        }
         e
     }
 }
@@ -617,6 +787,7 @@ impl Expect {
         inherited_early: &[ModelCause],
         cancels: &BTreeSet<u32>,
         ran: &dyn Fn(u32) -> bool,
+        discarded: &dyn Fn(u32) -> bool,
     ) -> (bool, Vec<ErrTree>) {
         let value = s.bind.or(value);
         // Its own events, all of which may come while children of it have not started yet.
@@ -632,7 +803,15 @@ impl Expect {
             own.push(ModelCause::Panicked);
         }
         let (mut panics, mut errors) = (s.end == End::Panic, Vec::new());
+        // Destructors' panics are the scope's, like its children's, but cancel nothing: a bound
+        // value is dropped after everything has ended; a result or a discarded callback is
+        // dropped as a child ends, and recorded without cancelling.
+        if s.bomb {
+            self.panics.push(Tag(s.id));
+            panics = true;
+        }
         let mut nested = Vec::new();
+        let mut armed = Vec::new();
         for c in spawned(s, &|c| ran(c.id)) {
             self.spawned.insert(c.id);
             if !ran(c.id) {
@@ -640,6 +819,17 @@ impl Expect {
             }
             if c.read {
                 self.reads.insert(c.id, value);
+            }
+            if matches!(on_drop(c), Some(OnDrop::Panic)) {
+                self.panics.push(Tag(c.id));
+                panics = true;
+            }
+            if c.callback == Some(Callback::Armed) {
+                armed.push(c);
+                if discarded(c.id) {
+                    self.panics.push(Tag(c.id));
+                    panics = true;
+                }
             }
             match &c.action {
                 Action::Fail => {
@@ -672,7 +862,7 @@ impl Expect {
             (c, e)
         };
         for &n in &nested {
-            let (p, e) = self.scope(m, n, value, &so_far, &so_far_early, cancels, ran);
+            let (p, e) = self.scope(m, n, value, &so_far, &so_far_early, cancels, ran, discarded);
             if p {
                 panics = true;
                 own.push(ModelCause::Panicked);
@@ -681,6 +871,21 @@ impl Expect {
                 errors.push(ErrTree::Nested(e.clone()));
                 own.push(ModelCause::Failed(ErrTree::Nested(e)));
             }
+        }
+        // Whether each armed child surely cancels its own context before it ends (see `Fate`).
+        // A failure is recorded (and cancels) inside the child's closure. A panic cancels after
+        // the closure has unwound, while the child (thread or task) still holds its context:
+        // both record the panic before they let go of it.
+        for c in armed {
+            let cancels = match &c.action {
+                Action::Block(_) | Action::Fail | Action::Cancel { .. } | Action::Panic => true,
+                Action::Nested(n) => {
+                    let n = &self.scopes[&n.id];
+                    n.panics || !n.errors.is_empty()
+                }
+                Action::Finish | Action::Stubborn(_) | Action::Sibling(_) => false,
+            };
+            self.pending_armed.push((c.id, s.id, cancels));
         }
         add_sorted(&mut causes, &own);
         add_sorted(&mut early, &own);
@@ -765,15 +970,19 @@ fn deadline_instant(d: Deadline) -> Option<Instant> {
 
 // ===== the tether interpreter =====
 
-/// A callback a child registered: the child, how many times it ran, the result of the `stop()`
-/// called right away (`Callback::Stop`), and its handle.
-type Registered = (u32, Arc<AtomicUsize>, Option<bool>, CallbackHandle);
+/// A callback a child registered: the child, which kind, how many times it ran, the result of the
+/// `stop()` called right away (`Callback::Stop`), and its handle.
+type Registered = (u32, Callback, Arc<AtomicUsize>, Option<bool>, CallbackHandle);
 
 /// What one run with tether observed.
 #[derive(Default)]
 pub struct TetherRun {
-    /// Contexts of every scope, kept to read their final causes.
-    scope_ctx: Mutex<BTreeMap<u32, Context>>,
+    /// Every scope whose body started.
+    opened: Mutex<BTreeSet<u32>>,
+    /// Per scope, the cause it was cancelled with, recorded by an on-cancel callback on its
+    /// context (keeping the context itself would keep the values bound to it alive, and the
+    /// scope must drop them before it returns).
+    finals: Arc<Mutex<BTreeMap<u32, ModelCause>>>,
     /// Every child handed to `spawn_fallible` or `spawn_task_fallible`, in spawn order.
     spawned: Mutex<Vec<u32>>,
     /// Every child whose body started.
@@ -785,6 +994,12 @@ pub struct TetherRun {
     observed: Mutex<Vec<(u32, u32, ModelCause)>>,
     reads: Mutex<BTreeMap<u32, Option<u32>>>,
     callbacks: Mutex<Vec<Registered>>,
+    /// The children whose armed callback was discarded unrun (its capture's destructor ran).
+    discarded: Arc<Mutex<Vec<u32>>>,
+    /// Destructors that panicked (bombs, results, discarded armed callbacks).
+    destructor_panics: Arc<AtomicUsize>,
+    /// Children spawned by a result's destructor.
+    drop_spawned: AtomicUsize,
     violations: Mutex<Vec<String>>,
     /// Keeps the senders of the `Recv` waits' channels alive (they never deliver).
     never: Mutex<Vec<crossbeam_channel::Sender<()>>>,
@@ -813,6 +1028,76 @@ impl Drop for Probe<'_> {
     }
 }
 
+/// The value a [`ScopeSpec::bomb`] scope binds to [`BOMB`]: its destructor panics with the
+/// scope's tag.
+pub struct Bomb {
+    tag: u32,
+    fired: Arc<AtomicUsize>,
+}
+
+impl Drop for Bomb {
+    fn drop(&mut self) {
+        // Not while unwinding (that would abort): the payload is then missing, and the check
+        // that every expected panic was reported says so.
+        if !std::thread::panicking() {
+            self.fired.fetch_add(1, SeqCst);
+            panic_any(Tag(self.tag));
+        }
+    }
+}
+
+/// What a [`Callback::Armed`] callback captures: dropped without the callback having run (the
+/// callback was discarded), it records that and panics with its child's tag; the callback
+/// defuses it when it runs.
+struct Armed {
+    child: u32,
+    defused: bool,
+    discarded: Arc<Mutex<Vec<u32>>>,
+    fired: Arc<AtomicUsize>,
+}
+
+impl Drop for Armed {
+    fn drop(&mut self) {
+        if self.defused {
+            return;
+        }
+        lock(&self.discarded).push(self.child);
+        if !std::thread::panicking() {
+            self.fired.fetch_add(1, SeqCst);
+            panic_any(Tag(self.child));
+        }
+    }
+}
+
+/// A child's `Ok` result. Its destructor does what [`on_drop`] says: nothing, panic with the
+/// child's tag, or spawn a child into the child's scope (which it holds).
+struct Returned<'scope, 'env> {
+    run: &'env TetherRun,
+    s: &'scope tether::Scope<'scope, 'env>,
+    scope_id: u32,
+    child: &'env Child,
+    /// The contexts of the enclosing scopes, for the child it spawns (empty otherwise).
+    chain: Vec<Context>,
+}
+
+impl Drop for Returned<'_, '_> {
+    fn drop(&mut self) {
+        match on_drop(self.child) {
+            // Not while unwinding (that would abort): see `Bomb`.
+            None | Some(OnDrop::Panic) if std::thread::panicking() => {}
+            None => {}
+            Some(OnDrop::Panic) => {
+                self.run.destructor_panics.fetch_add(1, SeqCst);
+                panic_any(Tag(self.child.id));
+            }
+            Some(OnDrop::Spawn(c)) => {
+                self.run.drop_spawned.fetch_add(1, SeqCst);
+                self.run.spawn(self.s, self.scope_id, c, &self.chain);
+            }
+        }
+    }
+}
+
 /// Locks `m`, poisoned or not (a violation must not be lost to a panic elsewhere).
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -837,6 +1122,10 @@ pub struct Checked {
     /// Tasks spawned, and those of them skipped.
     pub tasks: usize,
     pub skipped: usize,
+    /// Destructors that panicked (bound values, results, discarded armed callbacks), and children
+    /// spawned by results' destructors.
+    pub destructor_panics: usize,
+    pub drop_spawned: usize,
 }
 
 impl TetherRun {
@@ -872,11 +1161,15 @@ impl TetherRun {
         unhandled: Vec<Box<dyn Any + Send>>,
     ) -> Checked {
         let mut v = std::mem::take(&mut *lock(&self.violations));
+        // First the callbacks (a stop() of one still registered would drop its capture).
+        self.check_callbacks(&mut v);
         let ran = std::mem::take(&mut *lock(&self.ran));
         let skipped = std::mem::take(&mut *lock(&self.skipped));
         let calls = std::mem::take(&mut *lock(&self.spawned));
-        // Given which children ran, everything below is deterministic but the order of events.
-        let expect = model.expect(p, &|id| ran.contains(&id));
+        let discarded = std::mem::take(&mut *lock(&self.discarded));
+        // Given which children ran and which armed callbacks were discarded, everything below is
+        // deterministic but the order of events.
+        let expect = model.expect(p, &|id| ran.contains(&id), &|id| discarded.contains(&id));
         // Who was spawned, who ran, who was skipped: each spawned child once, exactly those the
         // text spawns given who ran; threads and tasks that surely run ran, tasks spawned into a
         // scope cancelled as it was made were skipped.
@@ -899,6 +1192,20 @@ impl TetherRun {
                 }
                 (true, false, Some(Runs::Never)) => v.push(format!("#{id} ran, model: it is always skipped")),
                 _ => {}
+            }
+        }
+        // Armed callbacks: each one registered was run or discarded (not both: the callback
+        // check above), and which one is what the model allows.
+        let discarded_ids: BTreeSet<u32> = discarded.iter().copied().collect();
+        if discarded_ids.len() != discarded.len()
+            || !discarded_ids.iter().all(|id| expect.armed.contains_key(id))
+        {
+            v.push(format!("armed callbacks discarded {discarded:?}, registered {:?}", expect.armed));
+        }
+        for (id, fate) in &expect.armed {
+            let was = discarded_ids.contains(id);
+            if (*fate == Fate::Runs && was) || (*fate == Fate::Discarded && !was) {
+                v.push(format!("armed callback of #{id}: discarded={was}, model {fate:?}"));
             }
         }
         let tasks = spawned.intersection(&model.tasks).count();
@@ -933,7 +1240,8 @@ impl TetherRun {
             };
             lost_errors = expect.fails.len().saturating_sub(reported);
         }
-        // No panic payload lost: the re-raised one plus the unhandled ones are all of them.
+        // No panic payload lost (nor reported twice): the re-raised one plus the unhandled ones
+        // are all of them, children's and destructors' alike.
         for p in unhandled {
             match p.downcast::<Tag>() {
                 Ok(t) => raised.push(*t),
@@ -943,7 +1251,19 @@ impl TetherRun {
         raised.sort();
         let mut expected = expect.panics.clone();
         expected.sort();
-        let lost_panics = expected.iter().filter(|t| !raised.contains(t)).count();
+        let lost_panics = {
+            let mut left = raised.clone();
+            expected
+                .iter()
+                .filter(|t| match left.iter().position(|r| r == *t) {
+                    Some(i) => {
+                        left.remove(i);
+                        false
+                    }
+                    None => true,
+                })
+                .count()
+        };
         if raised != expected {
             v.push(format!("panics reported {raised:?}, model {expected:?}"));
         }
@@ -951,20 +1271,17 @@ impl TetherRun {
         // the model allows, and every child that saw cancellation (or was skipped for it) saw
         // exactly that cause; a skip happened only for a cause that can come before the scope's
         // children have all started.
-        let ctxs = std::mem::take(&mut *lock(&self.scope_ctx));
-        let finals: BTreeMap<u32, Option<ModelCause>> =
-            ctxs.iter().map(|(id, ctx)| (*id, ctx.cause().as_ref().map(model_cause))).collect();
-        drop(ctxs);
-        if !finals.keys().eq(expect.scopes.keys()) {
+        let opened = std::mem::take(&mut *lock(&self.opened));
+        let finals = std::mem::take(&mut *lock(&self.finals));
+        if !opened.iter().eq(expect.scopes.keys()) {
             v.push(format!(
-                "scopes opened {:?}, model (given who ran) {:?}",
-                finals.keys().collect::<Vec<_>>(),
+                "scopes opened {opened:?}, model (given who ran) {:?}",
                 expect.scopes.keys().collect::<Vec<_>>()
             ));
         }
-        for (id, cause) in &finals {
+        for id in &opened {
             let Some(m) = expect.scopes.get(id) else { continue };
-            match cause {
+            match finals.get(id) {
                 None => v.push(format!("scope#{id} not cancelled after its exit")),
                 Some(c) if !m.causes.contains(c) => {
                     v.push(format!("scope#{id} cancelled with {c:?}, model allows {:?}", m.causes))
@@ -972,8 +1289,11 @@ impl TetherRun {
                 _ => {}
             }
         }
+        if let Some(id) = finals.keys().find(|id| !opened.contains(id)) {
+            v.push(format!("scope#{id} cancelled but never opened"));
+        }
         for (scope, child, seen) in lock(&self.observed).iter() {
-            if finals.get(scope).cloned().flatten().as_ref() != Some(seen) {
+            if finals.get(scope) != Some(seen) {
                 v.push(format!("#{child} saw {seen:?}, scope#{scope} ended with {:?}", finals.get(scope)));
             }
         }
@@ -986,7 +1306,7 @@ impl TetherRun {
                      before its children have all started"
                 )),
             }
-            if finals.get(scope).cloned().flatten() != *seen {
+            if finals.get(scope) != seen.as_ref() {
                 v.push(format!(
                     "#{child} skipped on {seen:?}, scope#{scope} ended with {:?}",
                     finals.get(scope)
@@ -999,18 +1319,6 @@ impl TetherRun {
         if reads != expect.reads {
             v.push(format!("read {reads:?}, model (given who ran) {:?}", expect.reads));
         }
-        // Callbacks: each ran exactly once, or its first stop() returned true; a second stop()
-        // returns false.
-        for (id, ran, first_stop, handle) in lock(&self.callbacks).drain(..) {
-            let stopped = first_stop.unwrap_or_else(|| handle.stop());
-            let ran = ran.load(SeqCst);
-            if ran + usize::from(stopped) != 1 {
-                v.push(format!("callback of #{id}: ran {ran} times, stop() returned {stopped}"));
-            }
-            if handle.stop() {
-                v.push(format!("callback of #{id}: a second stop() returned true"));
-            }
-        }
         Checked {
             outcome_ok: v.is_empty(),
             violations: v,
@@ -1018,6 +1326,36 @@ impl TetherRun {
             lost_errors,
             tasks,
             skipped: skipped.len(),
+            destructor_panics: self.destructor_panics.load(SeqCst),
+            drop_spawned: self.drop_spawned.load(SeqCst),
+        }
+    }
+
+    /// Callbacks: each ran exactly once, or its first stop() returned true (it was stopped, or
+    /// discarded with its context); a second stop() returns false. An armed one was discarded
+    /// exactly when it did not run.
+    fn check_callbacks(&self, v: &mut Vec<String>) {
+        for (id, kind, ran, first_stop, handle) in lock(&self.callbacks).drain(..) {
+            // Every callback has run or been discarded by now, so a stop() drops nothing; if one
+            // were still registered, its armed capture would panic here.
+            let Ok(stopped) = catch_unwind(AssertUnwindSafe(|| first_stop.unwrap_or_else(|| handle.stop())))
+            else {
+                v.push(format!("callback of #{id} still registered after the run"));
+                continue;
+            };
+            let ran = ran.load(SeqCst);
+            if ran + usize::from(stopped) != 1 {
+                v.push(format!("callback of #{id}: ran {ran} times, stop() returned {stopped}"));
+            }
+            if handle.stop() {
+                v.push(format!("callback of #{id}: a second stop() returned true"));
+            }
+            if kind == Callback::Armed && (ran == 0) != lock(&self.discarded).contains(&id) {
+                v.push(format!(
+                    "armed callback of #{id}: ran {ran} times, discarded: {:?}",
+                    lock(&self.discarded)
+                ));
+            }
         }
     }
 
@@ -1029,9 +1367,16 @@ impl TetherRun {
         if let Some(v) = spec.bind {
             b = b.value(&KEY, v);
         }
+        if spec.bomb {
+            b = b.value(&BOMB, Bomb { tag: spec.id, fired: self.destructor_panics.clone() });
+        }
         let waits = self.waits.get(&spec.id).copied().unwrap_or(false);
         b.run(|s| {
-            lock(&self.scope_ctx).insert(spec.id, s.context().clone());
+            lock(&self.opened).insert(spec.id);
+            let (finals, id) = (self.finals.clone(), spec.id);
+            let _final = s.context().on_cancel(move |cause| {
+                lock(&finals).insert(id, model_cause(cause));
+            });
             let mut chain = chain.to_vec();
             chain.push(s.context().clone());
             for c in &spec.children {
@@ -1058,12 +1403,32 @@ impl TetherRun {
         let scope_ctx = chain.last().expect("a child has a scope").clone();
         let probe = Probe { run: self, scope: scope_id, child: c.id, ctx: scope_ctx, called: false };
         lock(&self.spawned).push(c.id);
+        // A thread child whose result or context has a destructor that acts waits, before it
+        // returns, until its spawner has dropped the handle: so the child drops both itself,
+        // where tether catches a panic as the scope's. (A handle that goes last drops them on
+        // the spawner's thread, which is the spawner's business.) Tasks need no such order:
+        // whichever of the task and its handle lets go second drops them, under catch_unwind.
+        let acts = on_drop(c).is_some() || c.callback == Some(Callback::Armed);
+        let (handle_gone, released) = match (c.on, acts) {
+            (Spawn::Thread, true) => {
+                let (tx, rx) = crossbeam_channel::bounded::<()>(0);
+                (Some(tx), Some(rx))
+            }
+            _ => (None, None),
+        };
         let body = move |ctx: &Context| {
             // Moves the whole probe in (a closure would capture only the field it assigns).
             let mut probe = probe;
             probe.called = true;
             lock(&self.ran).insert(c.id);
-            self.child(s, scope_id, c, ctx, &chain)
+            let result = self.child(s, scope_id, c, ctx, &chain);
+            if let Some(released) = released {
+                if let Err(crossbeam_channel::RecvTimeoutError::Timeout) = released.recv_timeout(BLOCK_LIMIT)
+                {
+                    self.violation(format!("#{}: its handle was not dropped in {BLOCK_LIMIT:?}", c.id));
+                }
+            }
+            result
         };
         match c.on {
             Spawn::Thread => drop(s.spawn_fallible(body)),
@@ -1072,6 +1437,7 @@ impl TetherRun {
             // the model (`Runs`, `ScopeExpect::early`) says when that is allowed.
             Spawn::Task => drop(s.spawn_task_fallible(body)),
         }
+        drop(handle_gone);
     }
 
     fn child<'scope, 'env>(
@@ -1081,24 +1447,17 @@ impl TetherRun {
         c: &'env Child,
         ctx: &Context,
         chain: &[Context],
-    ) -> Result<(), Failure> {
+    ) -> Result<Returned<'scope, 'env>, Failure> {
         if c.read {
-            self.reads.lock().unwrap().insert(c.id, ctx.value(&KEY).copied());
+            lock(&self.reads).insert(c.id, ctx.value(&KEY).copied());
         }
         if let Some(cb) = c.callback {
-            let ran = Arc::new(AtomicUsize::new(0));
-            let counter = ran.clone();
-            let handle = ctx.on_cancel(move |_| {
-                counter.fetch_add(1, SeqCst);
-            });
-            let first = (cb == Callback::Stop).then(|| handle.stop());
-            self.callbacks.lock().unwrap().push((c.id, ran, first, handle));
+            self.register(c.id, cb, ctx);
         }
-        let observe =
-            |cause: Cause| self.observed.lock().unwrap().push((scope_id, c.id, model_cause(&cause)));
+        let observe = |cause: Cause| lock(&self.observed).push((scope_id, c.id, model_cause(&cause)));
         match &c.action {
-            Action::Finish => Ok(()),
-            Action::Fail => Err(Failure::Code(c.id)),
+            Action::Finish => {}
+            Action::Fail => return Err(Failure::Code(c.id)),
             Action::Panic => panic_any(Tag(c.id)),
             Action::Block(w) => {
                 let cause = match w {
@@ -1106,7 +1465,7 @@ impl TetherRun {
                     Wait::Sleep => tether::blocking::sleep(ctx, BLOCK_LIMIT).err(),
                     Wait::Recv => {
                         let (tx, rx) = crossbeam_channel::bounded::<()>(0);
-                        self.never.lock().unwrap().push(tx);
+                        lock(&self.never).push(tx);
                         match tether::blocking::recv_timeout(ctx, &rx, BLOCK_LIMIT) {
                             Err(tether::blocking::RecvTimeoutError::Cancelled(c)) => Some(c),
                             _ => None,
@@ -1119,25 +1478,43 @@ impl TetherRun {
                         self.violation(format!("#{} blocked {BLOCK_LIMIT:?} and was never cancelled", c.id))
                     }
                 }
-                Ok(())
             }
             Action::Stubborn(ms) => {
                 std::thread::sleep(Duration::from_millis((*ms).into()));
                 if let Some(cause) = ctx.cause() {
                     observe(cause);
                 }
-                Ok(())
             }
-            Action::Cancel { up } => {
-                target(chain, *up).cancel();
-                Ok(())
-            }
-            Action::Sibling(sib) => {
-                self.spawn(s, scope_id, sib, chain);
-                Ok(())
-            }
-            Action::Nested(n) => self.scope(n, chain).map_err(Failure::Nested),
+            Action::Cancel { up } => target(chain, *up).cancel(),
+            Action::Sibling(sib) => self.spawn(s, scope_id, sib, chain),
+            Action::Nested(n) => self.scope(n, chain).map_err(Failure::Nested)?,
         }
+        let chain = match on_drop(c) {
+            Some(OnDrop::Spawn(_)) => chain.to_vec(),
+            _ => Vec::new(),
+        };
+        Ok(Returned { run: self, s, scope_id, child: c, chain })
+    }
+
+    /// Registers `c`'s on-cancel callback on its context, and stops it at once if it is a
+    /// `Stop` one.
+    fn register(&self, child: u32, kind: Callback, ctx: &Context) {
+        let ran = Arc::new(AtomicUsize::new(0));
+        let counter = ran.clone();
+        let mut armed = (kind == Callback::Armed).then(|| Armed {
+            child,
+            defused: false,
+            discarded: self.discarded.clone(),
+            fired: self.destructor_panics.clone(),
+        });
+        let handle = ctx.on_cancel(move |_| {
+            counter.fetch_add(1, SeqCst);
+            if let Some(armed) = &mut armed {
+                armed.defused = true;
+            }
+        });
+        let first = (kind == Callback::Stop).then(|| handle.stop());
+        lock(&self.callbacks).push((child, kind, ran, first, handle));
     }
 }
 
@@ -1194,11 +1571,13 @@ impl Drop for Running {
 }
 
 /// Runs `p` the ad-hoc way and counts what leaked; waits (bounded) for its stray threads to end.
+/// Ad-hoc code has no destructors to run: it runs [`Program::without_destructors`].
 pub fn run_adhoc(p: &Program) -> AdhocLeaks {
     quiet_expected_panics();
+    let p = &p.without_destructors();
     let model = Model::of(p);
     // Ad-hoc code runs every child (tasks as threads too), so every panic and failure happens.
-    let expect = model.expect(p, &|_| true);
+    let expect = model.expect(p, &|_| true, &|_| false);
     let st = Arc::new(Adhoc::default());
     let waits: BTreeMap<u32, bool> = model.scopes.iter().map(|(id, m)| (*id, m.waits)).collect();
     let result = catch_unwind(AssertUnwindSafe(|| adhoc_scope(&st, &waits, &p.root, &[])));
