@@ -6,8 +6,8 @@
 mod harness;
 
 use harness::occupy_every_worker;
-use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use tether::testing::LeakCheck;
 use tether::{Canceller, Cause};
 
