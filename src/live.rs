@@ -25,7 +25,7 @@ const KINDS: usize = 6;
 
 /// What a counter counts.
 #[derive(Clone, Copy, Debug)]
-pub(crate) enum Kind {
+pub(crate) enum Counter {
     Nodes = 0,
     Children = 1,
     Timers = 2,
@@ -72,7 +72,7 @@ thread_local! {
 
 /// Adds `delta` to the count of `kind`.
 #[inline]
-pub(crate) fn add(kind: Kind, delta: isize) {
+pub(crate) fn add(kind: Counter, delta: isize) {
     let counted = LOCAL.try_with(|local| {
         let cell = &local.0[kind as usize];
         // Relaxed load and store, not a read-modify-write: this thread is the cell's only writer
@@ -85,7 +85,7 @@ pub(crate) fn add(kind: Kind, delta: isize) {
     }
 }
 
-fn read(kind: Kind) -> usize {
+fn read(kind: Counter) -> usize {
     let registry = REGISTRY.lock().unwrap_or_else(PoisonError::into_inner);
     // Relaxed: see invariant 3; the registry lock makes each thread count exactly once.
     let live: isize = registry.iter().map(|c| c[kind as usize].load(Relaxed)).sum();
@@ -149,11 +149,11 @@ impl LiveCounts {
 /// ```
 pub fn live() -> LiveCounts {
     LiveCounts {
-        nodes: read(Kind::Nodes),
-        registered_children: read(Kind::Children),
-        timers: read(Kind::Timers),
-        callbacks: read(Kind::Callbacks),
-        threads: read(Kind::Threads),
-        tasks: read(Kind::Tasks),
+        nodes: read(Counter::Nodes),
+        registered_children: read(Counter::Children),
+        timers: read(Counter::Timers),
+        callbacks: read(Counter::Callbacks),
+        threads: read(Counter::Threads),
+        tasks: read(Counter::Tasks),
     }
 }

@@ -46,7 +46,7 @@ fn closed(done: Option<Receiver<Infallible>>) -> bool {
 }
 
 /// Waits for a done channel, at most `QUIESCENT`; true if it closed.
-fn wait_done(ctx: &dyn go::Context) -> bool {
+fn wait_done(ctx: &dyn go::GoContext) -> bool {
     let done = ctx.done().expect("a cancellable context has a done channel");
     matches!(done.recv_timeout(QUIESCENT), Err(crossbeam_channel::RecvTimeoutError::Disconnected))
 }
@@ -58,9 +58,9 @@ fn named(msg: &str) -> Cause {
 /// Go's `otherContext`: a context type the package does not know, embedding one it does. Like Go's
 /// embedding, it forwards every method but the name.
 #[derive(Clone)]
-struct OtherContext<C: go::Context + Clone>(C);
+struct OtherContext<C: go::GoContext + Clone>(C);
 
-impl<C: go::Context + Clone> go::Context for OtherContext<C> {
+impl<C: go::GoContext + Clone> go::GoContext for OtherContext<C> {
     fn deadline(&self) -> Option<Instant> {
         self.0.deadline()
     }
@@ -111,7 +111,7 @@ mod x_test {
         assert_eq!(c1.to_string(), "context.Background.WithCancel");
         let o = OtherContext(c1.clone());
         let (c2, _cancel2) = go::with_cancel(&o);
-        let contexts: [&dyn go::Context; 3] = [&c1, &o, &c2];
+        let contexts: [&dyn go::GoContext; 3] = [&c1, &o, &c2];
         for (i, c) in contexts.iter().enumerate() {
             assert!(c.done().is_some(), "c[{i}].done() is None");
             assert_eq!(c.err(), None, "c[{i}].err()");
@@ -124,7 +124,7 @@ mod x_test {
         }
     }
 
-    fn test_deadline(c: &dyn go::Context, name: &str) {
+    fn test_deadline(c: &dyn go::GoContext, name: &str) {
         assert!(wait_done(c), "{name}: context not timed out after {QUIESCENT:?}");
         assert_eq!(c.err(), Some(CancelError::DeadlineExceeded), "{name}");
     }
@@ -179,7 +179,7 @@ mod x_test {
     static K2: Key<&'static str> = Key::new("context_test.key2(1)");
     static K3: Key<&'static str> = Key::new("context_test.key2(3)");
 
-    fn check(c: &dyn go::Context, nm: &str, v1: &str, v2: &str, v3: &str) {
+    fn check(c: &dyn go::GoContext, nm: &str, v1: &str, v2: &str, v3: &str) {
         for (key, want, k) in [(&K1, v1, "k1"), (&K2, v2, "k2"), (&K3, v3, "k3")] {
             let got = c.value(AnyKey::from(key)).and_then(|v| v.downcast_ref::<&str>()).copied();
             let want = (!want.is_empty()).then_some(want);
@@ -407,7 +407,7 @@ mod x_test {
         let p = &parent_cause;
         let ch = &child_cause;
         type Case<'a> =
-            (&'a str, Box<dyn Fn() -> Box<dyn go::Context> + 'a>, Option<CancelError>, Option<Cause>);
+            (&'a str, Box<dyn Fn() -> Box<dyn go::GoContext> + 'a>, Option<CancelError>, Option<Cause>);
         let cases: Vec<Case<'_>> = vec![
             ("Background", Box::new(|| Box::new(go::background())), None, None),
             ("TODO", Box::new(|| Box::new(go::todo())), None, None),
@@ -687,7 +687,7 @@ mod x_test {
         donec: Receiver<Infallible>,
     }
 
-    impl go::Context for CustomDoneContext {
+    impl go::GoContext for CustomDoneContext {
         fn deadline(&self) -> Option<Instant> {
             self.ctx.deadline()
         }
@@ -749,7 +749,7 @@ mod x_test {
         }
     }
 
-    impl go::Context for CustomCauseContext {
+    impl go::GoContext for CustomCauseContext {
         fn deadline(&self) -> Option<Instant> {
             None
         }
@@ -769,7 +769,7 @@ mod x_test {
         // A cancelled custom context: err and cause are Cancelled.
         let ccc = CustomCauseContext::default();
         ccc.cancel();
-        assert_eq!(go::Context::err(&ccc), Some(CancelError::Cancelled));
+        assert_eq!(go::GoContext::err(&ccc), Some(CancelError::Cancelled));
         assert_eq!(go::cause(&ccc), Some(Cause::Cancelled));
 
         // A child cancelled with a cause has it; the custom parent is not cancelled.
@@ -779,13 +779,13 @@ mod x_test {
         cause_func.cancel(cause.clone());
         assert_eq!(ctx.err(), Some(CancelError::Cancelled));
         assert!(go::cause(&ctx).unwrap().is_same(&cause));
-        assert_eq!(go::Context::err(&ccc), None);
+        assert_eq!(go::GoContext::err(&ccc), None);
         assert_eq!(go::cause(&ccc), None);
 
         // Cancelling the custom parent now leaves the child's cause alone.
         ccc.cancel();
         assert!(go::cause(&ctx).unwrap().is_same(&cause));
-        assert_eq!(go::Context::err(&ccc), Some(CancelError::Cancelled));
+        assert_eq!(go::GoContext::err(&ccc), Some(CancelError::Cancelled));
         assert_eq!(go::cause(&ccc), Some(Cause::Cancelled));
 
         // A custom context that cancels its child itself.
@@ -881,7 +881,7 @@ mod x_test {
         }
     }
 
-    impl go::Context for CustomContext {
+    impl go::GoContext for CustomContext {
         fn deadline(&self) -> Option<Instant> {
             self.parent.deadline()
         }
@@ -1009,7 +1009,7 @@ mod context_test {
     #[derive(Clone)]
     struct MyDoneCtx(Ctx);
 
-    impl go::Context for MyDoneCtx {
+    impl go::GoContext for MyDoneCtx {
         fn deadline(&self) -> Option<Instant> {
             self.0.deadline()
         }
@@ -1063,7 +1063,7 @@ mod context_test {
 /// BSD-style license that can be found in the LICENSE file.
 ///
 /// All tests apply. Go's `afterFuncContext` implements the `AfterFunc` method; here it implements
-/// [`go::Context::after_func`].
+/// [`go::GoContext::after_func`].
 mod afterfunc_test {
     use super::*;
     use std::collections::HashMap;
@@ -1106,7 +1106,7 @@ mod afterfunc_test {
         }
     }
 
-    impl go::Context for AfterFuncContext {
+    impl go::GoContext for AfterFuncContext {
         fn deadline(&self) -> Option<Instant> {
             None
         }

@@ -62,7 +62,7 @@
 
 use super::Cause;
 use super::tree::{self, Core};
-use crate::live::{self, Kind};
+use crate::live::{self, Counter};
 use crate::loom::Arc;
 use crossbeam_utils::CachePadded;
 use std::cmp::Reverse;
@@ -312,7 +312,7 @@ pub(crate) fn insert(at: Instant, core: Arc<Core>, cause: Cause) -> TimerKey {
         let earliest = s.heap.peek().is_some_and(|Reverse((first, ..))| *first == at);
         (slot, earliest)
     };
-    live::add(Kind::Timers, 1);
+    live::add(Counter::Timers, 1);
     // SeqCst: invariant 4 needs this load to be ordered after our insert and against the
     // driver's store of `UNKNOWN` before its scan (a store-load pattern: Acquire/Release is not
     // enough).
@@ -330,7 +330,7 @@ pub(crate) fn remove(key: TimerKey, core: usize) -> bool {
     let removed = locked(&d.shards[key.shard as usize]).remove(key.slot, core);
     let was_pending = removed.is_some();
     if was_pending {
-        live::add(Kind::Timers, -1);
+        live::add(Counter::Timers, -1);
     }
     drop(removed); // outside the lock: may drop the last reference to a core
     was_pending
@@ -349,7 +349,7 @@ fn run() {
         let (due, earliest) = collect_due(d, since_epoch);
         let fired = !due.is_empty();
         if fired {
-            live::add(Kind::Timers, -(due.len() as isize));
+            live::add(Counter::Timers, -(due.len() as isize));
         }
         // Invariant 3: no shard lock held; the entries are moved, not dropped.
         let recheck = d.firers.hand_over(due, now);

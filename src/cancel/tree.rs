@@ -61,7 +61,7 @@
 use super::Cause;
 use super::cause::CancelError;
 use super::deadline::{self, TimerKey};
-use crate::live::{self, Kind};
+use crate::live::{self, Counter};
 use crate::loom::{Arc, AtomicBool, AtomicU8, AtomicU32, Mutex, Ordering, fence, lock};
 use crate::slab::Slab;
 use crossbeam_channel::{Receiver, Sender};
@@ -243,7 +243,7 @@ impl Node {
             // after the last handle's Release decrement and an Acquire fence.
             core.slot.store(register(&p.core, &core), Ordering::Relaxed);
         }
-        live::add(Kind::Nodes, 1);
+        live::add(Counter::Nodes, 1);
         let node = Node { core: ManuallyDrop::new(core) };
         if expired {
             // "A deadline in the past cancels at once."
@@ -357,7 +357,7 @@ fn register(parent: &Arc<Core>, child: &Arc<Core>) -> u32 {
     // Relaxed: state is only written under this lock, which we hold (invariant 1).
     let state = parent.state.load(Ordering::Relaxed);
     if state == OPEN {
-        live::add(Kind::Children, 1);
+        live::add(Counter::Children, 1);
         return inner.children.insert(child.clone()) as u32;
     }
     let cause = inner.cause.clone();
@@ -536,7 +536,7 @@ fn propagate(root: &Arc<Core>, err: CancelError, cause: Cause) -> Fired {
         }
         let drained = inner.children.drain_into(&mut stack);
         if drained > 0 {
-            live::add(Kind::Children, -(drained as isize));
+            live::add(Counter::Children, -(drained as isize));
         }
         // Kept until the whole subtree is marked: a thread woken by a node's `done()` must find
         // every descendant of that node cancelled too.
@@ -565,7 +565,7 @@ fn mark_cancelled(
     fired.disarm(core);
     let extras = inner.extras.as_mut()?; // most nodes have no callbacks or done channel
     for (_, callback) in extras.callbacks.drain() {
-        live::add(Kind::Callbacks, -1);
+        live::add(Counter::Callbacks, -1);
         fired.callbacks.push((callback, cause.clone()));
     }
     fired.settles.0.extend(extras.settle.take());
@@ -668,7 +668,7 @@ pub(crate) fn on_cancel(core: &Arc<Core>, callback: Callback) -> Option<Callback
         let id = extras.next_callback_id;
         extras.next_callback_id += 1;
         let index = extras.callbacks.insert((id, callback));
-        live::add(Kind::Callbacks, 1);
+        live::add(Counter::Callbacks, 1);
         return Some(CallbackSlot { index, id });
     }
     let cause = inner.cause.clone();
@@ -688,7 +688,7 @@ pub(crate) fn stop(core: &Arc<Core>, slot: CallbackSlot) -> bool {
     let ours = callbacks.as_ref().and_then(|c| c.get(slot.index)).is_some_and(|(id, _)| *id == slot.id);
     if ours {
         let removed = callbacks.and_then(|c| c.remove(slot.index));
-        live::add(Kind::Callbacks, -1);
+        live::add(Counter::Callbacks, -1);
         drop(inner);
         drop(removed); // the closure's captures are user code: drop them unlocked
         return true;
@@ -753,7 +753,7 @@ fn release(core: &Arc<Core>) -> (Option<Node>, Vec<(u64, Callback)>) {
         let open = core.state.load(Ordering::Relaxed) == OPEN;
         core.released.store(open, Ordering::Relaxed); // Relaxed: under the lock, as every access
         let callbacks = inner.drain_callbacks();
-        live::add(Kind::Callbacks, -(callbacks.len() as isize));
+        live::add(Counter::Callbacks, -(callbacks.len() as isize));
         // A cancelled node's timer key was taken by its cancellation: nothing to disarm then.
         // Relaxed: under the core's lock, like every access to `timer`.
         let timer = core.timer.swap(NO_TIMER, Ordering::Relaxed);
@@ -768,7 +768,7 @@ fn release(core: &Arc<Core>) -> (Option<Node>, Vec<(u64, Callback)>) {
         let detached = detach(&parent.core, core.slot.load(Ordering::Relaxed), core);
         drop(detached);
     }
-    live::add(Kind::Nodes, -1);
+    live::add(Counter::Nodes, -1);
     (parent, discarded)
 }
 
@@ -795,7 +795,7 @@ fn detach(parent: &Arc<Core>, slot: u32, child: &Arc<Core>) -> Option<Arc<Core>>
         removed.as_ref().is_some_and(|c| Arc::ptr_eq(c, child)),
         "an open parent's slot holds the child registered there (invariant 2)"
     );
-    live::add(Kind::Children, -1);
+    live::add(Counter::Children, -1);
     removed
 }
 

@@ -7,8 +7,9 @@
 //! 3. `f` never runs on the thread that cancelled: the callback that the cancellation runs only
 //!    spawns `f`'s thread, so `cancel()` does not wait for `f` (Go's "in its own goroutine").
 
+use super::go_context::GoContext;
+use super::layered_ctx::{Ctx, Source};
 use super::link::{Subscription, subscribe};
-use super::{Context, Ctx, Source};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -37,7 +38,7 @@ impl AfterFuncStop {
     }
 
     /// A stop handle around a custom context's own unregistration function, for implementations
-    /// of [`Context::after_func`]: `stop` must return true iff it prevented the run.
+    /// of [`GoContext::after_func`]: `stop` must return true iff it prevented the run.
     ///
     /// # Examples
     ///
@@ -102,7 +103,7 @@ impl fmt::Debug for AfterFuncStop {
 /// ```
 pub fn after_func<C, F>(ctx: &C, f: F) -> AfterFuncStop
 where
-    C: Context + Clone,
+    C: GoContext + Clone,
     F: FnOnce() + Send + 'static,
 {
     let ctx = Ctx::view(ctx);

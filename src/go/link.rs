@@ -8,7 +8,7 @@
 //! 3. an on-cancel callback on the native node inside `P`, when `P` forwards Go's private
 //!    cancel-context key to one whose done channel is `P`'s own (Go's `parentCancelCtx`: a wrapper
 //!    like Go's `otherContext`);
-//! 4. `P`'s own [`Context::after_func`] hook, when it has one (Go's `afterFuncer`);
+//! 4. `P`'s own [`GoContext::after_func`] hook, when it has one (Go's `afterFuncer`);
 //! 5. one entry in the **shared watcher**: a single thread for the whole process that waits on
 //!    the done channels of every watched parent at once.
 //!
@@ -19,8 +19,8 @@
 //!    entry is dropped at the watcher's next wake-up, which `stop` triggers.
 //! 3. The closure runs on the watcher thread with no lock held.
 
-use super::Context;
 use super::after_func::AfterFuncStop;
+use super::go_context::GoContext;
 use crate::CallbackHandle;
 use crossbeam_channel::{Receiver, Select, Sender, TryRecvError};
 use std::convert::Infallible;
@@ -71,7 +71,7 @@ impl Subscription {
 
 /// Ties `fire` to the cancellation of the custom context `parent` (see the module docs for the
 /// order of preference). `fire` runs at most once.
-pub(crate) fn subscribe(parent: &Arc<dyn Context>, fire: Fire) -> Subscription {
+pub(crate) fn subscribe(parent: &Arc<dyn GoContext>, fire: Fire) -> Subscription {
     // 1. Never cancelled.
     let Some(done) = parent.done() else {
         return Subscription::Never;

@@ -20,7 +20,7 @@
 //! ```
 //!
 //! # The mapping
-//! - Go's `Context` interface is the [`Context`] trait; the contexts this module makes are
+//! - Go's `Context` interface is the [`GoContext`] trait; the contexts this module makes are
 //!   [`Ctx`] values (cheap handles), and a native [`crate::Context`] is a Go context too.
 //! - `CancelFunc` and `CancelCauseFunc` are [`CancelFunc`] and [`CancelCauseFunc`]: call
 //!   `.cancel()`. Dropping every handle of a context that was never cancelled releases it, as the
@@ -37,142 +37,31 @@
 //!    rules, the same `String()` (checked against the Go runtime by the conformance corpus in
 //!    `tests/conformance/`).
 //! 2. Derivations from contexts of this module or native ones run entirely on the native tree;
-//!    a derivation from a custom context spends no thread (see [`Context::after_func`] and the
+//!    a derivation from a custom context spends no thread (see [`GoContext::after_func`] and the
 //!    shared watcher in `link.rs`).
 //! 3. Nothing recurses over the depth of a chain: printing, value lookup and dropping are loops
 //!    (custom contexts in the chain excepted: they run their own code).
 
 mod after_func;
-mod ctx;
+mod any_key;
+mod go_context;
+mod layered_ctx;
 mod link;
 mod string;
-mod value;
 
 pub use after_func::{AfterFuncStop, after_func};
-pub use ctx::Ctx;
-pub use value::{AnyKey, NilKey, ValueKey};
+pub use any_key::{AnyKey, NilKey, ValueKey};
+pub use go_context::GoContext;
+pub use layered_ctx::Ctx;
 
-pub(crate) use ctx::Source;
+pub(crate) use go_context::cancel_ctx_key;
 
-use crate::{CancelError, Canceller, Cause, Key};
-use crossbeam_channel::Receiver;
+use crate::cancel::{CancelError, Cause};
 use std::any::Any;
-use std::convert::Infallible;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use string::Layer;
-
-/// Go's `context.Context` interface: implement it to make your own context type (Go's
-/// `otherContext`), then derive from it with this module's functions.
-///
-/// Cancellation of a custom context reaches the contexts derived from it without a thread per
-/// derivation: through the native node it wraps, if [`value`](Context::value) forwards Go's private
-/// cancel-context key to one whose done channel is this context's own (forward every key you do
-/// not own to the context you wrap, as Go's embedding does); else through
-/// [`after_func`](Context::after_func) if you implement it; else through one shared watcher thread
-/// that waits on the done channels of all custom contexts at once.
-///
-/// # Examples
-///
-/// ```
-/// use std::any::Any;
-/// use std::convert::Infallible;
-/// use std::time::Instant;
-/// use tether::{go, CancelError};
-/// use tether::go::{AnyKey, Context};
-///
-/// /// Go's `otherContext`: wraps a context and forwards everything.
-/// #[derive(Clone)]
-/// struct Other(go::Ctx);
-///
-/// impl Context for Other {
-///     fn deadline(&self) -> Option<Instant> { self.0.deadline() }
-///     fn done(&self) -> Option<crossbeam_channel::Receiver<Infallible>> { self.0.done() }
-///     fn err(&self) -> Option<CancelError> { self.0.err() }
-///     fn value(&self, key: AnyKey<'_>) -> Option<&(dyn Any + Send + Sync)> { self.0.value(key) }
-/// }
-///
-/// let (parent, cancel) = go::with_cancel(&go::background());
-/// let (child, _cancel_child) = go::with_cancel(&Other(parent));
-/// cancel.cancel(); // reaches `child` before returning: `Other` forwards to a native node
-/// assert_eq!(child.err(), Some(CancelError::Cancelled));
-/// ```
-pub trait Context: Send + Sync + 'static {
-    /// Go's `Deadline()`: when this context will be cancelled by a deadline, if ever.
-    fn deadline(&self) -> Option<Instant>;
-
-    /// Go's `Done()`: `None` (Go's nil channel) if this context can never be done, otherwise a
-    /// receiver that disconnects when it is. Successive calls return the same channel.
-    fn done(&self) -> Option<Receiver<Infallible>>;
-
-    /// Go's `Err()`: `None` until the done channel is closed, then why.
-    fn err(&self) -> Option<CancelError>;
-
-    /// Go's `Value(key)`: the value bound to `key`, `None` if none (or Go's `nil`). Forward keys
-    /// you do not own to the context you wrap.
-    fn value(&self, key: AnyKey<'_>) -> Option<&(dyn Any + Send + Sync)>;
-
-    /// Go's `context.Cause(c)` for this context: `None` before it is done. The default does what
-    /// Go's does: the cause of the innermost native node that [`value`](Context::value) forwards
-    /// to, else the error.
-    fn cause(&self) -> Option<Cause> {
-        let err = self.err()?;
-        let node = self.value(cancel_ctx_key()).and_then(|v| v.downcast_ref::<crate::Context>());
-        Some(node.and_then(Canceller::cause).unwrap_or_else(|| err.into()))
-    }
-
-    /// Writes this context's name, Go's `String()` (or its type name when it has none), used when
-    /// printing contexts derived from it. The default writes the type's name.
-    fn name(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(std::any::type_name::<Self>())
-    }
-
-    /// Go's `AfterFunc` method (the `afterFuncer` interface): arrange to call `f` once after this
-    /// context is done, and return a handle that stops it. Return `Err(f)` (the default) if this
-    /// context has no such mechanism; the adapter then uses its shared watcher.
-    fn after_func(
-        &self,
-        f: Box<dyn FnOnce() + Send + 'static>,
-    ) -> Result<AfterFuncStop, Box<dyn FnOnce() + Send>> {
-        Err(f)
-    }
-}
-
-impl<T: Context + ?Sized> Context for Arc<T> {
-    fn deadline(&self) -> Option<Instant> {
-        (**self).deadline()
-    }
-    fn done(&self) -> Option<Receiver<Infallible>> {
-        (**self).done()
-    }
-    fn err(&self) -> Option<CancelError> {
-        (**self).err()
-    }
-    fn value(&self, key: AnyKey<'_>) -> Option<&(dyn Any + Send + Sync)> {
-        (**self).value(key)
-    }
-    fn cause(&self) -> Option<Cause> {
-        (**self).cause()
-    }
-    fn name(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        (**self).name(f)
-    }
-    fn after_func(
-        &self,
-        f: Box<dyn FnOnce() + Send + 'static>,
-    ) -> Result<AfterFuncStop, Box<dyn FnOnce() + Send>> {
-        (**self).after_func(f)
-    }
-}
-
-/// Go's private `&cancelCtxKey`: asked of a context, it answers with the innermost native
-/// context whose node cancels it.
-static CANCEL_CTX: Key<crate::Context> = Key::new("context.cancelCtxKey");
-
-pub(crate) fn cancel_ctx_key() -> AnyKey<'static> {
-    AnyKey::from(&CANCEL_CTX)
-}
 
 /// Go's `CancelFunc`: cancels its context with `Cancelled`. Idempotent; does not wait for the
 /// work to stop.
@@ -294,7 +183,7 @@ pub fn todo() -> Ctx {
 /// assert!(child.err().is_some(), "cancellation reaches children before cancel returns");
 /// ```
 #[must_use = "dropping the cancel function means only the parent can cancel this context"]
-pub fn with_cancel<P: Context + Clone>(parent: &P) -> (Ctx, CancelFunc) {
+pub fn with_cancel<P: GoContext + Clone>(parent: &P) -> (Ctx, CancelFunc) {
     let ctx = Ctx::view(parent).derive_cancel(None);
     let cancel = CancelFunc { ctx: ctx.native().clone() };
     (ctx, cancel)
@@ -313,7 +202,7 @@ pub fn with_cancel<P: Context + Clone>(parent: &P) -> (Ctx, CancelFunc) {
 /// assert!(go::cause(&child).unwrap().is_same(&why), "children report the parent's cause");
 /// ```
 #[must_use = "dropping the cancel function means only the parent can cancel this context"]
-pub fn with_cancel_cause<P: Context + Clone>(parent: &P) -> (Ctx, CancelCauseFunc) {
+pub fn with_cancel_cause<P: GoContext + Clone>(parent: &P) -> (Ctx, CancelCauseFunc) {
     let ctx = Ctx::view(parent).derive_cancel(None);
     let cancel = CancelCauseFunc { ctx: ctx.native().clone() };
     (ctx, cancel)
@@ -333,7 +222,7 @@ pub fn with_cancel_cause<P: Context + Clone>(parent: &P) -> (Ctx, CancelCauseFun
 /// assert!(ctx.err().unwrap().is_timeout());
 /// ```
 #[must_use = "dropping the cancel function means only the deadline or the parent can cancel this context"]
-pub fn with_deadline<P: Context + Clone>(parent: &P, deadline: Instant) -> (Ctx, CancelFunc) {
+pub fn with_deadline<P: GoContext + Clone>(parent: &P, deadline: Instant) -> (Ctx, CancelFunc) {
     with_deadline_cause(parent, deadline, None)
 }
 
@@ -351,7 +240,7 @@ pub fn with_deadline<P: Context + Clone>(parent: &P, deadline: Instant) -> (Ctx,
 /// assert!(go::cause(&ctx).unwrap().is_same(&too_slow));
 /// ```
 #[must_use = "dropping the cancel function means only the deadline or the parent can cancel this context"]
-pub fn with_deadline_cause<P: Context + Clone>(
+pub fn with_deadline_cause<P: GoContext + Clone>(
     parent: &P,
     deadline: Instant,
     cause: impl Into<Option<Cause>>,
@@ -376,7 +265,7 @@ pub fn with_deadline_cause<P: Context + Clone>(
 /// cancel.cancel();
 /// ```
 #[must_use = "dropping the cancel function means only the deadline or the parent can cancel this context"]
-pub fn with_timeout<P: Context + Clone>(parent: &P, timeout: Duration) -> (Ctx, CancelFunc) {
+pub fn with_timeout<P: GoContext + Clone>(parent: &P, timeout: Duration) -> (Ctx, CancelFunc) {
     with_timeout_cause(parent, timeout, None)
 }
 
@@ -392,7 +281,7 @@ pub fn with_timeout<P: Context + Clone>(parent: &P, timeout: Duration) -> (Ctx, 
 /// assert!(ctx.err().unwrap().is_timeout());
 /// ```
 #[must_use = "dropping the cancel function means only the deadline or the parent can cancel this context"]
-pub fn with_timeout_cause<P: Context + Clone>(
+pub fn with_timeout_cause<P: GoContext + Clone>(
     parent: &P,
     timeout: Duration,
     cause: impl Into<Option<Cause>>,
@@ -418,13 +307,13 @@ pub fn with_timeout_cause<P: Context + Clone>(
 /// ```
 pub fn with_value<P, K, V>(parent: &P, key: K, value: V) -> Ctx
 where
-    P: Context + Clone,
+    P: GoContext + Clone,
     K: ValueKey<V>,
     V: Any + Send + Sync,
 {
-    let value: value::Value = Arc::new(value);
-    let key = value::Sealed::into_owned(key).0;
-    Ctx::view(parent).derive_value(key, Some((value, value::describe::<V>)))
+    let value: any_key::Value = Arc::new(value);
+    let key = any_key::Sealed::into_owned(key).0;
+    Ctx::view(parent).derive_value(key, Some((value, any_key::describe::<V>)))
 }
 
 /// Go's `WithValue(parent, key, nil)`: binds "no value" to `key`, hiding outer bindings of it.
@@ -441,10 +330,10 @@ where
 /// ```
 pub fn with_nil_value<P, K>(parent: &P, key: K) -> Ctx
 where
-    P: Context + Clone,
+    P: GoContext + Clone,
     K: NilKey,
 {
-    Ctx::view(parent).derive_value(value::Sealed::into_owned(key).0, None)
+    Ctx::view(parent).derive_value(any_key::Sealed::into_owned(key).0, None)
 }
 
 /// Go's `WithoutCancel`: `parent`'s values, and no cancellation: no done channel, deadline, error
@@ -461,7 +350,7 @@ where
 /// assert!(audit.value("k").is_some());
 /// assert_eq!(audit.to_string(), "context.Background.WithValue(k, v).WithCancel.WithoutCancel");
 /// ```
-pub fn without_cancel<P: Context + Clone>(parent: &P) -> Ctx {
+pub fn without_cancel<P: GoContext + Clone>(parent: &P) -> Ctx {
     Ctx::view(parent).derive_without_cancel()
 }
 
@@ -478,7 +367,7 @@ pub fn without_cancel<P: Context + Clone>(parent: &P) -> Ctx {
 /// cancel.cancel();
 /// assert_eq!(go::cause(&ctx), Some(Cause::Cancelled));
 /// ```
-pub fn cause<C: Context + ?Sized>(ctx: &C) -> Option<Cause> {
+pub fn cause<C: GoContext + ?Sized>(ctx: &C) -> Option<Cause> {
     ctx.cause()
 }
 

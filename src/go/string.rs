@@ -11,20 +11,20 @@
 //! 3. Times print on one wall-clock anchor taken once per process, so an instant always prints the
 //!    same text (a test or a transcript can match it).
 
-use super::Context;
-use super::value::{Describe, OwnedKey, Value};
+use super::any_key::{Describe, OwnedKey, Value};
+use super::go_context::GoContext;
 use std::fmt;
 use std::sync::{Arc, LazyLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// One Go-level derivation (invariant 1).
 pub(crate) struct Layer {
-    pub(crate) kind: Kind,
+    pub(crate) kind: LayerKind,
     pub(crate) parent: Option<Arc<Layer>>,
 }
 
 /// What a layer prints.
-pub(crate) enum Kind {
+pub(crate) enum LayerKind {
     /// `context.Background`.
     Background,
     /// `context.TODO`.
@@ -33,8 +33,8 @@ pub(crate) enum Kind {
     Native,
     /// Go's `stopCtx`: a custom parent with its own `AfterFunc` hook, as Go names it.
     StopCtx,
-    /// A custom context: prints itself ([`Context::name`]).
-    Custom(Arc<dyn Context>),
+    /// A custom context: prints itself ([`GoContext::name`]).
+    Custom(Arc<dyn GoContext>),
     /// `.WithCancel`.
     Cancel,
     /// `.WithDeadline(<time> [<remaining>])`.
@@ -46,38 +46,38 @@ pub(crate) enum Kind {
 }
 
 impl Layer {
-    pub(crate) fn root(kind: Kind) -> Arc<Layer> {
+    pub(crate) fn root(kind: LayerKind) -> Arc<Layer> {
         Arc::new(Layer { kind, parent: None })
     }
 
-    pub(crate) fn on(parent: &Arc<Layer>, kind: Kind) -> Arc<Layer> {
+    pub(crate) fn on(parent: &Arc<Layer>, kind: LayerKind) -> Arc<Layer> {
         Arc::new(Layer { kind, parent: Some(parent.clone()) })
     }
 
     /// Shared roots: deriving from `Background()` allocates no layer for it.
     pub(crate) fn background() -> Arc<Layer> {
-        static BACKGROUND: LazyLock<Arc<Layer>> = LazyLock::new(|| Layer::root(Kind::Background));
+        static BACKGROUND: LazyLock<Arc<Layer>> = LazyLock::new(|| Layer::root(LayerKind::Background));
         BACKGROUND.clone()
     }
 
     pub(crate) fn todo() -> Arc<Layer> {
-        static TODO: LazyLock<Arc<Layer>> = LazyLock::new(|| Layer::root(Kind::Todo));
+        static TODO: LazyLock<Arc<Layer>> = LazyLock::new(|| Layer::root(LayerKind::Todo));
         TODO.clone()
     }
 
     pub(crate) fn native() -> Arc<Layer> {
-        static NATIVE: LazyLock<Arc<Layer>> = LazyLock::new(|| Layer::root(Kind::Native));
+        static NATIVE: LazyLock<Arc<Layer>> = LazyLock::new(|| Layer::root(LayerKind::Native));
         NATIVE.clone()
     }
 
     pub(crate) fn stop_ctx() -> Arc<Layer> {
-        static STOP: LazyLock<Arc<Layer>> = LazyLock::new(|| Layer::root(Kind::StopCtx));
+        static STOP: LazyLock<Arc<Layer>> = LazyLock::new(|| Layer::root(LayerKind::StopCtx));
         STOP.clone()
     }
 
     /// Whether this layer is the root made for a custom context.
     pub(crate) fn is_custom_root(&self) -> bool {
-        matches!(self.kind, Kind::Custom(_))
+        matches!(self.kind, LayerKind::Custom(_))
     }
 }
 
@@ -103,20 +103,20 @@ impl fmt::Display for Layer {
     }
 }
 
-impl Kind {
+impl LayerKind {
     fn write(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Kind::Background => f.write_str("context.Background"),
-            Kind::Todo => f.write_str("context.TODO"),
-            Kind::Native => f.write_str("tether::Context"),
-            Kind::StopCtx => f.write_str("context.stopCtx"),
-            Kind::Custom(ctx) => ctx.name(f),
-            Kind::Cancel => f.write_str(".WithCancel"),
-            Kind::Deadline(at) => {
+            LayerKind::Background => f.write_str("context.Background"),
+            LayerKind::Todo => f.write_str("context.TODO"),
+            LayerKind::Native => f.write_str("tether::Context"),
+            LayerKind::StopCtx => f.write_str("context.stopCtx"),
+            LayerKind::Custom(ctx) => ctx.name(f),
+            LayerKind::Cancel => f.write_str(".WithCancel"),
+            LayerKind::Deadline(at) => {
                 let remaining = signed_nanos(*at, Instant::now());
                 write!(f, ".WithDeadline({} [{}])", GoTime(*at), GoDuration(remaining))
             }
-            Kind::Value(key, value) => {
+            LayerKind::Value(key, value) => {
                 write!(f, ".WithValue({key}, ")?;
                 match value {
                     Some((value, describe)) => describe(&**value, f)?,
@@ -124,7 +124,7 @@ impl Kind {
                 }
                 f.write_str(")")
             }
-            Kind::WithoutCancel => f.write_str(".WithoutCancel"),
+            LayerKind::WithoutCancel => f.write_str(".WithoutCancel"),
         }
     }
 }

@@ -90,7 +90,7 @@
 
 use super::task_state::{LetGo, TaskState};
 use super::{Scope, Shared, TrySpawnError};
-use crate::live::{self, Kind};
+use crate::live::{self, Counter};
 use crate::pool::{self, Job, JobRef};
 use crate::{Canceller, Cause, Context, JoinError, ambient};
 use std::cell::{Cell, UnsafeCell};
@@ -765,7 +765,7 @@ impl pool::FinishCount for Shared {
 impl Running {
     fn start(shared: &Arc<Shared>, slot: bool) -> Running {
         shared.start_one();
-        live::add(Kind::Tasks, 1);
+        live::add(Counter::Tasks, 1);
         // `Arc::as_ptr`, not a reference: `hold` uses the pointer to reach the `Arc`'s counts,
         // which a reference to the contents has no provenance over.
         let shared = NonNull::new(Arc::as_ptr(shared).cast_mut()).expect("an `Arc` is never null");
@@ -803,7 +803,7 @@ impl Drop for Running {
         if self.slot {
             self.shared().release_slot();
         }
-        live::add(Kind::Tasks, -1);
+        live::add(Counter::Tasks, -1);
         // Last: after this the scope may end (see `Scope::spawn_task_with`), so a reference is
         // taken first, for the decrement's wake-up (and, late, for the worker to report it).
         if self.late {

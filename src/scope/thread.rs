@@ -23,7 +23,7 @@
 //! [`Cause::ChildFailed`]: crate::Cause::ChildFailed
 
 use super::{Scope, Shared, TrySpawnError};
-use crate::live::{self, Kind};
+use crate::live::{self, Counter};
 use crate::{Context, JoinError, ambient, testing};
 use std::cell::{Cell, UnsafeCell};
 use std::error::Error;
@@ -590,7 +590,7 @@ impl fmt::Debug for ChildBuilder<'_, '_, '_> {
 impl Running {
     fn start(shared: Arc<Shared>, name: Option<Arc<str>>, slot: bool) -> Running {
         shared.start_one();
-        live::add(Kind::Threads, 1);
+        live::add(Counter::Threads, 1);
         let registry_id = testing::thread_started(name);
         Running { shared, registry_id, slot }
     }
@@ -604,7 +604,7 @@ impl Drop for Running {
         if let Some(id) = self.registry_id {
             testing::thread_finished(id);
         }
-        live::add(Kind::Threads, -1);
+        live::add(Counter::Threads, -1);
         // Last: after this the scope may end (see `ChildBuilder::spawn_with`).
         self.shared.finish_one();
     }

@@ -16,10 +16,10 @@
 //! 4. `deadline` is Go's `Deadline()`, fixed at creation: the derivation's own deadline, else the
 //!    parent's (a custom parent's as it reported it then).
 
+use super::any_key::{AnyKey, Describe, Nil, OwnedKey, StrMap, Value, str_hash};
+use super::go_context::{GoContext, cancel_ctx_key};
 use super::link::{Subscription, subscribe};
-use super::string::{Kind, Layer};
-use super::value::{AnyKey, Describe, Nil, OwnedKey, StrMap, Value, str_hash};
-use super::{Context, cancel_ctx_key};
+use super::string::{Layer, LayerKind};
 use crate::cancel::tree;
 use crate::{CancelError, Canceller, Cause, Key, KeyId, Valuer};
 use crossbeam_channel::Receiver;
@@ -56,7 +56,7 @@ pub struct Ctx {
     /// This context's Go-level layer.
     layer: Arc<Layer>,
     /// The nearest custom ancestor.
-    base: Option<Arc<dyn Context>>,
+    base: Option<Arc<dyn GoContext>>,
     /// Whether `base` still cancels this context (invariant 2).
     base_cancels: bool,
     /// Go's `Deadline()` (invariant 4).
@@ -66,7 +66,7 @@ pub struct Ctx {
 /// Where a context's cancellation comes from (invariant 2).
 pub(crate) enum Source<'a> {
     Node(&'a crate::Context),
-    Custom(&'a Arc<dyn Context>),
+    Custom(&'a Arc<dyn GoContext>),
     Never,
 }
 
@@ -96,7 +96,7 @@ impl Ctx {
 
     /// The context a Go interface value holding `parent` would be: a `Ctx` as is, a native
     /// context as is, anything else as a custom context.
-    pub(crate) fn view<P: Context + Clone>(parent: &P) -> Ctx {
+    pub(crate) fn view<P: GoContext + Clone>(parent: &P) -> Ctx {
         let any = parent as &dyn Any;
         if let Some(ctx) = any.downcast_ref::<Ctx>() {
             return ctx.clone();
@@ -104,13 +104,13 @@ impl Ctx {
         if let Some(native) = any.downcast_ref::<crate::Context>() {
             return Ctx::from(native.clone());
         }
-        let base: Arc<dyn Context> = match any.downcast_ref::<Arc<dyn Context>>() {
+        let base: Arc<dyn GoContext> = match any.downcast_ref::<Arc<dyn GoContext>>() {
             Some(shared) => shared.clone(),
             None => Arc::new(parent.clone()),
         };
         Ctx {
             deadline: base.deadline(),
-            layer: Layer::root(Kind::Custom(base.clone())),
+            layer: Layer::root(LayerKind::Custom(base.clone())),
             base: Some(base),
             base_cancels: true,
             ..Ctx::root(Layer::native())
@@ -145,7 +145,7 @@ impl Ctx {
                 parent_layer = &stop_ctx;
             }
         }
-        let kind = own.as_ref().map_or(Kind::Cancel, |(at, _)| Kind::Deadline(*at));
+        let kind = own.as_ref().map_or(LayerKind::Cancel, |(at, _)| LayerKind::Deadline(*at));
         Ctx {
             native,
             strings: self.strings.clone(),
@@ -172,7 +172,7 @@ impl Ctx {
                 next.strings = self.strings.insert(str_hash(s), s.clone(), bound);
             }
         }
-        next.layer = Layer::on(&self.layer, Kind::Value(key, value));
+        next.layer = Layer::on(&self.layer, LayerKind::Value(key, value));
         next
     }
 
@@ -181,7 +181,7 @@ impl Ctx {
         Ctx {
             native: self.native.detached(),
             strings: self.strings.clone(),
-            layer: Layer::on(&self.layer, Kind::WithoutCancel),
+            layer: Layer::on(&self.layer, LayerKind::WithoutCancel),
             base: self.base.clone(),
             base_cancels: false,
             deadline: None,
@@ -196,7 +196,7 @@ impl Ctx {
 
 /// Ties the new node `native` to the custom context `base` (invariant 3). Returns whether `base`'s
 /// own `after_func` hook was used.
-fn link(base: &Arc<dyn Context>, native: &crate::Context) -> bool {
+fn link(base: &Arc<dyn GoContext>, native: &crate::Context) -> bool {
     let core = native.core().expect("a derived context has a node").clone();
     let parent = base.clone();
     let sub = subscribe(
@@ -369,7 +369,7 @@ pub(crate) fn native_err(native: &crate::Context) -> Option<CancelError> {
 
 // ===== trait impls =====
 
-impl Context for Ctx {
+impl GoContext for Ctx {
     fn deadline(&self) -> Option<Instant> {
         Ctx::deadline(self)
     }
@@ -442,7 +442,7 @@ impl fmt::Debug for Ctx {
 }
 
 /// A native context viewed as a Go context, in place.
-impl Context for crate::Context {
+impl GoContext for crate::Context {
     fn deadline(&self) -> Option<Instant> {
         Canceller::deadline(self)
     }
