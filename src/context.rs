@@ -8,7 +8,7 @@
 //! 2. Every derivation (`child`, `with_deadline*`, `with_timeout*`, `with_value`) creates a new
 //!    node registered under `self`'s node, so cancelling a derived context never affects its parent.
 
-use crate::cancel::tree::{self, Node};
+use crate::cancel::tree::{self, Core, Node, Settle};
 use crate::cancel::{CallbackHandle, CancelError, Canceller, Cause, Registration};
 use crate::loom::Arc;
 use crate::value::{KeyId, Valuer, Values};
@@ -95,7 +95,7 @@ impl Context {
     /// assert!(!parent.is_cancelled());
     /// ```
     pub fn child(&self) -> Context {
-        self.derive(None, Cause::DeadlineExceeded, self.values.clone())
+        self.derive(None, self.values.clone())
     }
 
     /// A child that is cancelled with [`CancelError::DeadlineExceeded`] at `deadline` (or at this
@@ -132,7 +132,7 @@ impl Context {
     /// assert!(ctx.cause().unwrap().downcast_ref::<SlowBackend>().is_some());
     /// ```
     pub fn with_deadline_cause(&self, deadline: Instant, cause: Cause) -> Context {
-        self.derive(Some(deadline), cause, self.values.clone())
+        self.derive(Some((deadline, cause)), self.values.clone())
     }
 
     /// A child cancelled after `timeout` (Go's `WithTimeout`). A timeout so large that the instant
@@ -186,7 +186,7 @@ impl Context {
     /// ```
     pub fn with_value<T: Send + Sync + 'static>(&self, key: &'static Key<T>, value: T) -> Context {
         let values = self.values.with(key.id(), std::sync::Arc::new(value) as crate::value::Value);
-        self.derive(None, Cause::DeadlineExceeded, values)
+        self.derive(None, values)
     }
 
     /// A context with this one's values and no cancellation and no deadline (Go's
@@ -357,7 +357,7 @@ impl Context {
     /// A new node below this one for a spawned child: it sees only the bindings that cross a
     /// spawn ([`crate::Inheritance::Inherited`]).
     pub(crate) fn child_for_spawn(&self) -> Context {
-        self.derive(None, Cause::DeadlineExceeded, self.values.for_spawn())
+        self.derive(None, self.values.for_spawn())
     }
 
     /// Whether this context is as new (see `Node::is_pristine`): a pool worker may then hand
@@ -366,16 +366,36 @@ impl Context {
         self.node.as_ref().is_some_and(|node| node.is_pristine())
     }
 
-    /// A new node below this one, carrying `values`.
-    fn derive(&self, own_deadline: Option<Instant>, deadline_cause: Cause, values: Values) -> Context {
-        let node = Node::new(self.node.as_ref(), own_deadline, deadline_cause);
+    /// A new node below this one, carrying `values`, with its own deadline (an instant and the
+    /// cause its expiry cancels with) if any.
+    fn derive(&self, own_deadline: Option<(Instant, Cause)>, values: Values) -> Context {
+        let node = Node::new(self.node.as_ref(), own_deadline);
         Context { node: Some(node), values }
     }
 
-    /// The cancellation cell of this context's node, if it has one: what the Go adapter
-    /// (`crate::go`) holds to cancel a node from a custom parent without keeping the node alive.
-    pub(crate) fn core(&self) -> Option<&Arc<crate::cancel::tree::Core>> {
-        self.node.as_ref().map(|node| node.core())
+    /// Hands `settle` to this context's node, to be set once the cancellation that reaches the
+    /// node has run every callback it collected (scope invariant 5). `false` if the node was
+    /// already cancelled, or there is no node: there is nothing to wait for then.
+    pub(crate) fn attach_settle(&self, settle: &std::sync::Arc<Settle>) -> bool {
+        self.node.as_ref().is_some_and(|node| tree::attach_settle(node.core(), settle.clone()))
+    }
+
+    /// A canceller of this context's node that does not count as a handle of it (the node is
+    /// still released when its last context goes): what the Go adapter holds to cancel a node
+    /// from a custom parent (`go/layered_ctx.rs`, `link`). `None` without a node.
+    pub(crate) fn remote_canceller(&self) -> Option<RemoteCanceller> {
+        self.node.as_ref().map(|node| RemoteCanceller(node.core().clone()))
+    }
+}
+
+/// Cancels a node from outside its handles: see [`Context::remote_canceller`].
+pub(crate) struct RemoteCanceller(Arc<Core>);
+
+impl RemoteCanceller {
+    /// Cancels the node, and everything below it, with `err` and `cause` (the first cause wins),
+    /// running the callbacks this cancellation collects on this thread.
+    pub(crate) fn cancel(&self, err: CancelError, cause: Cause) {
+        tree::cancel(&self.0, err, cause).run();
     }
 }
 

@@ -90,6 +90,7 @@ pub mod pool;
 mod scope;
 mod slab;
 pub mod testing;
+mod unhandled;
 mod value;
 
 #[cfg(all(test, loom))]

@@ -18,7 +18,8 @@
 //!    slightly different moments: good for leak checks at quiescent points, not a linearizable
 //!    snapshot.
 
-use std::sync::atomic::{AtomicIsize, Ordering::Relaxed};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, PoisonError};
 
 const KINDS: usize = 6;
@@ -156,4 +157,49 @@ pub fn live() -> LiveCounts {
         threads: read(Counter::Threads),
         tasks: read(Counter::Tasks),
     }
+}
+
+// ----- The registry of live scope threads, for leak reports -----
+
+/// Live scope threads started while registration was on, by registry id (increasing with start
+/// order), with their names. Only those can appear in a leak report, so threads started while no
+/// leak check runs are not registered: spawning then costs no global lock.
+static THREADS: Mutex<BTreeMap<u64, Option<Arc<str>>>> = Mutex::new(BTreeMap::new());
+static NEXT_THREAD: AtomicU64 = AtomicU64::new(0);
+/// Whether a leak check runs (checks exclude each other: `testing::LeakCheck`).
+static REGISTERING: AtomicBool = AtomicBool::new(false);
+
+/// Registers a live scope thread if a leak check runs; returns its registry id if registered.
+pub(crate) fn thread_started(name: Option<Arc<str>>) -> Option<u64> {
+    // SeqCst, with the same in `register_threads` (flag store, then id load): if this id is at
+    // or after the check's first id, this increment comes after that load in the single total
+    // order, hence after the flag store, so the flag load below sees the check and registers.
+    let id = NEXT_THREAD.fetch_add(1, SeqCst);
+    if !REGISTERING.load(SeqCst) {
+        return None;
+    }
+    THREADS.lock().unwrap_or_else(PoisonError::into_inner).insert(id, name);
+    Some(id)
+}
+
+/// Unregisters a scope thread that has finished.
+pub(crate) fn thread_finished(id: u64) {
+    THREADS.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
+}
+
+/// Turns registration on (a leak check starts); returns the id of the first thread it covers.
+pub(crate) fn register_threads() -> u64 {
+    REGISTERING.store(true, SeqCst);
+    NEXT_THREAD.load(SeqCst)
+}
+
+/// Turns registration off (the leak check is over).
+pub(crate) fn stop_registering_threads() {
+    REGISTERING.store(false, SeqCst);
+}
+
+/// The names of the registered threads still alive whose id is `first` or later.
+pub(crate) fn thread_names_since(first: u64) -> Vec<String> {
+    let threads = THREADS.lock().unwrap_or_else(PoisonError::into_inner);
+    threads.range(first..).map(|(_, name)| name.as_deref().unwrap_or("<unnamed>").to_owned()).collect()
 }

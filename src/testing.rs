@@ -16,28 +16,16 @@
 //! test binary (`tests/leaks.rs`), or hold one shared mutex in every test of the binary.
 //!
 //! # Unhandled panics
-//! A panic that cannot be re-raised to any caller is recorded here rather than lost: a callback
-//! that panics on a timer firer thread (its context's deadline fired), and every panic of a scope
-//! after the first (the first is re-raised by the scope). [`take_unhandled_panics`] takes them.
+//! A panic that cannot be re-raised to any caller is recorded rather than lost (by the runtime's
+//! sink, `src/unhandled.rs`): a callback that panics on a timer firer thread (its context's
+//! deadline fired), and every panic of a scope after the first (the first is re-raised by the
+//! scope). [`take_unhandled_panics`] takes them.
 
-use crate::LiveCounts;
-use std::any::Any;
+use crate::live::{self, LiveCounts};
 use std::cell::Cell;
-use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
-
-static UNHANDLED: Mutex<Vec<Box<dyn Any + Send>>> = Mutex::new(Vec::new());
-
-/// Live scope threads started while a check was running, by registry id (increasing with start
-/// order), with their names. Only those can appear in a report, so threads started with no check
-/// running are not registered: spawning then costs no global lock.
-static THREADS: Mutex<BTreeMap<u64, Option<Arc<str>>>> = Mutex::new(BTreeMap::new());
-static NEXT_THREAD: AtomicU64 = AtomicU64::new(0);
-/// Whether a check is running (checks exclude each other).
-static CHECK_RUNNING: AtomicBool = AtomicBool::new(false);
 
 /// Held by the running leak check: checks exclude each other.
 static CHECK: Mutex<()> = Mutex::new(());
@@ -50,51 +38,7 @@ thread_local! {
 /// How long [`LeakCheck::finish`] waits, by default, for counts to return to their baseline.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(1);
 
-/// Records a panic payload that could not be re-raised to any caller.
-pub(crate) fn record_unhandled_panic(payload: Box<dyn Any + Send>) {
-    UNHANDLED.lock().unwrap_or_else(PoisonError::into_inner).push(payload);
-}
-
-/// Takes every panic payload recorded since the last call: panics of on-cancel callbacks that ran
-/// on a timer firer thread, and the panics of a scope after the first one (which the scope
-/// re-raised), oldest first.
-///
-/// # Examples
-///
-/// ```
-/// use std::time::Duration;
-/// use tether::{Canceller, Context};
-///
-/// let ctx = Context::new().with_timeout(Duration::from_millis(1));
-/// let (tx, rx) = crossbeam_channel::bounded(1);
-/// let _cb = ctx.on_cancel(move |_| {
-///     let _ = tx.send(());
-///     panic!("callback failed on a timer firer thread")
-/// });
-/// rx.recv().unwrap();
-/// # while tether::testing::take_unhandled_panics().is_empty() { std::thread::yield_now(); }
-/// ```
-pub fn take_unhandled_panics() -> Vec<Box<dyn Any + Send>> {
-    std::mem::take(&mut *UNHANDLED.lock().unwrap_or_else(PoisonError::into_inner))
-}
-
-/// Registers a live scope thread if a check is running; returns its registry id if registered.
-pub(crate) fn thread_started(name: Option<Arc<str>>) -> Option<u64> {
-    // SeqCst, with the same in `LeakCheck::start` (flag store, then id load): if this id is at or
-    // after the check's `first_thread`, this increment comes after that load in the single total
-    // order, hence after the flag store, so the flag load below sees the check and registers.
-    let id = NEXT_THREAD.fetch_add(1, SeqCst);
-    if !CHECK_RUNNING.load(SeqCst) {
-        return None;
-    }
-    THREADS.lock().unwrap_or_else(PoisonError::into_inner).insert(id, name);
-    Some(id)
-}
-
-/// Unregisters a scope thread that has finished.
-pub(crate) fn thread_finished(id: u64) {
-    THREADS.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
-}
+pub use crate::unhandled::take_unhandled_panics;
 
 /// A leak check in progress: the live counts at its start (see the module docs).
 ///
@@ -159,13 +103,8 @@ impl LeakCheck {
         assert!(!CHECKING.get(), "tether: a leak check was started inside another on the same thread");
         let exclusive = CHECK.lock().unwrap_or_else(PoisonError::into_inner);
         CHECKING.set(true);
-        CHECK_RUNNING.store(true, SeqCst);
-        LeakCheck {
-            baseline: crate::live(),
-            first_thread: NEXT_THREAD.load(SeqCst),
-            grace: DEFAULT_GRACE,
-            _exclusive: exclusive,
-        }
+        let first_thread = live::register_threads();
+        LeakCheck { baseline: live::live(), first_thread, grace: DEFAULT_GRACE, _exclusive: exclusive }
     }
 
     /// Sets how long [`finish`](Self::finish) waits for the counts to return to the baseline.
@@ -197,7 +136,7 @@ impl LeakCheck {
         let give_up = Instant::now() + self.grace;
         let mut pause = Duration::from_millis(1);
         loop {
-            let leaked = excess(&crate::live(), &self.baseline);
+            let leaked = excess(&live::live(), &self.baseline);
             if leaked.is_zero() {
                 return Ok(());
             }
@@ -212,11 +151,7 @@ impl LeakCheck {
 
     /// Names of the scope threads started during the check and still alive.
     fn live_threads(&self) -> Vec<String> {
-        let threads = THREADS.lock().unwrap_or_else(PoisonError::into_inner);
-        threads
-            .range(self.first_thread..)
-            .map(|(_, name)| name.as_deref().unwrap_or("<unnamed>").to_owned())
-            .collect()
+        live::thread_names_since(self.first_thread)
     }
 }
 
@@ -224,7 +159,7 @@ impl Drop for LeakCheck {
     fn drop(&mut self) {
         // Before the exclusive lock is released (a field, dropped after this): the next check
         // sets it again.
-        CHECK_RUNNING.store(false, SeqCst);
+        live::stop_registering_threads();
         let _ = CHECKING.try_with(|c| c.set(false));
     }
 }

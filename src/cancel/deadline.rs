@@ -465,6 +465,6 @@ fn fire(entry: Entry) {
     let expired = catch_unwind(AssertUnwindSafe(|| tree::expire(&core, cause)));
     let dropped = catch_unwind(AssertUnwindSafe(move || drop(core)));
     for payload in [expired.err(), dropped.err()].into_iter().flatten() {
-        crate::testing::record_unhandled_panic(payload);
+        crate::unhandled::record(payload);
     }
 }

@@ -211,18 +211,16 @@ pub struct CallbackPanics {
 // ===== creation =====
 
 impl Node {
-    /// A new node below `parent` (a root if `None`), with its own deadline `own_deadline` whose
-    /// expiry cancels it with `deadline_cause`.
-    pub(crate) fn new(parent: Option<&Node>, own_deadline: Option<Instant>, deadline_cause: Cause) -> Node {
+    /// A new node below `parent` (a root if `None`), with its own deadline, if any: an instant
+    /// and the cause its expiry cancels the node with.
+    pub(crate) fn new(parent: Option<&Node>, own_deadline: Option<(Instant, Cause)>) -> Node {
         let parent_deadline = parent.and_then(Node::deadline);
         // Go's rule: a deadline later than the parent's is served by the parent's timer.
-        let arm = own_deadline.filter(|own| parent_deadline.is_none_or(|p| p >= *own));
-        let deadline = match (arm, parent_deadline) {
-            (Some(own), _) => Some(own),
+        let arm = own_deadline.filter(|(own, _)| parent_deadline.is_none_or(|p| p >= *own));
+        let deadline = match (&arm, parent_deadline) {
+            (Some((own, _)), _) => Some(*own),
             (None, p) => p,
         };
-        let expired = arm.is_some_and(|at| at <= Instant::now());
-        let timer = arm.filter(|_| !expired);
         let (packed, far) = pack_deadline(deadline);
         let mut inner = Inner::new(parent.cloned());
         if far.is_some() {
@@ -245,11 +243,13 @@ impl Node {
         }
         live::add(Counter::Nodes, 1);
         let node = Node { core: ManuallyDrop::new(core) };
-        if expired {
-            // "A deadline in the past cancels at once."
-            cancel(&node.core, CancelError::DeadlineExceeded, deadline_cause).run();
-        } else if let Some(at) = timer {
-            arm_timer(&node.core, at, deadline_cause);
+        if let Some((at, cause)) = arm {
+            if at <= Instant::now() {
+                // "A deadline in the past cancels at once."
+                cancel(&node.core, CancelError::DeadlineExceeded, cause).run();
+            } else {
+                arm_timer(&node.core, at, cause);
+            }
         }
         node
     }
@@ -516,7 +516,7 @@ pub(crate) fn expire(core: &Arc<Core>, cause: Cause) {
     let fired = cancel(core, CancelError::DeadlineExceeded, cause);
     // Nobody called us: a callback panic has no caller to re-raise to, so it is recorded.
     if let Err(payload) = catch_unwind(AssertUnwindSafe(|| fired.run())) {
-        crate::testing::record_unhandled_panic(payload);
+        crate::unhandled::record(payload);
     }
 }
 

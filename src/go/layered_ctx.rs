@@ -20,7 +20,6 @@ use super::any_key::{AnyKey, Describe, Nil, OwnedKey, StrMap, Value, str_hash};
 use super::go_context::{GoContext, cancel_ctx_key};
 use super::link::{Subscription, subscribe};
 use super::string::{Layer, LayerKind};
-use crate::cancel::tree;
 use crate::{CancelError, Canceller, Cause, Key, KeyId, Valuer};
 use crossbeam_channel::Receiver;
 use std::any::Any;
@@ -197,7 +196,7 @@ impl Ctx {
 /// Ties the new node `native` to the custom context `base` (invariant 3). Returns whether `base`'s
 /// own `after_func` hook was used.
 fn link(base: &Arc<dyn GoContext>, native: &crate::Context) -> bool {
-    let core = native.core().expect("a derived context has a node").clone();
+    let node = native.remote_canceller().expect("a derived context has a node");
     let parent = base.clone();
     let sub = subscribe(
         base,
@@ -205,7 +204,7 @@ fn link(base: &Arc<dyn GoContext>, native: &crate::Context) -> bool {
             // Go: child.cancel(false, parent.Err(), Cause(parent)).
             let err = parent.err().unwrap_or(CancelError::Cancelled);
             let cause = parent.cause().unwrap_or_else(|| err.into());
-            tree::cancel(&core, err, cause).run();
+            node.cancel(err, cause);
         }),
     );
     let hooked = matches!(sub, Subscription::Hook(_));

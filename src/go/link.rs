@@ -187,7 +187,7 @@ fn run(inbox: Receiver<Msg>) {
                 if let Some(fire) = w.claim(FIRED) {
                     // Invariant 3; a panic has no caller to go to, so it is recorded.
                     if let Err(payload) = catch_unwind(AssertUnwindSafe(fire)) {
-                        crate::testing::record_unhandled_panic(payload);
+                        crate::unhandled::record(payload);
                     }
                 }
             }

@@ -231,7 +231,7 @@ pub(crate) fn worker_index() -> Option<usize> {
 /// worker's loop or a helping wait.
 pub(crate) fn run_job(job: JobRef) {
     if let Err(payload) = catch_unwind(AssertUnwindSafe(move || job.run())) {
-        crate::testing::record_unhandled_panic(payload);
+        crate::unhandled::record(payload);
     }
 }
 

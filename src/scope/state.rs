@@ -1,0 +1,349 @@
+//! [`ScopeState`]: what a scope's body and its children share, and the protocols on it that do
+//! not depend on the kind of child: the running count (scope invariant 4; the atomic itself is
+//! [`RunningCount`]), the wait until no child runs, the failures (invariants 2 and 3), the
+//! concurrency limit's slots, and dropping user data without letting a panic escape.
+//!
+//! One `ScopeState` per scope, in an `Arc` that the scope's owner (`exit.rs`) drops last, after
+//! it has closed the count. Thread children hold a pointer to it for their whole life, task
+//! children from their spawn until they count out (`child.rs`, [`Running`](super::child::Running)).
+
+use super::count::{Refused, RunningCount};
+use super::task_queue::ScopeTasks;
+use crate::cancel::tree::Settle;
+use crate::cancel::{Canceller, Cause, PanicSummary, SharedError};
+use crate::context::Context;
+use crate::pool;
+use crossbeam_channel::{Receiver, Sender, select};
+use std::any::Any;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+/// A panic payload.
+pub(super) type Payload = Box<dyn Any + Send + 'static>;
+
+/// How long a helping wait sleeps when the scope's own queue has no pending task before it looks
+/// there again (a child may queue one meanwhile); the last child's completion wakes it sooner.
+const PARK: Duration = Duration::from_millis(1);
+
+/// What the scope body and its children share: the context, the failures, the running count,
+/// the limit's slots and the scope's own pool tasks.
+pub(crate) struct ScopeState {
+    pub(super) ctx: Context,
+    failures: Mutex<Failures>,
+    /// Children spawned and not yet finished (scope invariant 4; `count.rs`).
+    running: RunningCount,
+    /// Threads blocked in [`ScopeState::wait_idle`]: the last child out notifies `idle` only when
+    /// there are some, so a scope nobody waits on yet costs no lock and no wake-up.
+    waiters: AtomicUsize,
+    /// Guards the waiters' check-then-sleep against the last child's notification.
+    idle_lock: Mutex<()>,
+    idle: Condvar,
+    /// The concurrency limit's free slots, one message each; `None` without a limit.
+    slots: Option<(Sender<()>, Receiver<()>)>,
+    /// The scope's own queue of its pool tasks and its per-worker task parents
+    /// (`task_queue.rs`).
+    pub(super) tasks: ScopeTasks,
+    /// Set once the cancellation that reached the scope's node has run the callbacks it collected
+    /// (scope invariant 5); `None` if the node was cancelled already when the scope began.
+    pub(super) settle: Option<Arc<Settle>>,
+}
+
+/// Whether a child holds one of the limit's slots, which it gives back when it finishes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Slot {
+    /// It took one: [`ScopeState::give_back`] returns it.
+    Held,
+    /// The scope has no limit, or the scope was cancelled while the spawn waited for a slot (the
+    /// child then starts at once, already cancelled, outside the limit).
+    NotHeld,
+}
+
+/// [`ScopeState::try_take_slot`] found every slot of the limit taken.
+#[derive(Debug)]
+pub(super) struct LimitFull;
+
+/// The failures of a scope, in the order they happened (scope invariant 3).
+#[derive(Default)]
+pub(super) struct Failures {
+    panics: Vec<(u64, Payload)>,
+    next_panic: u64,
+    errors: Vec<SharedError>,
+}
+
+impl Failures {
+    /// Moves the error the scope was cancelled with, if a failure cancelled it, to the front.
+    /// A failure records its error and then cancels, so when two fail at once the first
+    /// recorded may not be the one whose cancellation won; [`ScopeError::first`] promises that
+    /// one.
+    fn put_cancelling_error_first(&mut self, cause: Option<Cause>) {
+        let Some(Cause::ChildFailed(winner)) = cause else { return };
+        let same = |e: &SharedError| std::ptr::addr_eq(Arc::as_ptr(e), Arc::as_ptr(&winner));
+        if let Some(index) = self.errors.iter().position(same) {
+            self.errors[..=index].rotate_right(1);
+        }
+    }
+
+    /// The panic payloads (oldest first) and the errors (the cancelling one first).
+    pub(super) fn into_parts(self) -> (Vec<Payload>, Vec<SharedError>) {
+        (self.panics.into_iter().map(|(_, payload)| payload).collect(), self.errors)
+    }
+}
+
+impl ScopeState {
+    pub(super) fn new(ctx: Context, limit: Option<usize>) -> ScopeState {
+        let settle = Arc::new(Settle::default());
+        let settle = ctx.attach_settle(&settle).then_some(settle);
+        let slots = limit.map(|n| {
+            let (tx, rx) = crossbeam_channel::bounded(n);
+            for _ in 0..n {
+                tx.send(()).expect("the receiver is alive");
+            }
+            (tx, rx)
+        });
+        ScopeState {
+            ctx,
+            failures: Mutex::new(Failures::default()),
+            running: RunningCount::new(),
+            waiters: AtomicUsize::new(0),
+            idle_lock: Mutex::new(()),
+            idle: Condvar::new(),
+            slots,
+            tasks: ScopeTasks::default(),
+            settle,
+        }
+    }
+
+    // ----- The running count -----
+
+    /// Counts a child as running (scope invariant 4), before its thread starts or its task is
+    /// queued.
+    ///
+    /// # Panics
+    ///
+    /// If the count is closed (a bug: invariant 4 says nothing can spawn then), or absurdly high.
+    pub(super) fn start_one(&self) {
+        match self.running.start() {
+            Ok(()) => {}
+            Err(Refused::Closed) => panic!("tether: a child was spawned into a scope that has ended"),
+            Err(Refused::TooMany) => panic!("tether: too many running children in a scope"),
+        }
+    }
+
+    /// How many children are running now (for `Debug`).
+    pub(super) fn running(&self) -> usize {
+        self.running.running()
+    }
+
+    /// Waits until no child is running and closes the count (scope invariant 4): a spawn after
+    /// this panics instead of starting a child that nothing would wait for. Never unwinds.
+    pub(super) fn close(&self) {
+        loop {
+            self.wait_idle();
+            // Fails if a child started after the wait saw zero (count invariant 2).
+            if self.running.try_close() {
+                return;
+            }
+        }
+    }
+
+    /// Counts `n` children as finished at once, waking the waiters if they were the last ones.
+    /// After this the scope may end: the caller must not touch anything borrowed from `'scope`
+    /// any more (it keeps `self` alive with its own `Arc`).
+    pub(super) fn finish(&self, n: usize) {
+        // SeqCst (a Release decrement, in the order the waiters' `waiters` increment is in):
+        // either a waiter's check of `running` sees zero, or this thread sees the waiter and
+        // notifies it under `idle_lock`, after the waiter has started sleeping.
+        if self.running.finish(n) && self.waiters.load(SeqCst) > 0 {
+            drop(self.idle_lock.lock().unwrap_or_else(PoisonError::into_inner));
+            self.idle.notify_all();
+        }
+    }
+
+    /// Blocks until no child is running. Panic-free: the tasks it helps with never unwind
+    /// (`pool::run_job`).
+    pub(super) fn wait_idle(&self) {
+        // SeqCst (so Acquire): seeing zero synchronizes with every child's decrement, which is
+        // a release sequence of read-modify-writes, hence with everything each child did.
+        if self.running.is_zero() {
+            return;
+        }
+        if pool::started() {
+            // This scope's tasks may be pending: run them (and only them) while waiting, so that
+            // a wait never depends on a free worker (`task_queue.rs`, "Helping"; design/0003).
+            pool::wait_until(|| self.running.is_zero(), || self.tasks.help_own(), || self.park_idle());
+            return;
+        }
+        let mut guard = self.idle_lock.lock().unwrap_or_else(PoisonError::into_inner);
+        self.waiters.fetch_add(1, SeqCst);
+        while !self.running.is_zero() {
+            guard = self.idle.wait(guard).unwrap_or_else(PoisonError::into_inner);
+        }
+        self.waiters.fetch_sub(1, SeqCst);
+    }
+
+    /// Sleeps until the last child finishes or [`PARK`] passes (whichever is first): the park of
+    /// a helping wait, bounded so that it looks for pool jobs again.
+    fn park_idle(&self) {
+        let guard = self.idle_lock.lock().unwrap_or_else(PoisonError::into_inner);
+        // SeqCst: as in `wait_idle`'s slow path (the `waiters` handshake with `finish`).
+        self.waiters.fetch_add(1, SeqCst);
+        if !self.running.is_zero() {
+            drop(self.idle.wait_timeout(guard, PARK).unwrap_or_else(PoisonError::into_inner));
+        } else {
+            drop(guard);
+        }
+        self.waiters.fetch_sub(1, SeqCst);
+    }
+
+    // ----- User data and failures -----
+
+    /// Drops `value`, which may hold user data, recording a panic from its destructor as a panic
+    /// of the scope (on a worker, a child thread or an exit path, nothing else may catch it).
+    pub(super) fn drop_caught<T>(&self, value: T) {
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(value))) {
+            self.record_panic(payload);
+        }
+    }
+
+    fn failures(&self) -> MutexGuard<'_, Failures> {
+        // A poisoned lock only means a panic elsewhere; the vectors are always consistent.
+        self.failures.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes every failure recorded so far, the error the scope was cancelled with first: what
+    /// the exit reports, once no child runs.
+    pub(super) fn take_failures(&self) -> Failures {
+        let mut failures = std::mem::take(&mut *self.failures());
+        failures.put_cancelling_error_first(self.ctx.cause());
+        failures
+    }
+
+    /// Cancels the scope with `cause`. A panic of an on-cancel callback run by this cancellation
+    /// is recorded like a child's (it must not unwind out of a child thread: scope invariant 2).
+    pub(super) fn cancel(&self, cause: Cause) {
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| self.ctx.cancel_with(cause))) {
+            self.record_panic(payload);
+        }
+    }
+
+    /// Records a panic payload; returns its id, for a join handle to take it back.
+    fn record_panic(&self, payload: Payload) -> u64 {
+        let mut failures = self.failures();
+        let id = failures.next_panic;
+        failures.next_panic += 1;
+        failures.panics.push((id, payload));
+        id
+    }
+
+    /// Records that `who` (a child or the body) panicked and cancels the scope, naming it.
+    pub(super) fn panicked(&self, who: Option<Arc<str>>, payload: Payload) -> u64 {
+        let summary = PanicSummary::from_payload(who, &*payload);
+        let id = self.record_panic(payload);
+        self.cancel(Cause::Panicked(summary));
+        id
+    }
+
+    /// Takes back the payload recorded as `id`, so the scope will not re-raise it.
+    pub(super) fn take_panic(&self, id: u64) -> Option<Payload> {
+        let mut failures = self.failures();
+        let index = failures.panics.iter().position(|(i, _)| *i == id)?;
+        Some(failures.panics.remove(index).1)
+    }
+
+    /// Records a fallible child's error and cancels the scope with it.
+    pub(super) fn failed(&self, error: SharedError) {
+        self.failures().errors.push(error.clone());
+        self.cancel(Cause::ChildFailed(error));
+    }
+
+    // ----- The limit's slots -----
+
+    /// Waits for a slot of the limit; stops waiting when the scope is cancelled.
+    pub(super) fn wait_for_slot(&self) -> Slot {
+        let Some((_, free)) = &self.slots else { return Slot::NotHeld };
+        if free.try_recv().is_ok() {
+            return Slot::Held;
+        }
+        let done = self.ctx.done();
+        select! {
+            recv(free) -> slot => held(slot.is_ok()),
+            recv(done) -> _ => Slot::NotHeld,
+        }
+    }
+
+    /// [`wait_for_slot`](Self::wait_for_slot) for a task spawner: runs the scope's pending tasks
+    /// while it waits (the slots may be held by queued tasks that only this thread is free to
+    /// run).
+    pub(super) fn wait_for_slot_helping(&self) -> Slot {
+        let Some((_, free)) = &self.slots else { return Slot::NotHeld };
+        let done = self.ctx.done();
+        loop {
+            if free.try_recv().is_ok() {
+                return Slot::Held;
+            }
+            if self.ctx.is_cancelled() {
+                return Slot::NotHeld;
+            }
+            if self.tasks.help_own() {
+                continue;
+            }
+            select! {
+                recv(free) -> slot => return held(slot.is_ok()),
+                recv(done) -> _ => return Slot::NotHeld,
+                default(PARK) => {}
+            }
+        }
+    }
+
+    /// Takes a slot if one is free, without waiting.
+    pub(super) fn try_take_slot(&self) -> Result<Slot, LimitFull> {
+        match &self.slots {
+            None => Ok(Slot::NotHeld),
+            Some((_, free)) => free.try_recv().map(|()| Slot::Held).map_err(|_| LimitFull),
+        }
+    }
+
+    /// Gives back the slot a finished child held, if it held one.
+    pub(super) fn give_back(&self, slot: Slot) {
+        if let (Slot::Held, Some((give_back, _))) = (slot, &self.slots) {
+            // Never full: at most `limit` slots are out, and each is given back once.
+            let _ = give_back.try_send(());
+        }
+    }
+}
+
+fn held(taken: bool) -> Slot {
+    if taken { Slot::Held } else { Slot::NotHeld }
+}
+
+impl pool::FinishCount for ScopeState {
+    /// Late finishes of this scope's tasks (pool invariant 4), reported by the worker that ran them.
+    fn finish(&self, n: usize) {
+        ScopeState::finish(self, n);
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::{Failures, SharedError};
+    use crate::cancel::Cause;
+    use std::sync::Arc;
+
+    #[test]
+    fn the_error_a_scope_was_cancelled_with_is_reported_first() {
+        let error = |text: &str| -> SharedError { Arc::new(std::io::Error::other(text.to_string())) };
+        let (a, b, c) = (error("a"), error("b"), error("c"));
+        let mut failures = Failures { errors: vec![a.clone(), b.clone(), c.clone()], ..Failures::default() };
+        // b recorded second but its cancellation won the race: it goes first, the rest keep order.
+        failures.put_cancelling_error_first(Some(Cause::ChildFailed(b.clone())));
+        let order: Vec<String> = failures.errors.iter().map(|e| e.to_string()).collect();
+        assert_eq!(order, ["b", "a", "c"]);
+        // Cancelled by something else (or by an ancestor's failure): the recorded order stays.
+        failures.put_cancelling_error_first(Some(Cause::Cancelled));
+        failures.put_cancelling_error_first(Some(Cause::ChildFailed(error("elsewhere"))));
+        let order: Vec<String> = failures.errors.iter().map(|e| e.to_string()).collect();
+        assert_eq!(order, ["b", "a", "c"]);
+    }
+}

@@ -1,0 +1,188 @@
+//! [`ScopeTasks`]: a scope's own room for its pool tasks. The queue of the tasks it spawned
+//! (which its waits run: "Helping") and, per pool worker, the node the tasks that worker runs
+//! hang from and one spare task context ("Task contexts"). Design: design/0003-pool-tasks.md.
+//!
+//! # Helping
+//! Every task is queued twice: on the pool, for the workers, and on its scope's queue here. A
+//! thread waiting for a scope (its exit, [`Scope::wait_all`](super::Scope::wait_all), a spawn
+//! waiting for a slot of the limit) runs the scope's own pending tasks, popped from this queue,
+//! and nothing else: it is isolated, as Intel TBB's `isolate` makes a wait. So a wait never runs
+//! a task that it is not waiting for, which could block on something the waiter does only after
+//! the wait (a deadlock), or hold the waiter for as long as an unrelated task runs; and since
+//! every waiter can run every pending task it waits for, a wait cannot deadlock for want of
+//! workers. [`TaskHandle::join`](super::TaskHandle::join) runs its task inline if nobody has
+//! claimed it, and otherwise sleeps until it is done: it waits for that task alone, and the
+//! thread running it makes progress on its own (it is running user code, or waiting for a nested
+//! scope, which it helps).
+//!
+//! # Freeing tasks
+//! A task's memory is allocated by the thread that spawns it. The queue keeps a reference to each
+//! task until someone pops it, so the last reference to a finished task is usually the queue's,
+//! dropped by the spawning thread: each spawn frees up to two claimed tasks from the front of the
+//! queue (tasks are claimed about in the order they were spawned, and freeing a few at a time,
+//! between the spawner's allocations, keeps the allocator's per-thread cache warm), and all the
+//! claimed ones in a sweep each time the queue has doubled (amortized O(1) per task). A claimed
+//! task is bare memory by then (`task.rs`, "Who drops what"): freeing it runs no user code.
+//!
+//! # Task contexts
+//! A task's context is a child of the scope's, made as it starts. Made directly below the
+//! scope's node, every task would register with (and later detach from) that one node, under
+//! its lock, from every worker at once. So a task run by pool worker `i` hangs from a node of the
+//! scope's made for that worker on first use (a child of the scope's node, carrying the same
+//! inherited bindings, never cancelled but through the scope): registration is then local to the
+//! worker. Cancellation, causes, deadlines and values reach the task exactly as before; only
+//! [`Context::registered_children`] of the scope's context counts these per-worker nodes rather
+//! than the tasks. A task's context made by `TaskHandle::context`, or run by a thread that is
+//! not a worker, hangs from the scope's node itself.
+//!
+//! A worker also keeps one spare task context per scope: when a task whose handle was gone
+//! before it started finishes and its context is as new (`Context::is_pristine`: no clone kept,
+//! never cancelled, no children, callbacks or done channel, ever), the next such task of the
+//! scope on that worker gets it instead of a new node. Nothing can tell the difference: a
+//! pristine child of the worker's node is indistinguishable from a new one, and nobody else can
+//! reach it (the task's handle is gone, and the context was only lent to the closure). This
+//! saves the allocation, registration and release of a node for tasks that only read their
+//! context.
+
+use crate::context::Context;
+use crate::pool::{self, JobRef};
+use crossbeam_utils::CachePadded;
+use std::cell::UnsafeCell;
+use std::collections::VecDeque;
+use std::sync::{Mutex, OnceLock, PoisonError};
+
+/// The smallest queue that is swept.
+const SWEEP_MIN: usize = 64;
+
+/// How many claimed tasks each spawn frees from the front of the queue.
+const FREE_PER_SPAWN: usize = 2;
+
+/// A scope's own queue of its tasks and its per-worker task parents (module docs).
+#[derive(Default)]
+pub(crate) struct ScopeTasks {
+    /// On a cache line of its own, away from the counters the workers write.
+    queue: CachePadded<Mutex<TaskQueue>>,
+    /// Per pool worker, made on first use ("Task contexts").
+    workers: OnceLock<Box<[WorkerSlot]>>,
+}
+
+/// A reference to every task of the scope spawned and not yet popped, pending or claimed.
+#[derive(Default)]
+struct TaskQueue {
+    /// In the order they were spawned, which is about the order they are claimed in.
+    jobs: VecDeque<JobRef>,
+    /// The length at which the next spawn sweeps out the claimed ones.
+    sweep_at: usize,
+}
+
+/// What a scope keeps per pool worker ("Task contexts"): the node the contexts of the tasks the
+/// worker runs hang from, and a spare task context.
+#[derive(Default)]
+struct WorkerSlot {
+    parent: OnceLock<Context>,
+    /// Touched only by the worker whose slot this is (see the `Sync` impl).
+    spare: UnsafeCell<Option<Context>>,
+}
+
+// SAFETY: `WorkerSlot` is `!Sync` only because of `spare`. `spare` is accessed only through
+// `ScopeTasks::take_spare` and `ScopeTasks::keep_spare`, which reach slot `i` only on pool worker
+// `i`'s own thread (`ScopeTasks::worker_slot`, by `pool::worker_index`), and by the slot's drop,
+// with the scope's state, when no thread can reach it any more. Each access moves the whole value
+// out or in and holds no reference across any other code (a context that is not kept is handed
+// back to the caller, who drops it after the reference has ended), so a nested access on the
+// same thread (a worker running a task of this scope while it helps inside another) never
+// overlaps an outer one.
+unsafe impl Sync for WorkerSlot {}
+
+impl ScopeTasks {
+    /// Queues a reference to a new task ("Helping"), and frees a few claimed tasks from the
+    /// front, or all of them once the queue has doubled since the last sweep ("Freeing tasks").
+    pub(super) fn enqueue(&self, job: &JobRef) {
+        let mut claimed: [Option<JobRef>; FREE_PER_SPAWN] = Default::default();
+        let sweep = {
+            let mut queue = self.lock();
+            queue.jobs.push_back(job.clone());
+            for slot in &mut claimed {
+                if !queue.jobs.front().is_some_and(|j| j.is_claimed()) {
+                    break;
+                }
+                *slot = queue.jobs.pop_front();
+            }
+            queue.jobs.len() >= queue.sweep_at.max(SWEEP_MIN)
+        };
+        drop(claimed); // outside the lock
+        if sweep {
+            let claimed: VecDeque<JobRef> = {
+                let mut queue = self.lock();
+                let (claimed, pending) =
+                    std::mem::take(&mut queue.jobs).into_iter().partition(|j| j.is_claimed());
+                queue.jobs = pending;
+                queue.sweep_at = 2 * queue.jobs.len();
+                claimed
+            };
+            drop(claimed); // outside the lock
+        }
+    }
+
+    /// Runs one task of this scope from its queue, newest first, if it holds any (a claimed
+    /// one is only let go of); returns whether it did. The helping of the scope's waits.
+    pub(super) fn help_own(&self) -> bool {
+        let job = self.lock().jobs.pop_back();
+        match job {
+            Some(job) => {
+                pool::run_job(job);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, TaskQueue> {
+        // A poisoned lock only means a panic elsewhere; the queue is always consistent.
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// This worker's slot, or `None` on a thread that is not a pool worker.
+    fn worker_slot(&self) -> Option<&WorkerSlot> {
+        let index = pool::worker_index()?;
+        let slots =
+            self.workers.get_or_init(|| (0..pool::threads()).map(|_| WorkerSlot::default()).collect());
+        Some(&slots[index])
+    }
+
+    /// The node the contexts of tasks run on this thread hang from ("Task contexts"): this
+    /// worker's node below `scope`, the scope's context, or `scope` itself off the pool.
+    pub(super) fn task_parent<'a>(&'a self, scope: &'a Context) -> &'a Context {
+        match self.worker_slot() {
+            Some(slot) => slot.parent.get_or_init(|| scope.child_for_spawn()),
+            None => scope,
+        }
+    }
+
+    /// Takes this worker's spare task context, if it has one ("Task contexts").
+    pub(super) fn take_spare(&self) -> Option<Context> {
+        let slot = self.worker_slot()?;
+        // SAFETY: this is worker `i`'s slot, on worker `i` (see `WorkerSlot`'s `Sync` impl).
+        unsafe { (*slot.spare.get()).take() }
+    }
+
+    /// Keeps `ctx`, the context of a task that has finished and whose handle is gone, as this
+    /// worker's spare if it is as new and there is none yet; otherwise hands it back, for the
+    /// caller to drop under `catch_unwind` (dropping a context may discard callbacks, which are
+    /// user code).
+    #[must_use = "a context not kept must be dropped under catch_unwind"]
+    pub(super) fn keep_spare(&self, ctx: Context) -> Option<Context> {
+        let mut ctx = Some(ctx);
+        if let Some(slot) = self.worker_slot().filter(|_| ctx.as_ref().is_some_and(Context::is_pristine)) {
+            // SAFETY: as in `take_spare`; the reference ends within this block, and nothing is
+            // dropped through it (the slot is written only when empty).
+            unsafe {
+                let spare = &mut *slot.spare.get();
+                if spare.is_none() {
+                    *spare = ctx.take();
+                }
+            }
+        }
+        ctx
+    }
+}
