@@ -15,7 +15,8 @@
 //!    is `let _ambient = enter(..)`), so they are dropped in reverse order of entering and
 //!    `CURRENT`, when not null, points to a live context. Entering costs no reference count.
 
-use crate::{Context, Key};
+use crate::context::Context;
+use crate::value::Key;
 use std::cell::Cell;
 use std::marker::PhantomData;
 

@@ -1,7 +1,7 @@
 //! Cancellable blocking: sleeping and receiving that return early, with the cause, when a
 //! context is cancelled.
 //!
-//! Each helper waits in one `select!` on the operation and the context's
+//! Each helper waits in one select on the operation and the context's
 //! [`done()`](crate::Canceller::done) receiver: no polling, and it wakes as soon as either is
 //! ready. Each checks for cancellation first, so a cancelled context wins over a ready message
 //! (deterministically, unlike a bare `select!`, which picks at random among ready operations).
@@ -9,8 +9,8 @@
 //! [`Canceller::wait_timeout`]; to combine `done()` with other
 //! channels, use `crossbeam_channel::select!` directly.
 
-use crate::{Canceller, Cause};
-use crossbeam_channel::{Receiver, RecvTimeoutError as ChannelTimeout, select};
+use crate::cancel::{Canceller, Cause};
+use crossbeam_channel::{Receiver, RecvTimeoutError as ChannelTimeout, Select};
 use std::time::Duration;
 
 /// Why [`recv`] returned without a message.
@@ -198,13 +198,11 @@ pub fn sleep<C: Canceller + ?Sized>(ctx: &C, duration: Duration) -> Result<(), C
 /// .unwrap();
 /// ```
 pub fn recv<T, C: Canceller + ?Sized>(ctx: &C, rx: &Receiver<T>) -> Result<T, RecvError> {
-    if ctx.is_cancelled() {
-        return Err(RecvError::Cancelled(cause_of(ctx)));
-    }
-    let done = ctx.done();
-    select! {
-        recv(rx) -> msg => msg.map_err(|_| RecvError::Disconnected),
-        recv(done) -> _ => Err(RecvError::Cancelled(cause_of(ctx))),
+    match recv_until(ctx, rx, None) {
+        Received::Message(msg) => Ok(msg),
+        Received::Disconnected => Err(RecvError::Disconnected),
+        Received::Cancelled(cause) => Err(RecvError::Cancelled(cause)),
+        Received::TimedOut => unreachable!("no timeout was given"),
     }
 }
 
@@ -228,13 +226,47 @@ pub fn recv_timeout<T, C: Canceller + ?Sized>(
     rx: &Receiver<T>,
     timeout: Duration,
 ) -> Result<T, RecvTimeoutError> {
+    match recv_until(ctx, rx, Some(timeout)) {
+        Received::Message(msg) => Ok(msg),
+        Received::Disconnected => Err(RecvTimeoutError::Disconnected),
+        Received::Cancelled(cause) => Err(RecvTimeoutError::Cancelled(cause)),
+        Received::TimedOut => Err(RecvTimeoutError::Timeout),
+    }
+}
+
+/// What [`recv_until`] ended with.
+enum Received<T> {
+    Message(T),
+    Disconnected,
+    Cancelled(Cause),
+    TimedOut,
+}
+
+/// Waits for a message on `rx`, the cancellation of `ctx` (checked first, so it wins over a ready
+/// message) or `timeout` (none: wait as long as it takes), in one select.
+fn recv_until<T, C: Canceller + ?Sized>(ctx: &C, rx: &Receiver<T>, timeout: Option<Duration>) -> Received<T> {
     if ctx.is_cancelled() {
-        return Err(RecvTimeoutError::Cancelled(cause_of(ctx)));
+        return Received::Cancelled(cause_of(ctx));
     }
     let done = ctx.done();
-    select! {
-        recv(rx) -> msg => msg.map_err(|_| RecvTimeoutError::Disconnected),
-        recv(done) -> _ => Err(RecvTimeoutError::Cancelled(cause_of(ctx))),
-        default(timeout) => Err(RecvTimeoutError::Timeout),
+    let mut select = Select::new();
+    let message = select.recv(rx);
+    select.recv(&done);
+    let ready = match timeout {
+        None => select.select(),
+        Some(timeout) => match select.select_timeout(timeout) {
+            Ok(ready) => ready,
+            Err(_) => return Received::TimedOut,
+        },
+    };
+    if ready.index() == message {
+        match ready.recv(rx) {
+            Ok(msg) => Received::Message(msg),
+            Err(_) => Received::Disconnected,
+        }
+    } else {
+        // `done` only ever disconnects: this completes the selected operation.
+        let _ = ready.recv(&done);
+        Received::Cancelled(cause_of(ctx))
     }
 }

@@ -10,9 +10,10 @@
 
 use crate::cancel::tree::{self, Core, Node, Settle};
 use crate::cancel::{CallbackHandle, CancelError, Canceller, Cause, Registration};
+use crate::live::{self, LiveCounts};
 use crate::loom::Arc;
+use crate::value::Key;
 use crate::value::{KeyId, Valuer, Values};
-use crate::{Key, LiveCounts};
 use crossbeam_channel::Receiver;
 use std::any::Any;
 use std::convert::Infallible;
@@ -340,7 +341,7 @@ impl Context {
     /// let _ = counts.nodes;
     /// ```
     pub fn live() -> LiveCounts {
-        crate::live()
+        live::live()
     }
 
     /// A handle to this context's node carrying `values` instead of its own: no new node.

@@ -74,6 +74,24 @@
 //! ```
 //!
 //! Design notes live in the repository's `design/` directory.
+//!
+//! ## Map of the modules
+//! Each public type is a thin handle; the engine behind it is private and holds the invariants,
+//! each in the `//!` docs of its file.
+//!
+//! | module | holds | |
+//! | --- | --- | --- |
+//! | `context` | [`Context`]: the handle to a node of the cancellation tree and its values | handle |
+//! | `cancel` | [`Canceller`], [`Cause`], callbacks; `tree` (the nodes, propagation, release), `deadline` (the timer driver and its firers) | handle / engine |
+//! | `value` | [`Key`], [`Valuer`], the persistent map of bound values | handle / engine |
+//! | `ambient` | [`current`], [`with_current`]: the context of the running thread | handle |
+//! | `scope` | [`scope`], [`ScopeBuilder`], [`Scope`], join handles (`builder`, `handle`, `thread`, `task`); the exit, the scope's state, children's life, the task queue (`exit`, `state`, `child`, `task_queue`, `count`, `task_state`) | handle / engine |
+//! | [`pool`] | the shared work-stealing pool that runs scope tasks | engine (configuration public) |
+//! | [`blocking`] | cancellable sleep and channel receives | handle |
+//! | [`go`] | Go's `context` API on the tree, checked against Go | handle over the tree |
+//! | `live`, `unhandled` | the process-wide live counts and thread registry; the sink for panics with no caller | engine |
+//! | [`testing`] | the leak checker and [`testing::take_unhandled_panics`] | handle |
+//! | `slab`, `loom` | the slab of registered children; the std/loom atomics switch | engine |
 
 #![deny(missing_docs, missing_debug_implementations)]
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]

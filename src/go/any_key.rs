@@ -16,7 +16,7 @@
 //!    depth of the chain.
 
 use crate::value::map::Map;
-use crate::{Key, KeyId};
+use crate::value::{Key, KeyId};
 use std::any::Any;
 use std::fmt;
 use std::hash::{DefaultHasher, Hash, Hasher};

@@ -1,8 +1,8 @@
 //! [`GoContext`]: Go's `context.Context` interface as a trait, and Go's private cancel-context
 //! key, through which a custom context reveals the native node that cancels it.
 
-use super::after_func::AfterFuncStop;
 use super::any_key::AnyKey;
+use super::stop::AfterFuncStop;
 use crate::cancel::{CancelError, Canceller, Cause};
 use crate::value::Key;
 use crossbeam_channel::Receiver;
@@ -67,7 +67,7 @@ pub trait GoContext: Send + Sync + 'static {
     /// to, else the error.
     fn cause(&self) -> Option<Cause> {
         let err = self.err()?;
-        let node = self.value(cancel_ctx_key()).and_then(|v| v.downcast_ref::<crate::Context>());
+        let node = self.value(cancel_ctx_key()).and_then(|v| v.downcast_ref::<crate::context::Context>());
         Some(node.and_then(Canceller::cause).unwrap_or_else(|| err.into()))
     }
 
@@ -117,7 +117,7 @@ impl<T: GoContext + ?Sized> GoContext for Arc<T> {
 
 /// Go's private `&cancelCtxKey`: asked of a context, it answers with the innermost native
 /// context whose node cancels it.
-static CANCEL_CTX: Key<crate::Context> = Key::new("context.cancelCtxKey");
+static CANCEL_CTX: Key<crate::context::Context> = Key::new("context.cancelCtxKey");
 
 pub(crate) fn cancel_ctx_key() -> AnyKey<'static> {
     AnyKey::from(&CANCEL_CTX)

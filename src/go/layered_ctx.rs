@@ -18,9 +18,11 @@
 
 use super::any_key::{AnyKey, Describe, Nil, OwnedKey, StrMap, Value, str_hash};
 use super::go_context::{GoContext, cancel_ctx_key};
-use super::link::{Subscription, subscribe};
+use super::link::subscribe;
+use super::stop::Subscription;
 use super::string::{Layer, LayerKind};
-use crate::{CancelError, Canceller, Cause, Key, KeyId, Valuer};
+use crate::cancel::{CancelError, Canceller, Cause};
+use crate::value::{Key, KeyId, Valuer};
 use crossbeam_channel::Receiver;
 use std::any::Any;
 use std::convert::Infallible;
@@ -49,7 +51,7 @@ use std::time::Instant;
 #[derive(Clone)]
 pub struct Ctx {
     /// The node (invariant 1) and the typed bindings since the custom ancestor.
-    native: crate::Context,
+    native: crate::context::Context,
     /// The string-keyed bindings since the custom ancestor.
     strings: StrMap,
     /// This context's Go-level layer.
@@ -64,7 +66,7 @@ pub struct Ctx {
 
 /// Where a context's cancellation comes from (invariant 2).
 pub(crate) enum Source<'a> {
-    Node(&'a crate::Context),
+    Node(&'a crate::context::Context),
     Custom(&'a Arc<dyn GoContext>),
     Never,
 }
@@ -84,7 +86,7 @@ impl Drop for StopOnDrop {
 impl Ctx {
     pub(crate) fn root(layer: Arc<Layer>) -> Ctx {
         Ctx {
-            native: crate::Context::background(),
+            native: crate::context::Context::background(),
             strings: StrMap::default(),
             layer,
             base: None,
@@ -100,7 +102,7 @@ impl Ctx {
         if let Some(ctx) = any.downcast_ref::<Ctx>() {
             return ctx.clone();
         }
-        if let Some(native) = any.downcast_ref::<crate::Context>() {
+        if let Some(native) = any.downcast_ref::<crate::context::Context>() {
             return Ctx::from(native.clone());
         }
         let base: Arc<dyn GoContext> = match any.downcast_ref::<Arc<dyn GoContext>>() {
@@ -188,14 +190,14 @@ impl Ctx {
     }
 
     /// The node, for the cancel functions.
-    pub(crate) fn native(&self) -> &crate::Context {
+    pub(crate) fn native(&self) -> &crate::context::Context {
         &self.native
     }
 }
 
 /// Ties the new node `native` to the custom context `base` (invariant 3). Returns whether `base`'s
 /// own `after_func` hook was used.
-fn link(base: &Arc<dyn GoContext>, native: &crate::Context) -> bool {
+fn link(base: &Arc<dyn GoContext>, native: &crate::context::Context) -> bool {
     let node = native.remote_canceller().expect("a derived context has a node");
     let parent = base.clone();
     let sub = subscribe(
@@ -216,10 +218,10 @@ fn link(base: &Arc<dyn GoContext>, native: &crate::Context) -> bool {
     hooked
 }
 
-impl From<crate::Context> for Ctx {
+impl From<crate::context::Context> for Ctx {
     /// A native context viewed as a Go context: no copy, no new node. It prints as
     /// `tether::Context`.
-    fn from(native: crate::Context) -> Ctx {
+    fn from(native: crate::context::Context) -> Ctx {
         Ctx { deadline: Canceller::deadline(&native), native, ..Ctx::root(Layer::native()) }
     }
 }
@@ -357,7 +359,7 @@ impl Ctx {
 }
 
 /// A native context's `Err()`, Go-style: once it reports an error its done channel is closed.
-pub(crate) fn native_err(native: &crate::Context) -> Option<CancelError> {
+pub(crate) fn native_err(native: &crate::context::Context) -> Option<CancelError> {
     let err = Canceller::err(native)?;
     // The engine publishes the state just before it disconnects the done channel; wait out that
     // window, as Go's `Err()` does with `<-c.Done()`, so that "Err is set" implies "Done is
@@ -441,7 +443,7 @@ impl fmt::Debug for Ctx {
 }
 
 /// A native context viewed as a Go context, in place.
-impl GoContext for crate::Context {
+impl GoContext for crate::context::Context {
     fn deadline(&self) -> Option<Instant> {
         Canceller::deadline(self)
     }

@@ -19,9 +19,8 @@
 //!    entry is dropped at the watcher's next wake-up, which `stop` triggers.
 //! 3. The closure runs on the watcher thread with no lock held.
 
-use super::after_func::AfterFuncStop;
-use super::go_context::GoContext;
-use crate::CallbackHandle;
+use super::go_context::{GoContext, cancel_ctx_key};
+use super::stop::Subscription;
 use crossbeam_channel::{Receiver, Select, Sender, TryRecvError};
 use std::convert::Infallible;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -38,37 +37,6 @@ const FIRED: u8 = 1;
 /// Watch state: stopped before it fired; the closure was dropped.
 const STOPPED: u8 = 2;
 
-/// How a closure is tied to a context's cancellation.
-pub(crate) enum Subscription {
-    /// The context can never be cancelled: the closure was dropped.
-    Never,
-    /// The context was already done: the closure has been called.
-    Fired,
-    /// An on-cancel callback on a native node.
-    Native(CallbackHandle),
-    /// The custom context's own `after_func` hook.
-    Hook(Box<AfterFuncStop>),
-    /// An entry in the shared watcher.
-    Watch(Arc<Watch>),
-    /// A custom context's unregistration function ([`AfterFuncStop::from_fn`]).
-    Custom(Box<dyn Fn() -> bool + Send + Sync>),
-}
-
-impl Subscription {
-    /// Unties the closure; true if that prevented its call (the `AfterFunc` stop contract, without
-    /// the once-only rule, which [`AfterFuncStop`] adds).
-    pub(crate) fn stop(&self) -> bool {
-        match self {
-            Subscription::Never => true,
-            Subscription::Fired => false,
-            Subscription::Native(handle) => handle.stop(),
-            Subscription::Hook(stop) => stop.stop(),
-            Subscription::Watch(watch) => watch.stop(),
-            Subscription::Custom(stop) => stop(),
-        }
-    }
-}
-
 /// Ties `fire` to the cancellation of the custom context `parent` (see the module docs for the
 /// order of preference). `fire` runs at most once.
 pub(crate) fn subscribe(parent: &Arc<dyn GoContext>, fire: Fire) -> Subscription {
@@ -82,19 +50,22 @@ pub(crate) fn subscribe(parent: &Arc<dyn GoContext>, fire: Fire) -> Subscription
         return Subscription::Fired;
     }
     // 3. A wrapper around a native node with the same done channel.
-    let inner = parent.value(super::cancel_ctx_key()).and_then(|v| v.downcast_ref::<crate::Context>());
-    if let Some(inner) = inner.filter(|inner| crate::Canceller::done(*inner).same_channel(&done)) {
+    let inner = parent.value(cancel_ctx_key()).and_then(|v| v.downcast_ref::<crate::context::Context>());
+    if let Some(inner) = inner.filter(|inner| crate::cancel::Canceller::done(*inner).same_channel(&done)) {
         return Subscription::Native(inner.on_cancel(move |_| fire()));
     }
     // 4. The parent's own hook; 5. the shared watcher.
     match parent.after_func(fire) {
         Ok(stop) => Subscription::Hook(Box::new(stop)),
-        Err(fire) => Subscription::Watch(watch(done, fire)),
+        Err(fire) => {
+            let entry = watch(done, fire);
+            Subscription::Other(Box::new(move || entry.stop()))
+        }
     }
 }
 
 /// One watched done channel.
-pub(crate) struct Watch {
+struct Watch {
     /// `PENDING`, `FIRED` or `STOPPED` (invariant 1).
     state: AtomicU8,
     /// Taken by whichever of fire and stop wins.

@@ -1,6 +1,6 @@
 //! A Go-compatible `context` package on tether's cancellation tree.
 //!
-//! Go's `context` API, call for call, in Rust naming: [`background`], [`todo`], [`with_cancel`],
+//! Go's `context` API, call for call, in Rust naming: [`background`], [`todo()`], [`with_cancel`],
 //! [`with_cancel_cause`], [`with_deadline`], [`with_deadline_cause`], [`with_timeout`],
 //! [`with_timeout_cause`], [`with_value`] (and [`with_nil_value`] for Go's `nil` value),
 //! [`without_cancel`], [`after_func`] and [`cause`]. A context prints as Go's `String()` does.
@@ -47,14 +47,14 @@ mod any_key;
 mod go_context;
 mod layered_ctx;
 mod link;
+mod stop;
 mod string;
 
-pub use after_func::{AfterFuncStop, after_func};
+pub use after_func::after_func;
 pub use any_key::{AnyKey, NilKey, ValueKey};
 pub use go_context::GoContext;
 pub use layered_ctx::Ctx;
-
-pub(crate) use go_context::cancel_ctx_key;
+pub use stop::AfterFuncStop;
 
 use crate::cancel::{CancelError, Cause};
 use std::any::Any;
@@ -81,7 +81,7 @@ use string::Layer;
 #[derive(Clone)]
 #[must_use = "a context is cancelled only by its cancel function (or its parent)"]
 pub struct CancelFunc {
-    ctx: crate::Context,
+    ctx: crate::context::Context,
 }
 
 impl CancelFunc {
@@ -113,7 +113,7 @@ impl CancelFunc {
 #[derive(Clone)]
 #[must_use = "a context is cancelled only by its cancel function (or its parent)"]
 pub struct CancelCauseFunc {
-    ctx: crate::Context,
+    ctx: crate::context::Context,
 }
 
 impl CancelCauseFunc {

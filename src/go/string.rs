@@ -56,23 +56,27 @@ impl Layer {
 
     /// Shared roots: deriving from `Background()` allocates no layer for it.
     pub(crate) fn background() -> Arc<Layer> {
-        static BACKGROUND: LazyLock<Arc<Layer>> = LazyLock::new(|| Layer::root(LayerKind::Background));
-        BACKGROUND.clone()
+        Layer::shared_root(0)
     }
 
     pub(crate) fn todo() -> Arc<Layer> {
-        static TODO: LazyLock<Arc<Layer>> = LazyLock::new(|| Layer::root(LayerKind::Todo));
-        TODO.clone()
+        Layer::shared_root(1)
     }
 
     pub(crate) fn native() -> Arc<Layer> {
-        static NATIVE: LazyLock<Arc<Layer>> = LazyLock::new(|| Layer::root(LayerKind::Native));
-        NATIVE.clone()
+        Layer::shared_root(2)
     }
 
     pub(crate) fn stop_ctx() -> Arc<Layer> {
-        static STOP: LazyLock<Arc<Layer>> = LazyLock::new(|| Layer::root(LayerKind::StopCtx));
-        STOP.clone()
+        Layer::shared_root(3)
+    }
+
+    /// The one root layer of each kind that has no data, made on first use.
+    fn shared_root(index: usize) -> Arc<Layer> {
+        static ROOTS: LazyLock<[Arc<Layer>; 4]> = LazyLock::new(|| {
+            [LayerKind::Background, LayerKind::Todo, LayerKind::Native, LayerKind::StopCtx].map(Layer::root)
+        });
+        ROOTS[index].clone()
     }
 
     /// Whether this layer is the root made for a custom context.

@@ -17,11 +17,11 @@
 //!   variable; pushing a job wakes one sleeper (the sleep protocol below).
 //! - **Help while waiting, isolated**: a thread waiting for a scope (its exit, `wait_all`, a
 //!   spawn waiting for a slot) runs that scope's own pending tasks instead of blocking
-//!   ([`wait_until`] with the scope's helper), whether it is a worker or not, and never another
+//!   (`wait_until` with the scope's helper), whether it is a worker or not, and never another
 //!   scope's (`scope/task.rs`, "Helping"). So a task that waits on a nested scope holds its worker
 //!   only while the nested scope has tasks running elsewhere, and waits cannot deadlock for want
 //!   of workers.
-//! - **A job never unwinds** into the pool: [`run_job`], which every thread runs jobs through,
+//! - **A job never unwinds** into the pool: `run_job`, which every thread runs jobs through,
 //!   catches what a job lets escape (nothing, by construction: a task catches every panic of
 //!   user code and of the drops of user data) and records it, so a worker never dies and a
 //!   helping wait is never cut short.
@@ -39,14 +39,14 @@
 //!    before adding a wake-up to `Sleep::wakes`, so one push wakes at most one worker and an idle
 //!    pool costs a push one fence and one load.
 //! 4. **Late finishes**: a worker may report the finish of the jobs it runs from its own loop
-//!    late, in one step ([`begin_job`], [`finish_late`]), so that a run of jobs of one scope
+//!    late, in one step (`begin_job`, `finish_late`), so that a run of jobs of one scope
 //!    costs that scope's shared count one write instead of one per job. It holds late finishes
 //!    of one count at a time, and only while it is running a job of that same count (which is
 //!    itself still counted, so the count cannot reach zero meanwhile) or choosing its next job:
 //!    it reports them before a job of another count starts and before it snoozes or sleeps.
 //!    Jobs run anywhere else (a thread helping while it waits, a joiner running a job inline,
 //!    a job nested in another) report their finish at once.
-//! 5. [`LOCAL`] is non-null only while the worker's `Local` is alive: `worker_main` clears it
+//! 5. `LOCAL` is non-null only while the worker's `Local` is alive: `worker_main` clears it
 //!    before its frame ends, also when unwinding, so a thread-local destructor on a worker thread
 //!    that spawns a task pushes to the injector instead.
 //!
@@ -64,7 +64,7 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 /// A unit of work on the pool: a scope task, type-erased.
 pub(crate) trait Job: Send + Sync {
     /// Runs the job, unless another copy of it was claimed already. Does not unwind: the task
-    /// catches the panics of the user code it runs and drops ([`run_job`] is the backstop).
+    /// catches the panics of the user code it runs and drops (`run_job` is the backstop).
     fn run(self: Arc<Self>);
     /// Whether a thread has claimed the job: this copy is then stale, and dropping it runs no
     /// user code.

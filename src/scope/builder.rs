@@ -1,10 +1,11 @@
-//! [`scope`] and [`ScopeBuilder`]: opening a scope, with its parent context, deadline, values
+//! [`scope`](crate::scope()) and [`ScopeBuilder`]: opening a scope, with its parent context, deadline, values
 //! and concurrency limit. Running it is `exit.rs`'s.
 
 use super::error::ScopeError;
 use super::exit;
 use super::handle::Scope;
 use super::state::ScopeState;
+use crate::ambient;
 use crate::context::Context;
 use crate::value::{Key, KeyId, Value};
 use std::fmt;
@@ -19,7 +20,7 @@ use std::time::{Duration, Instant};
 /// [`ScopeBuilder`] for another parent, a deadline, values or a concurrency limit.
 ///
 /// When the body returns, the scope **cancels** the children still running (with
-/// [`Cause::ScopeExited`]) and then joins them. To let them finish instead, call
+/// [`Cause::ScopeExited`](crate::Cause::ScopeExited)) and then joins them. To let them finish instead, call
 /// [`Scope::wait_all`] at the end of the body:
 ///
 /// ```text
@@ -39,7 +40,7 @@ use std::time::{Duration, Instant};
 /// # Panics
 ///
 /// Re-raises the first panic of the body or of a child, with its original payload, after every
-/// child has been joined (a panic taken by [`ScopedJoinHandle::join`] is not re-raised). Later
+/// child has been joined (a panic taken by [`ScopedJoinHandle::join`](crate::ScopedJoinHandle::join) is not re-raised). Later
 /// panics are recorded for [`crate::testing::take_unhandled_panics`]. A panic takes precedence
 /// over child errors. The destructor of a value bound to the scope ([`ScopeBuilder::value`]) runs
 /// before `scope` returns, on the calling thread; if it panics, that is a panic of the scope too.
@@ -135,7 +136,7 @@ impl ScopeBuilder {
         self
     }
 
-    /// Cancels the scope with [`Cause::DeadlineExceeded`] at `deadline` (or at the parent's
+    /// Cancels the scope with [`Cause::DeadlineExceeded`](crate::Cause::DeadlineExceeded) at `deadline` (or at the parent's
     /// deadline if that is earlier). With [`timeout`](Self::timeout) too, the earlier one applies.
     ///
     /// # Examples
@@ -154,7 +155,7 @@ impl ScopeBuilder {
         self
     }
 
-    /// Cancels the scope with [`Cause::DeadlineExceeded`] `timeout` from now (this call, not
+    /// Cancels the scope with [`Cause::DeadlineExceeded`](crate::Cause::DeadlineExceeded) `timeout` from now (this call, not
     /// `run`). A timeout too large to represent means no deadline of its own.
     ///
     /// # Examples
@@ -230,15 +231,15 @@ impl ScopeBuilder {
         self
     }
 
-    /// Runs `f` in the configured scope: see [`scope`].
+    /// Runs `f` in the configured scope: see [`scope`](crate::scope()).
     ///
     /// # Errors
     ///
-    /// As [`scope`]: the failures of fallible children.
+    /// As [`scope`](crate::scope()): the failures of fallible children.
     ///
     /// # Panics
     ///
-    /// As [`scope`]: re-raises the first panic of the body or a child.
+    /// As [`scope`](crate::scope()): re-raises the first panic of the body or a child.
     ///
     /// # Examples
     ///
@@ -257,7 +258,7 @@ impl ScopeBuilder {
     /// limit. Not inlined, so that its frame is not on the stack while the body runs.
     #[inline(never)]
     fn into_state(self) -> Arc<ScopeState> {
-        let parent = self.parent.unwrap_or_else(crate::current);
+        let parent = self.parent.unwrap_or_else(ambient::current);
         let mut ctx = match self.deadline {
             Some(deadline) => parent.with_deadline(deadline),
             None => parent.child(),

@@ -2,7 +2,7 @@
 //! children failed), [`JoinError`] (a child panicked, or a task was skipped) and [`TrySpawnError`]
 //! (the limit is full).
 
-use crate::{Cause, PanicSummary, SharedError};
+use crate::cancel::{Cause, PanicSummary, SharedError};
 use std::any::Any;
 use std::error::Error;
 use std::fmt;

@@ -5,7 +5,7 @@
 
 use super::child::{self, fail_scope_on_err};
 use super::error::TrySpawnError;
-use super::state::{LimitFull, ScopeState};
+use super::state::{LimitFull, ScopeState, Slot};
 use super::task::{self, TaskHandle};
 use super::thread::{ChildBuilder, ScopedJoinHandle};
 use crate::context::Context;
@@ -19,10 +19,10 @@ use std::sync::Arc;
 /// # Lifetimes
 ///
 /// As in std: `'scope` is the lifetime of the scope itself, from before the body starts until
-/// every child has finished (but before [`scope`] returns); spawned closures and their results
+/// every child has finished (but before [`scope`](crate::scope()) returns); spawned closures and their results
 /// may borrow anything that lives that long (`F: 'scope`), and join handles cannot outlive it.
 /// `'env` is the lifetime of what the scope borrows from its caller: anything that outlives the
-/// call to [`scope`], so `'env: 'scope`. A child cannot borrow what the body itself owns, since
+/// call to [`scope`](crate::scope()), so `'env: 'scope`. A child cannot borrow what the body itself owns, since
 /// that dies before the children are joined:
 ///
 /// ```compile_fail,E0373
@@ -112,7 +112,7 @@ impl<'scope, 'env> Scope<'scope, 'env> {
         &self.state.ctx
     }
 
-    /// Cancels the scope (with [`Cause::Cancelled`]) and so every child; does not wait for them.
+    /// Cancels the scope (with [`Cause::Cancelled`](crate::Cause::Cancelled)) and so every child; does not wait for them.
     /// Children spawned afterwards start already cancelled.
     ///
     /// # Examples
@@ -274,10 +274,9 @@ impl<'scope, 'env> Scope<'scope, 'env> {
         F: FnOnce(&Context) -> T + Send + 'scope,
         T: Send + 'scope,
     {
-        match self.state.try_take_slot() {
-            Err(LimitFull) => Err(TrySpawnError::new(f)),
-            Ok(slot) => Ok(self.builder().spawn_holding(slot, f).expect("tether: failed to spawn a thread")),
-        }
+        self.with_free_slot(f, |slot, f| {
+            self.builder().spawn_holding(slot, f).expect("tether: failed to spawn a thread")
+        })
     }
 
     /// A builder for a child with a name or a stack size.
@@ -307,8 +306,8 @@ impl<'scope, 'env> Scope<'scope, 'env> {
     /// instead of an OS thread.
     ///
     /// **A task whose context is cancelled before it starts does not run**: its closure is
-    /// dropped uncalled and [`join`](TaskHandle::join) returns a [`JoinError`] for which
-    /// [`is_skipped`](JoinError::is_skipped) holds. So the scope's exit (which cancels) skips
+    /// dropped uncalled and [`join`](TaskHandle::join) returns a [`JoinError`](crate::JoinError) for which
+    /// [`is_skipped`](crate::JoinError::is_skipped) holds. So the scope's exit (which cancels) skips
     /// the tasks still queued; call [`wait_all`](Self::wait_all) first to run them all.
     ///
     /// **Blocking in a task holds a pool worker** (there are about as many as cores) for as
@@ -400,9 +399,21 @@ impl<'scope, 'env> Scope<'scope, 'env> {
         F: FnOnce(&Context) -> T + Send + 'scope,
         T: Send + 'scope,
     {
+        self.with_free_slot(f, |slot, f| task::spawn(self.state, slot, f))
+    }
+}
+
+impl<'scope> Scope<'scope, '_> {
+    /// Spawns `f` with `spawn` if a slot of the limit is free (or there is no limit); otherwise
+    /// hands `f` back: the `try_` spawns.
+    fn with_free_slot<F, H>(
+        &'scope self,
+        f: F,
+        spawn: impl FnOnce(Slot, F) -> H,
+    ) -> Result<H, TrySpawnError<F>> {
         match self.state.try_take_slot() {
             Err(LimitFull) => Err(TrySpawnError::new(f)),
-            Ok(slot) => Ok(task::spawn(self.state, slot, f)),
+            Ok(slot) => Ok(spawn(slot, f)),
         }
     }
 }

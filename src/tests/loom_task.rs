@@ -97,6 +97,13 @@ fn run_copy_on_a_thread(task: &Arc<Task>, count: &Arc<RunningCount>) -> thread::
     thread::spawn(move || task.run_copy(&count))
 }
 
+/// A running count with one task counted in it, as a spawn leaves them.
+fn one_counted_task() -> (Arc<RunningCount>, Task) {
+    let count = Arc::new(RunningCount::new());
+    count.start().unwrap();
+    (count, Task::new())
+}
+
 /// The exit: wait until the count is zero and close it.
 fn close(count: &RunningCount) {
     while !count.try_close() {
@@ -107,9 +114,7 @@ fn close(count: &RunningCount) {
 #[test]
 fn a_task_claimed_by_a_worker_a_stale_copy_or_an_inline_join_runs_once_and_its_result_drops_once() {
     model(|| {
-        let count = Arc::new(RunningCount::new());
-        count.start().unwrap();
-        let task = Task::new();
+        let (count, task) = one_counted_task();
         let worker = run_copy_on_a_thread(&task, &count);
         let helper = run_copy_on_a_thread(&task, &count);
         let result = task.join(&count);
@@ -127,9 +132,7 @@ fn a_task_claimed_by_a_worker_a_stale_copy_or_an_inline_join_runs_once_and_its_r
 #[test]
 fn a_handle_dropped_while_its_task_runs_leaves_the_result_dropped_before_the_exit_closes() {
     model(|| {
-        let count = Arc::new(RunningCount::new());
-        count.start().unwrap();
-        let task = Task::new();
+        let (count, task) = one_counted_task();
         let worker = run_copy_on_a_thread(&task, &count);
         task.release();
         close(&count);

@@ -1,7 +1,8 @@
 //! Models: cancel vs registration, cancel vs detach, stop vs run, two cancels with two causes,
 //! nested cancels completing before `cancel` returns.
 
-use crate::{Canceller, Cause, Context};
+use crate::cancel::{Canceller, Cause};
+use crate::context::Context;
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use loom::thread;
