@@ -34,7 +34,7 @@
 //!    only after its last use of anything it borrowed. The [`Scope`] the children may borrow is a
 //!    local of `run_scope`, alive until then. The count, not the join handles, is what the exit waits for, so `mem::forget`
 //!    of a handle cannot let a thread keep borrowing `'scope` data (std's scheme; see
-//!    `thread.rs`, `ChildBuilder::spawn_with`, and `tests/scope_forget.rs`).
+//!    `thread.rs`, `ChildBuilder::spawn_with`, and `tests/scope/forget.rs`).
 //! 2. No child panic unwinds out of a child thread: the child catches it, records the payload in
 //!    the scope's [`Shared`] state, and cancels the scope. So the original payload is what step 3
 //!    re-raises.
@@ -487,7 +487,7 @@ impl fmt::Debug for ScopeBuilder {
 
 /// Runs the body, then the exit protocol (module docs). Only the body's own call is generic;
 /// the protocol is in [`end`], whose frame is not on the stack while the body runs (a nested
-/// scope costs its caller's stack little: see `tests/scope_nesting.rs`).
+/// scope costs its caller's stack little: see `tests/scope/nesting.rs`).
 fn run_scope<'env, F, R>(shared: Arc<Shared>, f: F) -> Result<R, ScopeError>
 where
     F: for<'scope> FnOnce(&'scope Scope<'scope, 'env>) -> R,
