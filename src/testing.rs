@@ -13,7 +13,7 @@
 //! exclude each other ([`LeakCheck::start`] waits for any other check to finish), which makes
 //! leak-checked tests in one test binary run one at a time; tests that do not use the checker
 //! but create contexts or threads must not run next to a check: give leak-checked tests their own
-//! test binary (`tests/leaks.rs`), or hold one shared mutex in every test of the binary.
+//! test binary, or hold one shared lock in every test of the binary (`tests/scope/main.rs`).
 //!
 //! # Unhandled panics
 //! A panic that cannot be re-raised to any caller is recorded rather than lost (by the runtime's

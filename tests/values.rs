@@ -56,7 +56,7 @@ fn inheritance_is_a_per_key_choice() {
     assert_eq!(USER.inheritance(), Inheritance::Inherited);
     assert_eq!(SCRATCH.inheritance(), Inheritance::NotInherited);
     // Derivations on the same thread see non-inherited bindings; spawned children do not
-    // (tested with scopes in tests/scope_values.rs).
+    // (tested with scopes in tests/scope/values.rs).
     let ctx = Context::new().with_value(&SCRATCH, vec![1]);
     assert_eq!(ctx.child().value(&SCRATCH), Some(&vec![1]));
 }

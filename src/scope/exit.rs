@@ -41,7 +41,7 @@ use std::sync::Arc;
 /// Runs the body `f` in the scope whose state is `state`, then the exit protocol (module docs).
 /// Only the body's own call is generic; the protocol is in [`join_and_settle`], whose frame is
 /// not on the stack while the body runs (a nested scope costs its caller's stack little: see the
-/// stack tests in `tests/scope/`).
+/// stack tests in `tests/scope/nesting.rs`).
 pub(super) fn run_body_then_exit<'env, F, R>(state: Arc<ScopeState>, f: F) -> Result<R, ScopeError>
 where
     F: for<'scope> FnOnce(&'scope Scope<'scope, 'env>) -> R,

@@ -34,7 +34,7 @@
 //!    only after its last use of anything it borrowed. The [`Scope`] the children may borrow is a
 //!    local of `exit::run_body_then_exit`, alive until then. The count, not the join handles, is what the exit waits for, so `mem::forget`
 //!    of a handle cannot let a thread keep borrowing `'scope` data (std's scheme; see
-//!    `thread.rs`, `ChildBuilder::spawn_holding`, and the `forget` tests in `tests/scope/`).
+//!    `thread.rs`, `ChildBuilder::spawn_holding`, and `tests/scope/forget.rs`).
 //! 2. No child panic unwinds out of a child thread: the child catches it, records the payload in
 //!    the scope's `ScopeState`, and cancels the scope. So the original payload is what step 3
 //!    re-raises.

@@ -1,6 +1,7 @@
 //! No child outlives its scope, even when its handle is forgotten (the forget-safety std proves
 //! for its own scoped threads).
 
+use crate::shared;
 use crossbeam_channel::bounded;
 use std::mem;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
@@ -8,6 +9,7 @@ use tether::Canceller;
 
 #[test]
 fn a_forgotten_handle_does_not_let_its_child_outlive_the_scope() {
+    let _shared = shared();
     let borrowed = vec![1_u64, 2, 3];
     let finished = AtomicBool::new(false);
     let (started_tx, started) = bounded(0);
@@ -28,6 +30,7 @@ fn a_forgotten_handle_does_not_let_its_child_outlive_the_scope() {
 
 #[test]
 fn forgotten_handles_of_many_children_are_all_joined_even_under_wait_all() {
+    let _shared = shared();
     let done = AtomicUsize::new(0);
     let data = [7_u8; 16];
     tether::scope(|s| {
@@ -46,6 +49,7 @@ fn forgotten_handles_of_many_children_are_all_joined_even_under_wait_all() {
 
 #[test]
 fn a_forgotten_handle_of_a_panicking_child_still_has_its_panic_reraised() {
+    let _shared = shared();
     let payload = std::panic::catch_unwind(|| {
         tether::scope(|s| mem::forget(s.spawn(|_| std::panic::panic_any(41_u32)))).unwrap();
     })
@@ -55,6 +59,7 @@ fn a_forgotten_handle_of_a_panicking_child_still_has_its_panic_reraised() {
 
 #[test]
 fn many_forgotten_handles_of_children_borrowing_the_stack_are_all_waited_for() {
+    let _shared = shared();
     const CHILDREN: usize = 64;
     let mut slots = [0_u64; CHILDREN];
     let table: Vec<u64> = (0..CHILDREN as u64).collect();
@@ -92,6 +97,7 @@ impl Drop for Tally<'_> {
 
 #[test]
 fn results_borrowing_the_stack_are_dropped_before_the_scope_returns_unless_forgotten() {
+    let _shared = shared();
     let dropped = AtomicUsize::new(0);
     tether::scope(|s| {
         for i in 0..16 {

@@ -1,25 +1,16 @@
 //! Pool tasks and cancellation: tasks not yet started when their context is cancelled are
 //! skipped (their closure is dropped uncalled, their join says so), and the leak checker stays
-//! balanced. The tests are serialised: they occupy every pool worker, and count live tasks.
+//! balanced. Every test holds `exclusive()`: they occupy every pool worker, and count live tasks.
 
-#[path = "common/harness.rs"]
-mod harness;
-
-use harness::occupy_every_worker;
-use std::sync::Mutex;
+use crate::exclusive;
+use crate::harness::occupy_every_worker;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use tether::testing::LeakCheck;
 use tether::{Canceller, Cause};
 
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 #[test]
 fn tasks_spawned_into_a_cancelled_scope_never_run_their_body() {
-    let _serial = serial();
+    let _exclusive = exclusive();
     let check = LeakCheck::start();
     let ran = AtomicUsize::new(0);
     tether::scope(|s| {
@@ -39,7 +30,7 @@ fn tasks_spawned_into_a_cancelled_scope_never_run_their_body() {
 
 #[test]
 fn cancellation_reaches_queued_tasks_before_they_start() {
-    let _serial = serial();
+    let _exclusive = exclusive();
     let check = LeakCheck::start();
     let ran = AtomicUsize::new(0);
     let dropped = AtomicUsize::new(0);
@@ -77,7 +68,7 @@ fn cancellation_reaches_queued_tasks_before_they_start() {
 
 #[test]
 fn cancelling_one_task_handle_skips_only_that_task() {
-    let _serial = serial();
+    let _exclusive = exclusive();
     tether::scope(|s| {
         let blockers = occupy_every_worker(s);
         let skipped = s.spawn_task(|_| 1);
@@ -92,7 +83,7 @@ fn cancelling_one_task_handle_skips_only_that_task() {
 
 #[test]
 fn the_leak_checker_balances_after_tasks_that_run_panic_fail_and_are_skipped() {
-    let _serial = serial();
+    let _exclusive = exclusive();
     let check = LeakCheck::start();
     let result = std::panic::catch_unwind(|| {
         tether::scope(|s| {
@@ -118,7 +109,7 @@ fn the_leak_checker_balances_after_tasks_that_run_panic_fail_and_are_skipped() {
 
 #[test]
 fn wait_all_from_a_task_of_the_same_scope_panics_instead_of_waiting_for_itself() {
-    let _serial = serial();
+    let _exclusive = exclusive();
     tether::scope(|s| {
         let err = s.spawn_task(|_| s.wait_all()).join().unwrap_err();
         assert!(err.summary().unwrap().message().contains("wait for itself"));
@@ -128,7 +119,7 @@ fn wait_all_from_a_task_of_the_same_scope_panics_instead_of_waiting_for_itself()
 
 #[test]
 fn a_limit_bounds_the_tasks_running_at_once() {
-    let _serial = serial();
+    let _exclusive = exclusive();
     let (running, peak) = (AtomicUsize::new(0), AtomicUsize::new(0));
     tether::ScopeBuilder::new()
         .limit(2)
@@ -149,7 +140,7 @@ fn a_limit_bounds_the_tasks_running_at_once() {
 
 #[test]
 fn try_spawn_task_refuses_when_the_limit_is_full() {
-    let _serial = serial();
+    let _exclusive = exclusive();
     tether::ScopeBuilder::new()
         .limit(1)
         .run(|s| {
@@ -165,7 +156,7 @@ fn try_spawn_task_refuses_when_the_limit_is_full() {
 
 #[test]
 fn a_skipped_task_reports_the_cause_its_context_or_its_scope_was_cancelled_with() {
-    let _serial = serial();
+    let _exclusive = exclusive();
     let cause = |text: &str| Cause::custom(std::io::Error::other(text.to_string()));
     tether::scope(|s| {
         let blockers = occupy_every_worker(s);

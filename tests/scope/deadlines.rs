@@ -1,5 +1,6 @@
 //! A scope's deadline or timeout cancels the scope and every child mid-body.
 
+use crate::shared;
 use std::time::{Duration, Instant};
 use tether::{CancelError, Canceller, Cause, Context, ScopeBuilder};
 
@@ -10,6 +11,7 @@ const AGES: Duration = Duration::from_secs(3600);
 
 #[test]
 fn a_timeout_expires_mid_body_and_cancels_every_child_with_deadline_exceeded() {
+    let _shared = shared();
     let start = Instant::now();
     let r = ScopeBuilder::new().timeout(SHORT).run(|s| {
         let children: Vec<_> = (0..3).map(|_| s.spawn(|ctx| (ctx.wait(), ctx.err()))).collect();
@@ -25,6 +27,7 @@ fn a_timeout_expires_mid_body_and_cancels_every_child_with_deadline_exceeded() {
 
 #[test]
 fn the_earlier_of_the_parents_deadline_and_the_scopes_own_applies() {
+    let _shared = shared();
     let parent = Context::new().with_timeout(SHORT);
     let parent_deadline = parent.deadline().unwrap();
     ScopeBuilder::new()
@@ -45,6 +48,7 @@ fn the_earlier_of_the_parents_deadline_and_the_scopes_own_applies() {
 
 #[test]
 fn a_deadline_already_past_starts_the_scope_cancelled() {
+    let _shared = shared();
     ScopeBuilder::new()
         .deadline(Instant::now() - SHORT)
         .run(|s| {
@@ -56,6 +60,7 @@ fn a_deadline_already_past_starts_the_scope_cancelled() {
 
 #[test]
 fn a_scope_without_a_deadline_inside_one_with_a_deadline_inherits_it() {
+    let _shared = shared();
     ScopeBuilder::new()
         .timeout(AGES)
         .run(|outer| {

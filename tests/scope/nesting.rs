@@ -1,6 +1,8 @@
 //! Nested scopes: a scope opened in a child (or body) is a child of the ambient context, so
-//! cancellation reaches grandchildren three scopes down. Leak-checked.
+//! cancellation reaches grandchildren three scopes down. Leak-checked (`exclusive()`), but
+//! for the stack measurements.
 
+use crate::{exclusive, shared};
 use crossbeam_channel::bounded;
 use tether::testing::assert_no_leaks;
 use tether::{Canceller, Cause};
@@ -11,6 +13,7 @@ struct Stop;
 
 #[test]
 fn cancelling_the_outer_scope_reaches_a_grandchild_three_scopes_deep() {
+    let _exclusive = exclusive();
     assert_no_leaks(|| {
         let (ready_tx, ready) = bounded(0);
         let mut deepest_saw = None;
@@ -44,6 +47,7 @@ fn cancelling_the_outer_scope_reaches_a_grandchild_three_scopes_deep() {
 
 #[test]
 fn cancelling_an_inner_scope_does_not_reach_the_outer_scope_or_its_other_children() {
+    let _exclusive = exclusive();
     assert_no_leaks(|| {
         tether::scope(|outer| {
             let sibling = outer.spawn(|ctx| ctx.wait_timeout(std::time::Duration::ZERO));
@@ -61,6 +65,7 @@ fn cancelling_an_inner_scope_does_not_reach_the_outer_scope_or_its_other_childre
 
 #[test]
 fn an_inner_scope_body_exit_cancels_only_the_inner_children() {
+    let _exclusive = exclusive();
     assert_no_leaks(|| {
         tether::scope(|outer| {
             let mut inner_child_saw = None;
@@ -78,6 +83,7 @@ fn an_inner_scope_body_exit_cancels_only_the_inner_children() {
 
 #[test]
 fn a_scope_nested_in_a_child_is_below_that_childs_context() {
+    let _exclusive = exclusive();
     assert_no_leaks(|| {
         tether::scope(|s| {
             let (ready_tx, ready) = bounded(0);
@@ -119,6 +125,7 @@ fn stack_per_level(open: &dyn Fn(&dyn Fn() -> usize) -> usize) -> usize {
 
 #[test]
 fn a_nested_scope_costs_at_most_512_bytes_of_stack() {
+    let _shared = shared();
     if cfg!(miri) {
         return; // Miri's locals have no stack addresses to measure
     }
@@ -139,6 +146,7 @@ fn a_nested_scope_costs_at_most_512_bytes_of_stack() {
 
 #[test]
 fn ten_thousand_nested_scopes_with_a_thread_at_the_bottom_fit_the_main_threads_stack() {
+    let _shared = shared();
     if cfg!(debug_assertions) || cfg!(miri) {
         return; // unoptimized frames are several times larger
     }

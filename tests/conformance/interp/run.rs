@@ -1,14 +1,9 @@
-//! An interpreter for the context script language (`../shared/conformance/script-language.md`)
-//! on `tether::go`: `cargo run --release --example go_script < file.script` prints the transcript
-//! Go's reference interpreter prints for the same script, byte for byte.
-//!
-//! Exit status: 0 transcript complete, 1 I/O error, 2 invalid script (nothing ran), 3 transcript
-//! complete but the run left the timing model (it drifted more than 25 ms from the virtual clock,
-//! or an op ran close to a pending deadline): re-run it.
+//! Running a validated script on `tether::go`, against a virtual clock: sleeps are real, and a run
+//! that drifts from the clock or runs an op close to a pending deadline is marked late.
 
+use super::parse::{Op, parse_offset};
 use std::collections::{BTreeSet, HashMap};
-use std::io::{self, BufRead, Write};
-use std::process::ExitCode;
+use std::io::{self, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -25,198 +20,6 @@ const TOLERANCE: Duration = Duration::from_millis(25);
 const HAZARD_BEFORE: Duration = Duration::from_millis(15);
 /// An op this close after a pending deadline is a timing hazard.
 const HAZARD_AFTER: Duration = Duration::from_millis(100);
-const MAX_OFFSET_MS: i64 = 100_000_000_000;
-const MAX_SLEEP_MS: i64 = 600_000;
-
-// ===== parsing =====
-
-struct Op {
-    line: usize,
-    name: String,
-    args: Vec<String>,
-}
-
-impl Op {
-    fn text(&self) -> String {
-        std::iter::once(self.name.as_str())
-            .chain(self.args.iter().map(String::as_str))
-            .collect::<Vec<_>>()
-            .join(" ")
-    }
-}
-
-fn is_ident(s: &str) -> bool {
-    let mut chars = s.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
-fn is_word(s: &str) -> bool {
-    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "_.:/-".contains(c))
-}
-
-fn parse_offset(s: &str) -> Result<i64, String> {
-    match s.parse::<i64>() {
-        Ok(n) if (-MAX_OFFSET_MS..=MAX_OFFSET_MS).contains(&n) => Ok(n),
-        _ => Err(format!("bad offset {s:?}")),
-    }
-}
-
-const CANCELLABLE: &[&str] = &[
-    "with_cancel",
-    "with_cancel_cause",
-    "with_deadline",
-    "with_deadline_cause",
-    "with_timeout",
-    "with_timeout_cause",
-];
-
-fn validate(op: &Op, kinds: &mut HashMap<String, String>) -> Result<(), String> {
-    let a = &op.args;
-    let nargs = |ns: &[usize]| {
-        if ns.contains(&a.len()) { Ok(()) } else { Err(format!("wrong number of arguments ({})", a.len())) }
-    };
-    let new_id = |id: &str, kinds: &HashMap<String, String>| {
-        if !is_ident(id) {
-            Err(format!("bad id {id:?}"))
-        } else if kinds.contains_key(id) {
-            Err(format!("id {id:?} already defined"))
-        } else {
-            Ok(())
-        }
-    };
-    let ctx_ref = |id: &str, kinds: &HashMap<String, String>| match kinds.get(id) {
-        Some(k) if k != "after_func" => Ok(()),
-        _ => Err(format!("unknown context {id:?}")),
-    };
-    let cancel_ref = |id: &str, kinds: &HashMap<String, String>| {
-        ctx_ref(id, kinds)?;
-        if CANCELLABLE.contains(&kinds[id].as_str()) {
-            Ok(())
-        } else {
-            Err(format!("context {id:?} ({}) has no cancel function", kinds[id]))
-        }
-    };
-    let cause_tok = |s: &str| {
-        if matches!(s, "nil" | "canceled" | "deadline_exceeded") || (is_ident(s) && s != "none") {
-            Ok(())
-        } else {
-            Err(format!("bad cause {s:?}"))
-        }
-    };
-    let word = |s: &str| if is_word(s) { Ok(()) } else { Err(format!("bad key/value {s:?}")) };
-    match op.name.as_str() {
-        "note" => {}
-        "background" | "todo" => {
-            nargs(&[1])?;
-            new_id(&a[0], kinds)?;
-        }
-        "with_cancel" | "with_cancel_cause" | "without_cancel" => {
-            nargs(&[2])?;
-            new_id(&a[0], kinds)?;
-            ctx_ref(&a[1], kinds)?;
-        }
-        "with_deadline" | "with_timeout" => {
-            nargs(&[3])?;
-            new_id(&a[0], kinds)?;
-            ctx_ref(&a[1], kinds)?;
-            parse_offset(&a[2])?;
-        }
-        "with_deadline_cause" | "with_timeout_cause" => {
-            nargs(&[4])?;
-            new_id(&a[0], kinds)?;
-            ctx_ref(&a[1], kinds)?;
-            parse_offset(&a[2])?;
-            cause_tok(&a[3])?;
-        }
-        "with_value" => {
-            nargs(&[4])?;
-            new_id(&a[0], kinds)?;
-            ctx_ref(&a[1], kinds)?;
-            word(&a[2])?;
-            word(&a[3])?;
-        }
-        "with_value_nil" => {
-            nargs(&[3])?;
-            new_id(&a[0], kinds)?;
-            ctx_ref(&a[1], kinds)?;
-            word(&a[2])?;
-        }
-        "cancel" => {
-            nargs(&[1, 2])?;
-            cancel_ref(&a[0], kinds)?;
-            if a.len() == 2 {
-                if kinds[&a[0]] != "with_cancel_cause" {
-                    return Err("a cause can only be given to a with_cancel_cause context".into());
-                }
-                cause_tok(&a[1])?;
-            }
-        }
-        "after_func" => {
-            nargs(&[2, 4])?;
-            new_id(&a[0], kinds)?;
-            ctx_ref(&a[1], kinds)?;
-            if a.len() == 4 {
-                match a[2].as_str() {
-                    "cancel" => cancel_ref(&a[3], kinds)?,
-                    "cancel_cause" => {
-                        cancel_ref(&a[3], kinds)?;
-                        if kinds[&a[3]] != "with_cancel_cause" {
-                            return Err("cancel_cause target must be a with_cancel_cause context".into());
-                        }
-                    }
-                    other => return Err(format!("unknown after_func action {other:?}")),
-                }
-            }
-        }
-        "stop" => {
-            nargs(&[1])?;
-            if kinds.get(&a[0]).map(String::as_str) != Some("after_func") {
-                return Err(format!("unknown after_func {:?}", a[0]));
-            }
-        }
-        "sleep" => {
-            nargs(&[1])?;
-            match a[0].parse::<i64>() {
-                Ok(n) if (0..=MAX_SLEEP_MS).contains(&n) => {}
-                _ => return Err(format!("bad sleep {:?}", a[0])),
-            }
-        }
-        "check" => a.iter().try_for_each(|k| word(k))?,
-        "errtext" => {
-            nargs(&[1])?;
-            ctx_ref(&a[0], kinds)?;
-        }
-        _ => return Err("unknown op".into()),
-    }
-    match op.name.as_str() {
-        "note" | "cancel" | "stop" | "sleep" | "check" | "errtext" => {}
-        "after_func" => {
-            kinds.insert(a[0].clone(), "after_func".into());
-        }
-        other => {
-            kinds.insert(a[0].clone(), other.into());
-        }
-    }
-    Ok(())
-}
-
-fn parse(input: impl BufRead) -> Result<Vec<Op>, String> {
-    let mut kinds = HashMap::new();
-    let mut ops = Vec::new();
-    for (i, line) in input.lines().enumerate() {
-        let line = line.map_err(|e| e.to_string())?;
-        let text = line.split('#').next().unwrap_or("");
-        let mut fields = text.split_whitespace().map(String::from);
-        let Some(name) = fields.next() else { continue };
-        let op = Op { line: i + 1, name, args: fields.collect() };
-        validate(&op, &mut kinds).map_err(|e| format!("line {}: {:?}: {e}", op.line, op.text()))?;
-        ops.push(op);
-    }
-    Ok(ops)
-}
-
-// ===== execution =====
 
 /// A named script cause: one error value per name, whose message is the name.
 #[derive(Debug)]
@@ -272,8 +75,8 @@ struct Deadline {
     future: bool,
 }
 
-struct Interp<W: Write> {
-    out: W,
+pub(super) struct Interp<W: Write> {
+    pub(super) out: W,
     t0: Instant,
     virt: Duration,
     ctxs: Vec<CtxEntry>,
@@ -285,7 +88,7 @@ struct Interp<W: Write> {
     deadlines: Vec<Deadline>,
     ran_tx: Sender<()>,
     ran_rx: Receiver<()>,
-    late: bool,
+    pub(super) late: bool,
 }
 
 fn is_closed(rx: &Receiver<std::convert::Infallible>) -> bool {
@@ -310,7 +113,7 @@ fn strip_remaining(inner: &str) -> &str {
 }
 
 impl<W: Write> Interp<W> {
-    fn new(out: W) -> Self {
+    pub(super) fn new(out: W) -> Self {
         let (ran_tx, ran_rx) = crossbeam_channel::bounded(1);
         Interp {
             out,
@@ -447,7 +250,7 @@ impl<W: Write> Interp<W> {
         }
     }
 
-    fn run(&mut self, ops: &[Op]) -> io::Result<()> {
+    pub(super) fn run(&mut self, ops: &[Op]) -> io::Result<()> {
         self.t0 = Instant::now();
         for op in ops {
             self.hazard();
@@ -615,32 +418,4 @@ impl<W: Write> Interp<W> {
         }
         Ok(())
     }
-}
-
-/// Runs `script`, writing the transcript to `out` and diagnostics to `diag`; returns the exit
-/// status (see the top of this file). `tests/conformance.rs` calls this in-process.
-pub fn interpret(script: impl BufRead, out: impl Write, mut diag: impl Write) -> u8 {
-    let ops = match parse(script) {
-        Ok(ops) => ops,
-        Err(e) => {
-            let _ = writeln!(diag, "go_script: {e}");
-            return 2;
-        }
-    };
-    let mut interp = Interp::new(out);
-    if let Err(e) = interp.run(&ops).and_then(|()| interp.out.flush()) {
-        let _ = writeln!(diag, "go_script: {e}");
-        return 1;
-    }
-    if interp.late {
-        let _ = writeln!(diag, "go_script: the run left the timing model; re-run it");
-        return 3;
-    }
-    0
-}
-
-#[allow(dead_code)] // unused when `tests/conformance.rs` includes this file as a module
-fn main() -> ExitCode {
-    let out = io::BufWriter::new(io::stdout().lock());
-    ExitCode::from(interpret(io::stdin().lock(), out, io::stderr()))
 }

@@ -1,10 +1,12 @@
 //! Join handles: results, panics taken by join, names, the child's own context.
 
+use crate::shared;
 use std::sync::Arc;
 use tether::{Canceller, Cause};
 
 #[test]
 fn join_returns_each_childs_result_of_any_type() {
+    let _shared = shared();
     tether::scope(|s| {
         let number = s.spawn(|_| 7_u8);
         let text = s.spawn(|_| String::from("seven"));
@@ -18,6 +20,7 @@ fn join_returns_each_childs_result_of_any_type() {
 
 #[test]
 fn a_panic_taken_by_join_is_not_reraised_by_the_scope() {
+    let _shared = shared();
     let r = tether::scope(|s| {
         let err = s.builder().name("parser").spawn(|_| panic!("bad input")).unwrap().join().unwrap_err();
         assert!(err.is_panic());
@@ -31,6 +34,7 @@ fn a_panic_taken_by_join_is_not_reraised_by_the_scope() {
 
 #[test]
 fn a_fallible_childs_handle_yields_the_same_arc_the_scope_reports() {
+    let _shared = shared();
     #[derive(Debug, thiserror::Error)]
     #[error("nope")]
     struct Nope;
@@ -49,6 +53,7 @@ fn a_fallible_childs_handle_yields_the_same_arc_the_scope_reports() {
 
 #[test]
 fn cancelling_one_childs_context_stops_only_that_child() {
+    let _shared = shared();
     tether::scope(|s| {
         let a = s.spawn(|ctx| ctx.wait());
         let b = s.spawn(|ctx| ctx.wait());
@@ -62,6 +67,7 @@ fn cancelling_one_childs_context_stops_only_that_child() {
 
 #[test]
 fn a_named_child_runs_on_a_thread_with_that_name() {
+    let _shared = shared();
     tether::scope(|s| {
         let h = s.builder().name("indexer-3").spawn(|_| std::thread::current().name().map(String::from));
         let h = h.unwrap();
@@ -73,6 +79,7 @@ fn a_named_child_runs_on_a_thread_with_that_name() {
 
 #[test]
 fn scope_types_are_send_and_sync_where_std_scope_types_are() {
+    let _shared = shared();
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<tether::Scope<'_, '_>>();
     assert_send_sync::<tether::ScopedJoinHandle<'_, u8>>();

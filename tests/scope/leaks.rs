@@ -1,10 +1,9 @@
 //! The leak checker: passes when a scope cleans up after itself, and names what leaked otherwise.
 //! Checks exclude each other, but one test here also creates a scope outside its checks, whose
-//! contexts would offset another test's deliberate leak: every test holds `SERIAL` (the shared
-//! mutex `tether::testing` prescribes for such binaries).
+//! contexts would offset another test's deliberate leak: every test holds `exclusive()`.
 
+use crate::exclusive;
 use crossbeam_channel::bounded;
-use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use tether::testing::{LeakCheck, assert_no_leaks};
 use tether::{Canceller, Context, Key, ScopeBuilder};
@@ -14,15 +13,9 @@ const NO_GRACE: Duration = Duration::ZERO;
 
 static K: Key<u32> = Key::new("k");
 
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 #[test]
 fn a_scope_with_children_deadlines_values_and_errors_leaks_nothing() {
-    let _serial = serial();
+    let _exclusive = exclusive();
     assert_no_leaks(|| {
         let err = ScopeBuilder::new()
             .timeout(Duration::from_secs(3600))
@@ -43,7 +36,7 @@ fn a_scope_with_children_deadlines_values_and_errors_leaks_nothing() {
 
 #[test]
 fn a_context_kept_alive_is_reported_as_leaked_nodes() {
-    let _serial = serial();
+    let _exclusive = exclusive();
     let check = LeakCheck::start().grace(NO_GRACE);
     let kept = tether::scope(|s| s.context().child()).unwrap();
     let report = check.finish().unwrap_err();
@@ -55,7 +48,7 @@ fn a_context_kept_alive_is_reported_as_leaked_nodes() {
 
 #[test]
 fn a_callback_left_registered_is_reported() {
-    let _serial = serial();
+    let _exclusive = exclusive();
     let check = LeakCheck::start().grace(NO_GRACE);
     let ctx = Context::new();
     let handle = ctx.on_cancel(|_| ());
@@ -67,7 +60,7 @@ fn a_callback_left_registered_is_reported() {
 
 #[test]
 fn a_running_scope_thread_is_reported_by_name() {
-    let _serial = serial();
+    let _exclusive = exclusive();
     let (running_tx, running) = bounded(0);
     tether::scope(|s| {
         s.builder()
@@ -95,7 +88,7 @@ fn a_running_scope_thread_is_reported_by_name() {
 
 #[test]
 fn finishing_after_the_scope_returns_finds_every_thread_gone() {
-    let _serial = serial();
+    let _exclusive = exclusive();
     let check = LeakCheck::start();
     tether::scope(|s| {
         for i in 0..8 {
@@ -109,7 +102,7 @@ fn finishing_after_the_scope_returns_finds_every_thread_gone() {
 #[test]
 #[should_panic(expected = "tether: leaked: ")]
 fn assert_no_leaks_panics_naming_the_leak() {
-    let _serial = serial();
+    let _exclusive = exclusive();
     let kept = assert_no_leaks(Context::new);
     drop(kept);
 }
@@ -117,7 +110,7 @@ fn assert_no_leaks_panics_naming_the_leak() {
 #[test]
 #[should_panic(expected = "inside another")]
 fn a_nested_check_on_the_same_thread_panics_instead_of_deadlocking() {
-    let _serial = serial();
+    let _exclusive = exclusive();
     let _outer = LeakCheck::start();
     let _inner = LeakCheck::start();
 }

@@ -1,8 +1,9 @@
 //! The exit protocol: the body's return cancels what is still running (ScopeExited), joins it,
 //! and returns the body's result; `wait_all` waits without cancelling; spawning into a cancelled
-//! scope starts the child already cancelled. Every test is leak-checked (the checks serialise the
-//! tests of this file).
+//! scope starts the child already cancelled. Every test is leak-checked, so holds
+//! `exclusive()`.
 
+use crate::exclusive;
 use crossbeam_channel::bounded;
 use std::sync::Mutex;
 use tether::testing::assert_no_leaks;
@@ -10,6 +11,7 @@ use tether::{CancelError, Canceller, Cause};
 
 #[test]
 fn returning_from_the_body_cancels_still_running_children_with_scope_exited() {
+    let _exclusive = exclusive();
     assert_no_leaks(|| {
         let seen = Mutex::new(Vec::new());
         let (started_tx, started) = bounded(0);
@@ -35,6 +37,7 @@ fn returning_from_the_body_cancels_still_running_children_with_scope_exited() {
 
 #[test]
 fn the_scope_context_is_cancelled_with_scope_exited_once_the_scope_returns() {
+    let _exclusive = exclusive();
     assert_no_leaks(|| {
         let mut kept = None;
         tether::scope(|s| kept = Some(s.context().clone())).unwrap();
@@ -44,6 +47,7 @@ fn the_scope_context_is_cancelled_with_scope_exited_once_the_scope_returns() {
 
 #[test]
 fn wait_all_lets_children_finish_without_cancelling_them() {
+    let _exclusive = exclusive();
     assert_no_leaks(|| {
         let (go_tx, go) = bounded::<()>(0);
         let r = tether::scope(|s| {
@@ -65,6 +69,7 @@ fn wait_all_lets_children_finish_without_cancelling_them() {
 
 #[test]
 fn the_scope_is_usable_after_wait_all_and_the_exit_still_cancels_later_children() {
+    let _exclusive = exclusive();
     assert_no_leaks(|| {
         let mut seen = None;
         tether::scope(|s| {
@@ -81,6 +86,7 @@ fn the_scope_is_usable_after_wait_all_and_the_exit_still_cancels_later_children(
 
 #[test]
 fn a_child_spawned_into_a_cancelled_scope_starts_already_cancelled_with_the_scopes_cause() {
+    let _exclusive = exclusive();
     assert_no_leaks(|| {
         tether::scope(|s| {
             s.context().cancel_with(Cause::custom(std::fmt::Error));
@@ -93,6 +99,7 @@ fn a_child_spawned_into_a_cancelled_scope_starts_already_cancelled_with_the_scop
 
 #[test]
 fn cancelling_the_scope_stops_children_but_the_body_goes_on_and_its_result_is_returned() {
+    let _exclusive = exclusive();
     assert_no_leaks(|| {
         let r = tether::scope(|s| {
             let h = s.spawn(|ctx| ctx.wait());

@@ -1,10 +1,15 @@
-//! Conformance with Go's runtime, without Go: the interpreter of `examples/go_script.rs` must print,
-//! for every script in `tests/conformance/`, the transcript Go's `context` package printed for it
+//! Conformance with Go's runtime, without Go: the interpreter of `interp.rs` must print, for every
+//! script in `tests/conformance/`, the transcript Go's `context` package printed for it
 //! (`NAME.golden`). See `tests/conformance/README.md`.
+//!
+//! One script of your own, its transcript printed (and checked against the `.golden` beside it,
+//! if there is one):
+//!
+//! ```text
+//! TETHER_GO_SCRIPT=path/to/NAME.script cargo test --release --test conformance -- --nocapture
+//! ```
 
-#[allow(dead_code, unreachable_pub)]
-#[path = "../examples/go_script.rs"]
-mod go_script;
+mod interp;
 
 use std::path::{Path, PathBuf};
 
@@ -14,6 +19,8 @@ const LATE: u8 = 3;
 const ATTEMPTS: usize = 4;
 /// Scripts run at the same time.
 const PARALLEL: usize = 8;
+/// Names one script to run instead of the corpus.
+const ONE_SCRIPT: &str = "TETHER_GO_SCRIPT";
 
 fn corpus() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance");
@@ -29,7 +36,7 @@ fn corpus() -> Vec<PathBuf> {
 /// Runs `script`; returns the exit status, the transcript and the diagnostics.
 fn run(script: &str) -> (u8, String, String) {
     let (mut out, mut diag) = (Vec::new(), Vec::new());
-    let status = go_script::interpret(script.as_bytes(), &mut out, &mut diag);
+    let status = interp::interpret(script.as_bytes(), &mut out, &mut diag);
     (status, String::from_utf8(out).expect("UTF-8"), String::from_utf8(diag).expect("UTF-8"))
 }
 
@@ -61,8 +68,25 @@ fn check(path: &Path) -> Result<usize, String> {
     Err(format!("{name}: {ATTEMPTS} late runs (the machine is too loaded), none with Go's transcript"))
 }
 
+/// Runs the script [`ONE_SCRIPT`] names: prints its transcript and diagnostics, and checks it
+/// against its golden transcript if it has one.
+fn one_script(path: &Path) {
+    let script = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let (status, out, diag) = run(&script);
+    print!("{out}");
+    eprint!("{diag}");
+    if path.with_extension("golden").exists() {
+        check(path).unwrap_or_else(|e| panic!("{e}"));
+    } else {
+        assert!(status == 0 || status == LATE, "exit status {status}");
+    }
+}
+
 #[test]
 fn every_corpus_script_prints_the_transcript_go_printed() {
+    if let Some(path) = std::env::var_os(ONE_SCRIPT) {
+        return one_script(Path::new(&path));
+    }
     let scripts = corpus();
     assert!(scripts.len() >= 20, "the corpus is missing: {} scripts", scripts.len());
     // The scripts mostly sleep (in virtual time): run several at once, on `PARALLEL` workers.

@@ -1,12 +1,14 @@
 //! Pool tasks in scopes: the scope semantics of thread children, on the shared work-stealing pool
 //! (design/0003-pool-tasks.md).
 
+use crate::{ShardFailed, exclusive, shared};
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Barrier};
 use tether::{Canceller, Cause, Inheritance, Key, ScopeBuilder};
 
 #[test]
 fn a_task_borrows_the_stack_and_returns_its_result() {
+    let _shared = shared();
     let words = ["tether", "pool", "task"];
     let mut out = Vec::new();
     tether::scope(|s| {
@@ -19,6 +21,7 @@ fn a_task_borrows_the_stack_and_returns_its_result() {
 
 #[test]
 fn one_hundred_thousand_tasks_run_in_one_scope() {
+    let _shared = shared();
     let count = AtomicUsize::new(0);
     tether::scope(|s| {
         for _ in 0..100_000 {
@@ -32,6 +35,7 @@ fn one_hundred_thousand_tasks_run_in_one_scope() {
 
 #[test]
 fn tasks_spawn_tasks_through_the_captured_scope() {
+    let _shared = shared();
     let count = AtomicUsize::new(0);
     tether::scope(|s| {
         for _ in 0..100 {
@@ -50,6 +54,7 @@ fn tasks_spawn_tasks_through_the_captured_scope() {
 
 #[test]
 fn each_task_has_its_own_context_below_the_scope() {
+    let _shared = shared();
     tether::scope(|s| {
         let a = s.spawn_task(|ctx| ctx.clone());
         let b = s.spawn_task(|ctx| ctx.clone());
@@ -66,6 +71,7 @@ fn each_task_has_its_own_context_below_the_scope() {
 
 #[test]
 fn a_task_sees_its_context_as_the_ambient_one() {
+    let _shared = shared();
     tether::scope(|s| {
         let same = s.spawn_task(|ctx| {
             let ambient = tether::current();
@@ -82,6 +88,7 @@ static LOCAL_ONLY: Key<u32> = Key::not_inherited("local_only");
 
 #[test]
 fn a_task_sees_inherited_values_only() {
+    let _shared = shared();
     assert_eq!(INHERITED.inheritance(), Inheritance::Inherited);
     ScopeBuilder::new()
         .value(&INHERITED, 1)
@@ -95,6 +102,7 @@ fn a_task_sees_inherited_values_only() {
 
 #[test]
 fn the_scope_exit_cancels_running_tasks_and_joins_them() {
+    let _shared = shared();
     let saw = Arc::new(std::sync::Mutex::new(None));
     let started = Barrier::new(2);
     tether::scope(|s| {
@@ -110,12 +118,9 @@ fn the_scope_exit_cancels_running_tasks_and_joins_them() {
     assert_eq!(*saw.lock().unwrap(), Some(Cause::ScopeExited));
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("shard {0} failed")]
-struct ShardFailed(u32);
-
 #[test]
 fn a_fallible_task_error_fails_the_scope_and_cancels_its_siblings() {
+    let _shared = shared();
     let err = tether::scope(|s| {
         let sibling = s.spawn(|ctx| ctx.wait());
         let failed = s.spawn_task_fallible(|_| Err::<(), _>(ShardFailed(7)));
@@ -129,6 +134,7 @@ fn a_fallible_task_error_fails_the_scope_and_cancels_its_siblings() {
 
 #[test]
 fn a_fallible_task_ok_result_is_returned_by_join() {
+    let _shared = shared();
     tether::scope(|s| {
         let h = s.spawn_task_fallible(|_| Ok::<_, ShardFailed>(3));
         assert_eq!(h.join().unwrap().unwrap(), 3);
@@ -138,6 +144,7 @@ fn a_fallible_task_ok_result_is_returned_by_join() {
 
 #[test]
 fn a_task_panic_among_ten_thousand_siblings_is_re_raised_with_its_payload() {
+    let _exclusive = exclusive();
     let ran = AtomicUsize::new(0);
     let payload = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         tether::scope(|s| {
@@ -174,6 +181,7 @@ fn a_task_panic_among_ten_thousand_siblings_is_re_raised_with_its_payload() {
 
 #[test]
 fn a_failing_task_cancels_its_sibling_tasks() {
+    let _shared = shared();
     let err = tether::scope(|s| {
         let sibling = s.spawn_task(|ctx| ctx.wait());
         s.spawn_task_fallible(|_| Err::<(), _>(ShardFailed(9)));
@@ -190,6 +198,7 @@ fn a_failing_task_cancels_its_sibling_tasks() {
 
 #[test]
 fn forgotten_task_handles_still_let_the_scope_wait_for_tasks_borrowing_the_stack() {
+    let _shared = shared();
     let counts: Vec<AtomicUsize> = (0..10).map(|_| AtomicUsize::new(0)).collect();
     tether::scope(|s| {
         for i in 0..1000 {
@@ -219,6 +228,7 @@ impl Drop for Tally<'_> {
 
 #[test]
 fn results_of_tasks_whose_handles_were_dropped_are_each_dropped_once_before_the_scope_returns() {
+    let _shared = shared();
     // Dropping the handle of an unfinished task leaves its result to the runner, which drops it
     // before the task counts itself out (design/0003, "Who drops what"), while the scope's queue
     // frees the tasks' memory a few at a time and in sweeps; ten thousand of them go through
@@ -236,6 +246,7 @@ fn results_of_tasks_whose_handles_were_dropped_are_each_dropped_once_before_the_
 
 #[test]
 fn a_panic_in_the_drop_of_an_orphaned_task_result_is_re_raised_by_the_scope() {
+    let _shared = shared();
     let drops = AtomicUsize::new(0);
     let gate = Barrier::new(2);
     let payload = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -259,6 +270,7 @@ struct Stopped;
 
 #[test]
 fn tasks_on_every_worker_see_the_scope_deadline_and_the_cause_it_is_cancelled_with() {
+    let _exclusive = exclusive();
     // Tasks run by pool workers hang from a per-worker node below the scope's (design/0003):
     // what they observe must be what a direct child of the scope observes.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3600);
@@ -285,6 +297,7 @@ fn tasks_on_every_worker_see_the_scope_deadline_and_the_cause_it_is_cancelled_wi
 
 #[test]
 fn every_task_starts_with_a_context_of_its_own_even_when_workers_reuse_them() {
+    let _shared = shared();
     // Workers hand a finished task's context to the next task only if nothing can tell
     // (design/0003, "Where a task's context hangs"): here tasks cancel theirs, register
     // callbacks on them, derive children and keep clones, and every task must still start

@@ -1,17 +1,15 @@
 //! Fallible children: the first error cancels the siblings with a cause they can downcast, the
 //! scope fails with it, and every later error is kept.
 
+use crate::{ShardFailed, shared};
 use crossbeam_channel::bounded;
 use std::collections::BTreeSet;
 use std::sync::Barrier;
 use tether::{Canceller, Cause};
 
-#[derive(Debug, thiserror::Error, PartialEq)]
-#[error("shard {0} failed")]
-struct ShardFailed(u32);
-
 #[test]
 fn the_first_error_cancels_siblings_with_a_child_failed_cause_downcastable_to_its_type() {
+    let _shared = shared();
     let err = tether::scope(|s| {
         let sibling = s.spawn(|ctx| ctx.wait());
         s.spawn_fallible(|_| Err::<(), _>(ShardFailed(7)));
@@ -27,6 +25,7 @@ fn the_first_error_cancels_siblings_with_a_child_failed_cause_downcastable_to_it
 
 #[test]
 fn every_later_error_is_kept_after_the_first() {
+    let _shared = shared();
     const N: u32 = 4;
     let all_started = Barrier::new(N as usize);
     let err = tether::scope(|s| {
@@ -49,6 +48,7 @@ fn every_later_error_is_kept_after_the_first() {
 
 #[test]
 fn the_first_error_in_time_is_the_first_reported_and_the_cause_siblings_saw() {
+    let _shared = shared();
     let (first_done_tx, first_done) = bounded(0);
     let err = tether::scope(|s| {
         let one = s.spawn_fallible(move |_| {
@@ -72,6 +72,7 @@ fn the_first_error_in_time_is_the_first_reported_and_the_cause_siblings_saw() {
 
 #[test]
 fn successful_fallible_children_do_not_fail_the_scope() {
+    let _shared = shared();
     let r = tether::scope(|s| {
         let a = s.spawn_fallible(|_| Ok::<_, ShardFailed>(1));
         let b = s.spawn_fallible(|_| Ok::<_, ShardFailed>(2));
@@ -82,6 +83,7 @@ fn successful_fallible_children_do_not_fail_the_scope() {
 
 #[test]
 fn a_failed_scope_discards_the_bodys_result_and_cancels_with_child_failed_not_scope_exited() {
+    let _shared = shared();
     let mut scope_ctx = None;
     let err = tether::scope(|s| {
         scope_ctx = Some(s.context().clone());

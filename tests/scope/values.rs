@@ -1,6 +1,7 @@
 //! Values and the ambient context: `current()`, `Key::get()` and `Key::with()` in bodies and
 //! children, per-key inheritance across spawns, and rebinding in a child.
 
+use crate::shared;
 use tether::{Canceller, Context, Key, ScopeBuilder, current, with_current};
 
 static REQUEST_ID: Key<u64> = Key::new("request_id");
@@ -9,6 +10,7 @@ static USER: Key<String> = Key::new("user");
 
 #[test]
 fn outside_any_scope_the_ambient_context_is_background_and_keys_are_unbound() {
+    let _shared = shared();
     assert!(!current().can_be_cancelled());
     assert_eq!(REQUEST_ID.get(), None);
     assert!(USER.with(|u| u.is_none()));
@@ -16,6 +18,7 @@ fn outside_any_scope_the_ambient_context_is_background_and_keys_are_unbound() {
 
 #[test]
 fn a_child_sees_its_own_context_ambiently_as_the_same_node_as_its_argument() {
+    let _shared = shared();
     tether::scope(|s| {
         s.spawn(|ctx| {
             assert!(!current().is_cancelled());
@@ -31,6 +34,7 @@ fn a_child_sees_its_own_context_ambiently_as_the_same_node_as_its_argument() {
 
 #[test]
 fn the_body_sees_the_scope_context_ambiently_and_the_caller_gets_its_own_back_after() {
+    let _shared = shared();
     let outer = Context::new();
     with_current(&outer, || {
         tether::scope(|s| {
@@ -49,6 +53,7 @@ fn the_body_sees_the_scope_context_ambiently_and_the_caller_gets_its_own_back_af
 
 #[test]
 fn children_read_scope_values_ambiently_and_explicitly() {
+    let _shared = shared();
     ScopeBuilder::new()
         .value(&REQUEST_ID, 42)
         .value(&USER, "ada".into())
@@ -72,6 +77,7 @@ fn children_read_scope_values_ambiently_and_explicitly() {
 
 #[test]
 fn a_not_inherited_binding_is_visible_in_the_body_but_not_in_spawned_children() {
+    let _shared = shared();
     ScopeBuilder::new()
         .value(&SCRATCH, vec![1, 2, 3])
         .value(&REQUEST_ID, 9)
@@ -89,6 +95,7 @@ fn a_not_inherited_binding_is_visible_in_the_body_but_not_in_spawned_children() 
 
 #[test]
 fn a_child_rebinds_a_key_for_its_own_subtree_only() {
+    let _shared = shared();
     ScopeBuilder::new()
         .value(&USER, "ada".into())
         .run(|s| {
@@ -113,6 +120,7 @@ fn a_child_rebinds_a_key_for_its_own_subtree_only() {
 
 #[test]
 fn a_nested_scope_in_a_child_inherits_the_outer_values_through_the_ambient_context() {
+    let _shared = shared();
     ScopeBuilder::new()
         .value(&REQUEST_ID, 5)
         .run(|s| {
@@ -125,6 +133,7 @@ fn a_nested_scope_in_a_child_inherits_the_outer_values_through_the_ambient_conte
 
 #[test]
 fn with_current_restores_the_previous_context_when_its_closure_panics() {
+    let _shared = shared();
     let ctx = Context::new().with_value(&REQUEST_ID, 1);
     let r =
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| with_current(&ctx, || panic!("inside"))));
@@ -134,6 +143,7 @@ fn with_current_restores_the_previous_context_when_its_closure_panics() {
 
 #[test]
 fn a_key_read_through_the_ambient_context_stays_valid_while_its_closure_enters_others() {
+    let _shared = shared();
     static LEVEL: Key<String> = Key::new("level");
     let outer = Context::background().with_value(&LEVEL, "outer".to_string());
     with_current(&outer, || {

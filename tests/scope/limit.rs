@@ -1,6 +1,7 @@
 //! A concurrency limit: `spawn` waits for a slot and stops waiting on cancellation; `try_spawn`
 //! refuses when full and hands the closure back.
 
+use crate::shared;
 use crossbeam_channel::bounded;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
@@ -8,6 +9,7 @@ use tether::{Canceller, Cause, ScopeBuilder};
 
 #[test]
 fn no_more_children_than_the_limit_run_at_once() {
+    let _shared = shared();
     const LIMIT: usize = 3;
     let (running, peak) = (AtomicUsize::new(0), AtomicUsize::new(0));
     ScopeBuilder::new()
@@ -28,6 +30,7 @@ fn no_more_children_than_the_limit_run_at_once() {
 
 #[test]
 fn spawn_waits_for_a_slot_to_be_given_back() {
+    let _shared = shared();
     let log = Mutex::new(Vec::new());
     let (release_tx, release) = bounded::<()>(0);
     ScopeBuilder::new()
@@ -49,6 +52,7 @@ fn spawn_waits_for_a_slot_to_be_given_back() {
 
 #[test]
 fn try_spawn_refuses_when_full_and_hands_the_closure_back() {
+    let _shared = shared();
     ScopeBuilder::new()
         .limit(1)
         .run(|s| {
@@ -67,6 +71,7 @@ fn try_spawn_refuses_when_full_and_hands_the_closure_back() {
 
 #[test]
 fn try_spawn_without_a_limit_always_spawns() {
+    let _shared = shared();
     tether::scope(|s| {
         let handles: Vec<_> = (0..8).map(|i| s.try_spawn(move |_| i).unwrap()).collect();
         assert_eq!(handles.into_iter().map(|h| h.join().unwrap()).sum::<i32>(), 28);
@@ -76,6 +81,7 @@ fn try_spawn_without_a_limit_always_spawns() {
 
 #[test]
 fn a_spawn_waiting_for_a_slot_stops_waiting_when_the_scope_is_cancelled_and_the_child_starts_cancelled() {
+    let _shared = shared();
     ScopeBuilder::new()
         .limit(1)
         .run(|s| {
@@ -100,11 +106,13 @@ fn a_spawn_waiting_for_a_slot_stops_waiting_when_the_scope_is_cancelled_and_the_
 #[test]
 #[should_panic(expected = "tether: a scope's concurrency limit must be at least 1")]
 fn a_limit_of_zero_is_refused() {
+    let _shared = shared();
     let _ = ScopeBuilder::new().limit(0);
 }
 
 #[test]
 fn the_limit_applies_to_named_children_too() {
+    let _shared = shared();
     ScopeBuilder::new()
         .limit(1)
         .run(|s| {

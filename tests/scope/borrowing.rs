@@ -1,10 +1,12 @@
 //! Children borrow from the enclosing stack, as with `std::thread::scope`.
 
+use crate::shared;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
 #[test]
 fn children_read_shared_stack_data_and_the_borrow_ends_with_the_scope() {
+    let _shared = shared();
     let mut numbers = vec![1, 2, 3, 4];
     let sum = tether::scope(|s| {
         let (left, right) = numbers.split_at(2);
@@ -20,6 +22,7 @@ fn children_read_shared_stack_data_and_the_borrow_ends_with_the_scope() {
 
 #[test]
 fn children_mutate_disjoint_parts_of_a_stack_array() {
+    let _shared = shared();
     let mut cells = [0_u32; 8];
     tether::scope(|s| {
         for (i, cell) in cells.iter_mut().enumerate() {
@@ -33,6 +36,7 @@ fn children_mutate_disjoint_parts_of_a_stack_array() {
 
 #[test]
 fn children_share_a_mutex_and_an_atomic_on_the_callers_stack() {
+    let _shared = shared();
     let log = Mutex::new(Vec::new());
     let count = AtomicUsize::new(0);
     tether::scope(|s| {
@@ -54,6 +58,7 @@ fn children_share_a_mutex_and_an_atomic_on_the_callers_stack() {
 
 #[test]
 fn the_body_may_borrow_mutably_what_no_child_borrows_and_returns_its_result() {
+    let _shared = shared();
     let mut body_only = String::new();
     let shared = [1, 2];
     let r = tether::scope(|s| {

@@ -1,7 +1,8 @@
 //! Children capture the scope and spawn siblings into it, as `std::thread::scope` allows: the
 //! siblings are children of the scope like any other (same context parent, same exit, same
-//! limit, same failure policy). Leak-checked.
+//! limit, same failure policy). Leak-checked (`exclusive()`).
 
+use crate::exclusive;
 use crossbeam_channel::bounded;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use tether::testing::assert_no_leaks;
@@ -19,6 +20,7 @@ fn visit<'scope>(s: &'scope Scope<'scope, '_>, depth: u32, visited: &'scope Atom
 
 #[test]
 fn a_tree_of_children_spawned_by_children_is_waited_for_by_wait_all() {
+    let _exclusive = exclusive();
     assert_no_leaks(|| {
         let visited = AtomicUsize::new(0);
         tether::scope(|s| {
@@ -32,6 +34,7 @@ fn a_tree_of_children_spawned_by_children_is_waited_for_by_wait_all() {
 
 #[test]
 fn the_exit_cancels_and_waits_for_siblings_spawned_after_the_body_returned() {
+    let _exclusive = exclusive();
     assert_no_leaks(|| {
         let mut late_saw = None;
         tether::scope(|s| {
@@ -49,6 +52,7 @@ fn the_exit_cancels_and_waits_for_siblings_spawned_after_the_body_returned() {
 
 #[test]
 fn a_siblings_context_is_a_child_of_the_scope_not_of_its_spawner() {
+    let _exclusive = exclusive();
     assert_no_leaks(|| {
         tether::scope(|s| {
             let (ready_tx, ready) = bounded(0);
@@ -71,6 +75,7 @@ fn a_siblings_context_is_a_child_of_the_scope_not_of_its_spawner() {
 
 #[test]
 fn a_sibling_spawned_by_a_child_counts_against_the_limit() {
+    let _exclusive = exclusive();
     assert_no_leaks(|| {
         ScopeBuilder::new()
             .limit(1)
@@ -87,6 +92,7 @@ fn a_sibling_spawned_by_a_child_counts_against_the_limit() {
 
 #[test]
 fn a_siblings_error_fails_the_scope_like_any_childs() {
+    let _exclusive = exclusive();
     assert_no_leaks(|| {
         let err = tether::scope(|s| {
             s.spawn(|_| {
@@ -101,6 +107,7 @@ fn a_siblings_error_fails_the_scope_like_any_childs() {
 #[test]
 #[should_panic(expected = "would wait for itself")]
 fn wait_all_from_a_child_of_the_same_scope_panics_instead_of_deadlocking() {
+    let _exclusive = exclusive();
     let payload = assert_no_leaks(|| {
         std::panic::catch_unwind(|| {
             tether::scope(|s| {

@@ -1,5 +1,6 @@
 //! Cancellable blocking: sleep, recv and recv_timeout return early with the cause.
 
+use crate::shared;
 use crossbeam_channel::{bounded, unbounded};
 use std::time::{Duration, Instant};
 use tether::blocking::{RecvError, RecvTimeoutError, recv, recv_timeout, sleep};
@@ -12,6 +13,7 @@ const AGES: Duration = Duration::from_secs(3600);
 
 #[test]
 fn sleep_returns_ok_after_its_duration_when_not_cancelled() {
+    let _shared = shared();
     let start = Instant::now();
     assert_eq!(sleep(&Context::new(), SHORT), Ok(()));
     assert!(start.elapsed() >= SHORT);
@@ -19,6 +21,7 @@ fn sleep_returns_ok_after_its_duration_when_not_cancelled() {
 
 #[test]
 fn sleep_returns_the_cause_as_soon_as_another_thread_cancels() {
+    let _shared = shared();
     let ctx = Context::new();
     let (asleep_tx, asleep) = bounded(0);
     std::thread::scope(|s| {
@@ -34,6 +37,7 @@ fn sleep_returns_the_cause_as_soon_as_another_thread_cancels() {
 
 #[test]
 fn sleep_on_a_cancelled_context_returns_at_once_even_for_zero() {
+    let _shared = shared();
     let ctx = Context::new();
     ctx.cancel();
     assert_eq!(sleep(&ctx, Duration::ZERO), Err(Cause::Cancelled));
@@ -41,6 +45,7 @@ fn sleep_on_a_cancelled_context_returns_at_once_even_for_zero() {
 
 #[test]
 fn recv_delivers_messages_then_disconnected() {
+    let _shared = shared();
     let (tx, rx) = unbounded();
     tx.send(1).unwrap();
     drop(tx);
@@ -52,6 +57,7 @@ fn recv_delivers_messages_then_disconnected() {
 
 #[test]
 fn recv_blocked_on_an_empty_channel_returns_the_cause_when_the_scope_exits() {
+    let _shared = shared();
     let (_tx, rx) = unbounded::<u32>();
     let mut seen = None;
     tether::scope(|s| {
@@ -65,6 +71,7 @@ fn recv_blocked_on_an_empty_channel_returns_the_cause_when_the_scope_exits() {
 
 #[test]
 fn a_cancelled_context_wins_over_a_ready_message() {
+    let _shared = shared();
     let (tx, rx) = unbounded();
     tx.send(1).unwrap();
     let ctx = Context::new();
@@ -76,6 +83,7 @@ fn a_cancelled_context_wins_over_a_ready_message() {
 
 #[test]
 fn recv_timeout_times_out_is_cancelled_or_delivers() {
+    let _shared = shared();
     let (tx, rx) = unbounded();
     let ctx = Context::new();
     assert_eq!(recv_timeout(&ctx, &rx, SHORT), Err(RecvTimeoutError::Timeout));
@@ -89,6 +97,7 @@ fn recv_timeout_times_out_is_cancelled_or_delivers() {
 
 #[test]
 fn the_helpers_accept_a_dyn_canceller() {
+    let _shared = shared();
     let ctx = Context::new();
     let dynamic: &dyn Canceller = &ctx;
     ctx.cancel();

@@ -2,29 +2,22 @@
 //! original payload is re-raised by the scope (not std's "a scoped thread panicked"). Later panics
 //! go to `tether::testing::take_unhandled_panics`.
 //!
-//! The unhandled-panic list is process-wide, so the tests of this file hold `SERIAL`.
+//! The unhandled-panic list is process-wide, so the tests of this file hold `exclusive()`.
 
+use crate::exclusive;
 use crossbeam_channel::bounded;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Barrier;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
-use std::sync::{Barrier, Mutex, MutexGuard, PoisonError};
 use tether::testing::take_unhandled_panics;
 use tether::{Canceller, Cause};
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    let guard = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
-    take_unhandled_panics(); // start clean
-    guard
-}
 
 #[derive(Debug, PartialEq)]
 struct Payload(u32);
 
 #[test]
 fn the_original_payload_of_a_child_panic_is_reraised_after_every_child_is_joined() {
-    let _serial = serial();
+    let _exclusive = exclusive();
     let sibling_finished = AtomicBool::new(false);
     let payload = catch_unwind(AssertUnwindSafe(|| {
         tether::scope(|s| {
@@ -43,7 +36,7 @@ fn the_original_payload_of_a_child_panic_is_reraised_after_every_child_is_joined
 
 #[test]
 fn a_string_panic_message_is_kept_not_replaced_by_a_generic_one() {
-    let _serial = serial();
+    let _exclusive = exclusive();
     let disk = std::hint::black_box(3); // a runtime value: the payload is a formatted `String`
     let payload =
         catch_unwind(|| tether::scope(|s| drop(s.spawn(move |_| panic!("disk {disk} on fire")))).unwrap())
@@ -53,7 +46,7 @@ fn a_string_panic_message_is_kept_not_replaced_by_a_generic_one() {
 
 #[test]
 fn a_child_panic_cancels_its_siblings_at_once_with_a_cause_naming_the_child() {
-    let _serial = serial();
+    let _exclusive = exclusive();
     let (saw_tx, saw) = bounded(1);
     let _ = catch_unwind(AssertUnwindSafe(|| {
         tether::scope(|s| {
@@ -72,7 +65,7 @@ fn a_child_panic_cancels_its_siblings_at_once_with_a_cause_naming_the_child() {
 
 #[test]
 fn a_panicking_body_cancels_children_with_panicked_joins_them_and_reraises_its_payload() {
-    let _serial = serial();
+    let _exclusive = exclusive();
     let mut child_saw = None;
     let payload = catch_unwind(AssertUnwindSafe(|| {
         tether::scope(|s| {
@@ -89,7 +82,7 @@ fn a_panicking_body_cancels_children_with_panicked_joins_them_and_reraises_its_p
 
 #[test]
 fn with_several_panics_the_first_is_reraised_and_the_others_are_recorded_not_lost() {
-    let _serial = serial();
+    let _exclusive = exclusive();
     let payload = catch_unwind(|| {
         tether::scope(|s| {
             s.spawn(|_| std::panic::panic_any(Payload(1)));
@@ -115,7 +108,7 @@ fn with_several_panics_the_first_is_reraised_and_the_others_are_recorded_not_los
 
 #[test]
 fn errors_and_panics_from_several_children_at_once_raise_one_panic_and_record_the_rest() {
-    let _serial = serial();
+    let _exclusive = exclusive();
     let all_started = Barrier::new(4);
     let payload = catch_unwind(AssertUnwindSafe(|| {
         tether::scope(|s| {
@@ -150,7 +143,7 @@ impl Drop for ExplodesOnDrop {
 
 #[test]
 fn a_panic_dropping_an_unjoined_result_on_the_child_thread_is_reraised_by_the_scope() {
-    let _serial = serial();
+    let _exclusive = exclusive();
     let (dropped_tx, dropped) = bounded::<()>(0);
     let payload = catch_unwind(AssertUnwindSafe(|| {
         tether::scope(|s| {
