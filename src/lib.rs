@@ -128,3 +128,35 @@ pub use value::{Inheritance, Key, KeyId, Valuer};
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
+
+/// design/0000's code blocks (its Surface pins every public signature), compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../design/0000-tether.md")]
+pub struct Design0000Doctests;
+
+/// design/0001's code blocks (its Surface pins the tree's signatures), compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../design/0001-cancellation-tree.md")]
+pub struct Design0001Doctests;
+
+/// design/0002's code blocks (its Surface pins the scope's signatures), compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../design/0002-scope.md")]
+pub struct Design0002Doctests;
+
+/// design/0003's code blocks (its Surface pins the task and pool signatures), compiled as doc
+/// tests.
+#[cfg(doctest)]
+#[doc = include_str!("../design/0003-pool-tasks.md")]
+pub struct Design0003Doctests;
+
+/// design/0004's code blocks, compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../design/0004-leak-freedom.md")]
+pub struct Design0004Doctests;
+
+/// design/0005's code blocks (its Surface pins the Go adapter's signatures), compiled as doc
+/// tests.
+#[cfg(doctest)]
+#[doc = include_str!("../design/0005-go-adapter.md")]
+pub struct Design0005Doctests;

@@ -8,8 +8,8 @@
 //! - [`Core`] is one node, in one allocation: its state, cause, registered children, callbacks,
 //!   lazily created done channel, its deadline, and a handle to its parent. It is shared (`Arc`)
 //!   by its handles, by its parent's children slab while registered, by the timer driver while its
-//!   deadline is pending or being fired, by callback handles, and (as `top`) by the nodes of its
-//!   domain.
+//!   deadline is pending or being fired, by callback handles, and briefly by `chain_root`'s walk
+//!   up to its domain's root.
 //! - [`Node`] is a *counted* handle: `Core::handles` counts them. Contexts hold one, and a child
 //!   holds one of its parent (so an ancestor and its deadline live as long as any descendant).
 //!   When the last handle goes, the node is released: detached from its parent, timer disarmed,

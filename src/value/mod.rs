@@ -1,8 +1,8 @@
 //! Typed scoped values: [`Key<T>`], the [`Valuer`] trait, and the bindings a context carries.
 //!
 //! A key is a `static` with a name for debugging; it is compared by its address, never by its
-//! name, so two keys named alike never collide (Go's string-key collisions, seeds Q8). Its type
-//! parameter makes every read typed: no `any` and no type assertion.
+//! name, so two keys named alike never collide (in Go, two packages that use the same string as a
+//! key do). Its type parameter makes every read typed: no `any` and no type assertion.
 //!
 //! # Invariants
 //! 1. A key's identity is the address of its `static`. `Key` holds an atomic, which makes a `const`
