@@ -98,7 +98,7 @@ fn run_copy_on_a_thread(task: &Arc<Task>, count: &Arc<RunningCount>) -> thread::
 }
 
 /// A running count with one task counted in it, as a spawn leaves them.
-fn one_counted_task() -> (Arc<RunningCount>, Task) {
+fn one_counted_task() -> (Arc<RunningCount>, Arc<Task>) {
     let count = Arc::new(RunningCount::new());
     count.start().unwrap();
     (count, Task::new())
