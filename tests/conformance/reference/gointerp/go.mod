@@ -1,0 +1,3 @@
+module tether.test/conformance/gointerp
+
+go 1.27
