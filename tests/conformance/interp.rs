@@ -1,4 +1,4 @@
-//! An interpreter for the context script language (`../shared/conformance/script-language.md`)
+//! An interpreter for the context script language (`tests/conformance/SCRIPT.md`)
 //! on `tether::go`: it prints the transcript Go's reference interpreter prints for the same script,
 //! byte for byte. `parse.rs` checks a whole script before anything runs; `run.rs` runs it against
 //! a virtual clock.
