@@ -14,6 +14,9 @@
 //!    frame that entered (never leaked or moved out: [`Entered`] is crate-private, and every use
 //!    is `let _ambient = enter(..)`), so they are dropped in reverse order of entering and
 //!    `CURRENT`, when not null, points to a live context. Entering costs no reference count.
+//!
+//! [`Key::with`] and [`Key::get`] are defined here rather than with `Key` in `value/`: they read
+//! the ambient pointer, and this file is the only one that does.
 
 use crate::context::Context;
 use crate::value::Key;
