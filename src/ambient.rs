@@ -1,5 +1,6 @@
-//! The ambient context: the [`Context`] of the scope body or scope child running on this thread,
-//! for code that reads it without an explicit parameter (the scoped-values model).
+//! The ambient context: the [`Context`] of the scope body or scope child running on this thread
+//! (or of the future being polled, [`WithContext`]), for code that reads it without an explicit
+//! parameter (the scoped-values model).
 //!
 //! The explicit form works everywhere: every child receives its `&Context` as an argument, and
 //! every read here has an explicit twin ([`Context::value`], [`Key::get_in`]). The ambient form
@@ -21,7 +22,10 @@
 use crate::context::Context;
 use crate::value::Key;
 use std::cell::Cell;
+use std::future::Future;
 use std::marker::PhantomData;
+use std::pin::Pin;
+use std::task::{self, Poll};
 
 thread_local! {
     /// The innermost ambient context of this thread, or null (invariant 1).
@@ -143,4 +147,75 @@ impl<T: 'static> Key<T> {
     {
         self.with(|v| v.cloned())
     }
+}
+
+/// A future with a context that is ambient ([`current`], [`Key::get`]) during every poll, on
+/// whatever thread polls it: [`Context::bind`] and [`propagate`].
+///
+/// Outside its polls the context is not ambient, so futures interleaved on one executor thread
+/// each see their own.
+///
+/// # Examples
+///
+/// ```
+/// use tether::{Context, Key};
+/// static TENANT: Key<&str> = Key::new("tenant");
+///
+/// let ctx = Context::new().with_value(&TENANT, "acme");
+/// let seen = futures_executor::block_on(ctx.bind(async { TENANT.get() }));
+/// assert_eq!(seen, Some("acme"));
+/// assert_eq!(TENANT.get(), None, "only during the polls");
+/// ```
+#[must_use = "futures do nothing unless polled"]
+#[derive(Debug)]
+pub struct WithContext<F> {
+    ctx: Context,
+    future: F,
+}
+
+impl<F> WithContext<F> {
+    pub(crate) fn new(ctx: Context, future: F) -> Self {
+        WithContext { ctx, future }
+    }
+
+    /// The context this future makes ambient.
+    pub fn context(&self) -> &Context {
+        &self.ctx
+    }
+}
+
+impl<F: Future> Future for WithContext<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut task::Context<'_>) -> Poll<F::Output> {
+        // SAFETY: `future` is structurally pinned (never moved out of the pinned `self`); `ctx`
+        // is not pinned and only read.
+        let this = unsafe { self.get_unchecked_mut() };
+        let _ambient = enter(&this.ctx);
+        // SAFETY: as above.
+        unsafe { Pin::new_unchecked(&mut this.future) }.poll(cx)
+    }
+}
+
+/// Wraps `future` for spawning onto an executor: it runs with a child of the ambient context
+/// ([`current`]) that carries the bindings inherited across spawns (per each key's
+/// [`Inheritance`](crate::Inheritance)), ambient during every poll; cancelling the ambient
+/// context cancels it. What tokio's `task_local!` does not do for a spawned task.
+///
+/// # Examples
+///
+/// ```
+/// use tether::{Key, ScopeBuilder};
+/// static REQUEST_ID: Key<u64> = Key::new("request_id");
+///
+/// ScopeBuilder::new().value(&REQUEST_ID, 7).run(|_| {
+///     // Spawned elsewhere (here: another thread's executor), it still sees the request's values.
+///     let task = tether::propagate(async { REQUEST_ID.get() });
+///     let seen = std::thread::spawn(move || futures_executor::block_on(task)).join().unwrap();
+///     assert_eq!(seen, Some(7));
+/// })
+/// .unwrap();
+/// ```
+pub fn propagate<F: Future>(future: F) -> WithContext<F> {
+    WithContext::new(current().child_for_spawn(), future)
 }

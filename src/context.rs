@@ -8,8 +8,11 @@
 //! 2. Every derivation (`child`, `with_deadline*`, `with_timeout*`, `with_value`) creates a new
 //!    node registered under `self`'s node, so cancelling a derived context never affects its parent.
 
+use crate::ambient::WithContext;
 use crate::cancel::tree::{self, Core, Node, Settle};
-use crate::cancel::{CallbackHandle, CancelError, Canceller, Cause, Registration};
+use crate::cancel::{
+    CallbackHandle, CancelError, CancelledOwned, Canceller, Cause, Registration, RunUntilCancelled, Waiter,
+};
 use crate::live::{self, LiveCounts};
 use crate::loom::Arc;
 use crate::value::Key;
@@ -18,6 +21,8 @@ use crossbeam_channel::Receiver;
 use std::any::Any;
 use std::convert::Infallible;
 use std::fmt;
+use std::future::Future;
+use std::task::{self, Poll};
 use std::time::{Duration, Instant};
 
 /// A node of the cancellation tree, with the typed values bound at it.
@@ -299,6 +304,60 @@ impl Context {
         })
     }
 
+    /// A future that completes with the cause once this context is cancelled, holding its own
+    /// handle of the context (so it is `'static`, for a spawned task); [`Canceller::cancelled`]
+    /// borrows instead.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tether::{Cause, Context};
+    /// let ctx = Context::new();
+    /// let waiter = std::thread::spawn({
+    ///     let cancelled = ctx.cancelled_owned();
+    ///     move || futures_executor::block_on(cancelled)
+    /// });
+    /// ctx.cancel();
+    /// assert_eq!(waiter.join().unwrap(), Cause::Cancelled);
+    /// ```
+    pub fn cancelled_owned(&self) -> CancelledOwned {
+        CancelledOwned::new(self.clone())
+    }
+
+    /// Runs `future` until it completes (`Ok` with its output) or this context is cancelled
+    /// (`Err` with the cause, and `future` is dropped). Cancellation is checked first at every
+    /// poll, so a context cancelled before the future is ready always wins.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tether::{Cause, Context};
+    /// let ctx = Context::new();
+    /// assert_eq!(futures_executor::block_on(ctx.run_until_cancelled(async { 7 })), Ok(7));
+    /// ctx.cancel();
+    /// let never = std::future::pending::<()>();
+    /// assert_eq!(futures_executor::block_on(ctx.run_until_cancelled(never)), Err(Cause::Cancelled));
+    /// ```
+    pub fn run_until_cancelled<F: Future>(&self, future: F) -> RunUntilCancelled<'_, F> {
+        RunUntilCancelled::new(self, future)
+    }
+
+    /// Wraps `future` so that this context is ambient ([`crate::current`], [`Key::get`]) during
+    /// every poll, on whatever thread polls it. To spawn a future with a child context, see
+    /// [`crate::propagate`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tether::Canceller;
+    /// let ctx = tether::Context::new();
+    /// let inside = futures_executor::block_on(ctx.bind(async { tether::current().can_be_cancelled() }));
+    /// assert!(inside);
+    /// ```
+    pub fn bind<F: Future>(&self, future: F) -> WithContext<F> {
+        WithContext::new(self.clone(), future)
+    }
+
     /// The value bound to `key` in this context, if any.
     ///
     /// # Examples
@@ -428,6 +487,15 @@ impl Canceller for Context {
 
     fn can_be_cancelled(&self) -> bool {
         self.node.is_some()
+    }
+
+    /// Registers the waker in this context's node (no thread, no allocation beyond the waker's
+    /// clone): see [`Canceller::poll_cancelled`].
+    fn poll_cancelled(&self, cx: &mut task::Context<'_>, waiter: &mut Waiter) -> Poll<Cause> {
+        match &self.node {
+            Some(node) => waiter.poll_node(node.core(), cx),
+            None => Poll::Pending,
+        }
     }
 }
 

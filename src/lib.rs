@@ -98,6 +98,8 @@
 #![warn(unreachable_pub)]
 
 mod ambient;
+mod async_scope;
+mod block_on;
 pub mod blocking;
 mod cancel;
 mod context;
@@ -108,20 +110,31 @@ pub mod pool;
 mod scope;
 mod slab;
 pub mod testing;
+#[cfg(feature = "tokio-util")]
+pub mod token;
+#[cfg(feature = "tokio")]
+mod tokio_scope;
 mod unhandled;
 mod value;
+mod watcher;
 
 #[cfg(all(test, loom))]
 mod tests;
 
-pub use ambient::{current, with_current};
-pub use cancel::{CallbackHandle, CallbackPanics, CancelError, Canceller, Cause, PanicSummary, SharedError};
+pub use ambient::{WithContext, current, propagate, with_current};
+pub use async_scope::{AsyncJoinHandle, AsyncScope, AsyncScopeFuture, ScopeBody, async_scope};
+pub use cancel::{
+    CallbackHandle, CallbackPanics, CancelError, Cancelled, CancelledOwned, Canceller, Cause, PanicSummary,
+    RunUntilCancelled, SharedError, Waiter,
+};
 pub use context::Context;
 pub use live::{LiveCounts, live};
 pub use scope::{
     ChildBuilder, JoinError, Scope, ScopeBuilder, ScopeError, ScopedJoinHandle, TaskHandle, TrySpawnError,
     scope,
 };
+#[cfg(feature = "tokio")]
+pub use tokio_scope::{TokioJoinHandle, TokioScope, tokio_scope};
 pub use value::{Inheritance, Key, KeyId, Valuer};
 
 /// The README's examples, compiled and run as doc tests so they cannot rot.

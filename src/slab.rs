@@ -106,6 +106,17 @@ impl<T> Slab<T> {
         }
     }
 
+    /// A mutable reference to the entry at `index`, if it is occupied.
+    pub(crate) fn get_mut(&mut self, index: usize) -> Option<&mut T> {
+        if index == 0 {
+            return self.first.as_mut();
+        }
+        match self.rest.as_mut()?.entries.get_mut(index - 1)? {
+            Entry::Occupied(value) => Some(value),
+            Entry::Vacant(_) => None,
+        }
+    }
+
     /// Empties the slab into `out`, in index order; returns how many values moved. Allocates
     /// nothing beyond `out`'s growth; the one-entry case (a chain) is a single push.
     pub(crate) fn drain_into(&mut self, out: &mut Vec<T>) -> usize {

@@ -3,17 +3,21 @@
 //! - `tree`: the node engine (link, propagate, detach, callbacks), with its invariants.
 //! - `deadline`: the one timer driver serving every deadline.
 //! - `cause`: [`Cause`] and [`CancelError`].
+//! - `awaited`: awaiting cancellation from async code ([`Cancelled`], [`Waiter`]).
 
+mod awaited;
 mod cause;
 pub(crate) mod deadline;
 pub(crate) mod tree;
 
+pub use awaited::{Cancelled, CancelledOwned, RunUntilCancelled, Waiter};
 pub use cause::{CancelError, Cause, PanicSummary, SharedError};
 pub use tree::CallbackPanics;
 
 use crossbeam_channel::Receiver;
 use std::convert::Infallible;
 use std::sync::atomic::AtomicBool;
+use std::task::{self, Poll};
 use std::time::{Duration, Instant};
 use tree::{CallbackSlot, Core};
 
@@ -86,6 +90,40 @@ pub trait Canceller {
             let _ = self.done().recv_timeout(timeout);
         }
         self.cause()
+    }
+
+    /// Polls for cancellation, for futures: `Ready` with the cause once cancelled, otherwise
+    /// `Pending` with `cx`'s waker registered in `waiter` (replacing the one registered by an
+    /// earlier poll) to be woken by the cancellation. Dropping `waiter` removes the registration.
+    ///
+    /// The default watches [`done`](Self::done) on tether's shared watcher thread (one thread
+    /// for the process, not one per waiter), so any implementation can be awaited;
+    /// [`Context`](crate::Context) overrides it to register the waker in its node. A canceller
+    /// that can never be cancelled stays `Pending` and registers nothing.
+    ///
+    /// # Examples
+    ///
+    /// See [`Waiter`].
+    fn poll_cancelled(&self, cx: &mut task::Context<'_>, waiter: &mut Waiter) -> Poll<Cause> {
+        waiter.poll_watching(self, cx)
+    }
+
+    /// A future that completes with the cause once this is cancelled ([`Cancelled`]); for a
+    /// `&dyn Canceller`, use [`Cancelled::new`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tether::{Canceller, Cause, Context};
+    /// let ctx = Context::new();
+    /// ctx.cancel_with(Cause::ScopeExited);
+    /// assert_eq!(futures_executor::block_on(ctx.cancelled()), Cause::ScopeExited);
+    /// ```
+    fn cancelled(&self) -> Cancelled<'_, Self>
+    where
+        Self: Sized,
+    {
+        Cancelled::new(self)
     }
 }
 

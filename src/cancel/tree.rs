@@ -70,6 +70,7 @@ use std::convert::Infallible;
 use std::mem::ManuallyDrop;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::{OnceLock, PoisonError};
+use std::task::Waker;
 use std::time::{Duration, Instant};
 
 /// `Core::state`: not cancelled.
@@ -87,6 +88,23 @@ const UNREGISTERED: u32 = u32::MAX;
 
 /// A callback registered with [`on_cancel`].
 pub(crate) type Callback = Box<dyn FnOnce(&Cause) + Send + 'static>;
+
+/// What waits in a node for its cancellation: a callback, or the waker of a pending future
+/// ([`on_cancel_wake`]). Both are user code when run or dropped: never under a lock.
+pub(crate) enum Listener {
+    Callback(Callback),
+    Waker(Waker),
+}
+
+impl Listener {
+    /// Runs the callback, or wakes the future.
+    fn notify(self, cause: &Cause) {
+        match self {
+            Listener::Callback(callback) => callback(cause),
+            Listener::Waker(waker) => waker.wake(),
+        }
+    }
+}
 
 /// One node of the tree: its cancellation cell, and the link that keeps its parent alive.
 pub(crate) struct Core {
@@ -127,8 +145,8 @@ struct Inner {
 }
 
 struct Extras {
-    /// Registered callbacks with their ids; drained by cancellation or by release.
-    callbacks: Slab<(u64, Callback)>,
+    /// Registered callbacks and wakers with their ids; drained by cancellation or by release.
+    callbacks: Slab<(u64, Listener)>,
     /// Set by the cancellation of this node once the callbacks it collected have run.
     settle: Option<std::sync::Arc<Settle>>,
     /// Source of callback ids, so a stale `stop()` can never remove another callback.
@@ -155,7 +173,7 @@ pub(crate) struct Node {
 /// What a propagation collected, to be acted on after every lock is released.
 #[must_use = "callbacks must run and timers must be disarmed"]
 pub(crate) struct Fired {
-    callbacks: Vec<(Callback, Cause)>,
+    callbacks: Vec<(Listener, Cause)>,
     /// Set once the callbacks have run (or, if this is dropped unrun, on drop).
     settles: Settles,
     /// Deadlines to disarm, with the address of their core (an identity, never dereferenced).
@@ -342,7 +360,7 @@ impl Inner {
     }
 
     /// Takes every registered callback out.
-    fn drain_callbacks(&mut self) -> Vec<(u64, Callback)> {
+    fn drain_callbacks(&mut self) -> Vec<(u64, Listener)> {
         match &mut self.extras {
             Some(extras) => extras.callbacks.drain().collect(),
             None => Vec::new(),
@@ -582,7 +600,7 @@ impl Fired {
         }
         let mut panics = Vec::new();
         for (callback, cause) in callbacks {
-            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| callback(&cause))) {
+            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| callback.notify(&cause))) {
                 panics.push(payload);
             }
         }
@@ -660,6 +678,28 @@ pub(crate) struct CallbackSlot {
 /// it already is. Returns where it was registered, or `None` if it ran now (or was dropped
 /// because the node is already released, which cannot happen through a live handle).
 pub(crate) fn on_cancel(core: &Arc<Core>, callback: Callback) -> Option<CallbackSlot> {
+    match register_listener(core, Listener::Callback(callback)) {
+        Ok(slot) => Some(slot),
+        Err((Listener::Callback(callback), Some(cause))) => {
+            callback(&cause);
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+/// Registers a clone of `waker` to be woken once when `core` is cancelled. `None` if `core` is
+/// cancelled already (nothing is registered or woken: the caller sees the cancellation), or
+/// released.
+pub(crate) fn on_cancel_wake(core: &Arc<Core>, waker: &Waker) -> Option<CallbackSlot> {
+    register_listener(core, Listener::Waker(waker.clone())).ok()
+}
+
+/// Registers `listener` while `core` is open; otherwise hands it back with the cause, if any.
+fn register_listener(
+    core: &Arc<Core>,
+    listener: Listener,
+) -> Result<CallbackSlot, (Listener, Option<Cause>)> {
     let mut inner = lock(&core.inner);
     // Relaxed: under the lock that guards state writes (invariant 1).
     // Relaxed (`released`): written only under this lock.
@@ -667,17 +707,30 @@ pub(crate) fn on_cancel(core: &Arc<Core>, callback: Callback) -> Option<Callback
         let extras = inner.extras();
         let id = extras.next_callback_id;
         extras.next_callback_id += 1;
-        let index = extras.callbacks.insert((id, callback));
+        let index = extras.callbacks.insert((id, listener));
         live::add(Counter::Callbacks, 1);
-        return Some(CallbackSlot { index, id });
+        return Ok(CallbackSlot { index, id });
     }
     let cause = inner.cause.clone();
     drop(inner);
-    match cause {
-        Some(cause) => callback(&cause),
-        None => drop(callback),
+    Err((listener, cause))
+}
+
+/// Replaces the waker registered at `slot` with `waker`, unless it would wake the same task.
+/// `false` if `slot` is no longer registered: the node was cancelled (and the old waker woken)
+/// or released since.
+pub(crate) fn rewake(core: &Arc<Core>, slot: CallbackSlot, waker: &Waker) -> bool {
+    let mut inner = lock(&core.inner);
+    let entry =
+        inner.extras.as_mut().and_then(|e| e.callbacks.get_mut(slot.index)).filter(|(id, _)| *id == slot.id);
+    let Some((_, Listener::Waker(registered))) = entry else { return false };
+    if registered.will_wake(waker) {
+        return true;
     }
-    None
+    let old = std::mem::replace(registered, waker.clone());
+    drop(inner);
+    drop(old); // a waker's drop is user code: unlocked
+    true
 }
 
 /// Unregisters the callback at `slot`. True if that prevented its run: it was still registered,
@@ -744,7 +797,7 @@ impl Node {
 /// is now detached. Returns the parent handle, which the caller lets go of, and the discarded
 /// callbacks, which it drops once it has let go of the node (they are user code: nothing of the
 /// release may depend on their drop returning).
-fn release(core: &Arc<Core>) -> (Option<Node>, Vec<(u64, Callback)>) {
+fn release(core: &Arc<Core>) -> (Option<Node>, Vec<(u64, Listener)>) {
     let (timer, discarded, parent) = {
         let mut inner = lock(&core.inner);
         // Relaxed: under the lock that guards state writes (invariant 1). `released` records

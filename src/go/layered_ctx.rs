@@ -21,13 +21,14 @@ use super::go_context::{GoContext, cancel_ctx_key};
 use super::link::subscribe;
 use super::stop::Subscription;
 use super::string::{Layer, LayerKind};
-use crate::cancel::{CancelError, Canceller, Cause};
+use crate::cancel::{CancelError, Canceller, Cause, Waiter};
 use crate::value::{Key, KeyId, Valuer};
 use crossbeam_channel::Receiver;
 use std::any::Any;
 use std::convert::Infallible;
 use std::fmt;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Instant;
 
 /// A Go-style context, running on tether's cancellation tree: what the functions of
@@ -416,6 +417,12 @@ impl Canceller for Ctx {
             Source::Node(_) => true,
             Source::Custom(base) => base.done().is_some(),
             Source::Never => false,
+        }
+    }
+    fn poll_cancelled(&self, cx: &mut std::task::Context<'_>, waiter: &mut Waiter) -> Poll<Cause> {
+        match self.source() {
+            Source::Node(native) => native.poll_cancelled(cx, waiter),
+            _ => waiter.poll_watching(self, cx),
         }
     }
 }

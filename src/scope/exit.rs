@@ -29,8 +29,9 @@
 //! into an abort rather than let a child outlive the scope (scope invariant 1).
 
 use super::error::ScopeError;
+use super::failures::Payload;
 use super::handle::Scope;
-use super::state::{Payload, ScopeState};
+use super::state::ScopeState;
 use crate::ambient;
 use crate::cancel::{Cause, SharedError};
 use crate::unhandled;

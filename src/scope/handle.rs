@@ -8,9 +8,11 @@ use super::error::TrySpawnError;
 use super::state::{LimitFull, ScopeState, Slot};
 use super::task::{self, TaskHandle};
 use super::thread::{ChildBuilder, ScopedJoinHandle};
+use crate::block_on::block_on;
 use crate::context::Context;
 use std::error::Error;
 use std::fmt;
+use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
@@ -292,6 +294,39 @@ impl<'scope, 'env> Scope<'scope, 'env> {
     /// ```
     pub fn builder(&'scope self) -> ChildBuilder<'scope, 'scope, 'env> {
         ChildBuilder { scope: self, name: None, stack_size: None }
+    }
+
+    /// Spawns a thread child that drives the future `f` returns to completion, parking between
+    /// polls (the thread is its executor; no runtime needed). The future may borrow `'scope` data,
+    /// as a thread child's closure may, and runs with the child's context ambient: the way to
+    /// run borrowing async code in parallel within a scope.
+    ///
+    /// # Panics
+    ///
+    /// If the OS cannot create a thread.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tether::Canceller;
+    /// let words = ["a", "bb", "ccc"];
+    /// let total = tether::scope(|s| {
+    ///     let h = s.spawn_future(|ctx| async move {
+    ///         assert!(!ctx.is_cancelled());
+    ///         words.iter().map(|w| w.len()).sum::<usize>()
+    ///     });
+    ///     h.join().unwrap()
+    /// })
+    /// .unwrap();
+    /// assert_eq!(total, 6);
+    /// ```
+    pub fn spawn_future<F, Fut, T>(&'scope self, f: F) -> ScopedJoinHandle<'scope, T>
+    where
+        F: FnOnce(Context) -> Fut + Send + 'scope,
+        Fut: Future<Output = T> + 'scope,
+        T: Send + 'scope,
+    {
+        self.spawn(move |ctx| block_on(f(ctx.clone())))
     }
 
     // ----- Task children (`task.rs`) -----

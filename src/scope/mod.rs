@@ -21,6 +21,7 @@
 //! - `state.rs`: `ScopeState`, what the body and children share: the running count and the wait
 //!   for it, the failures, the limit's slots, dropping user data under `catch_unwind`;
 //! - `count.rs`: the running count's atomic and its closing (invariant 4);
+//! - `failures.rs`: the panics and errors recorded in order (invariant 3), for the report;
 //! - `child.rs`: what both kinds of child share: a child's life in five steps, its outcome, the
 //!   guard that counts it, the marker of the scope it runs for;
 //! - `task_state.rs`: a task's claimed / done / released bits (who drops a task's data);
@@ -62,6 +63,7 @@ mod child;
 pub(crate) mod count;
 mod error;
 mod exit;
+pub(crate) mod failures;
 mod handle;
 mod state;
 mod task;

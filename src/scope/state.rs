@@ -8,20 +8,17 @@
 //! children from their spawn until they count out (`child.rs`, [`Running`](super::child::Running)).
 
 use super::count::{Refused, RunningCount};
+use super::failures::{Failures, Payload};
 use super::task_queue::ScopeTasks;
 use crate::cancel::tree::Settle;
 use crate::cancel::{Canceller, Cause, PanicSummary, SharedError};
 use crate::context::Context;
 use crate::pool;
 use crossbeam_channel::{Receiver, Sender, select};
-use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
-
-/// A panic payload.
-pub(super) type Payload = Box<dyn Any + Send + 'static>;
 
 /// How long a helping wait sleeps when the scope's own queue has no pending task before it looks
 /// there again (a child may queue one meanwhile); the last child's completion wakes it sooner.
@@ -63,33 +60,6 @@ pub(super) enum Slot {
 /// [`ScopeState::try_take_slot`] found every slot of the limit taken.
 #[derive(Debug)]
 pub(super) struct LimitFull;
-
-/// The failures of a scope, in the order they happened (scope invariant 3).
-#[derive(Default)]
-pub(super) struct Failures {
-    panics: Vec<(u64, Payload)>,
-    next_panic: u64,
-    errors: Vec<SharedError>,
-}
-
-impl Failures {
-    /// Moves the error the scope was cancelled with, if a failure cancelled it, to the front.
-    /// A failure records its error and then cancels, so when two fail at once the first
-    /// recorded may not be the one whose cancellation won; [`ScopeError::first`] promises that
-    /// one.
-    fn put_cancelling_error_first(&mut self, cause: Option<Cause>) {
-        let Some(Cause::ChildFailed(winner)) = cause else { return };
-        let same = |e: &SharedError| std::ptr::addr_eq(Arc::as_ptr(e), Arc::as_ptr(&winner));
-        if let Some(index) = self.errors.iter().position(same) {
-            self.errors[..=index].rotate_right(1);
-        }
-    }
-
-    /// The panic payloads (oldest first) and the errors (the cancelling one first).
-    pub(super) fn into_parts(self) -> (Vec<Payload>, Vec<SharedError>) {
-        (self.panics.into_iter().map(|(_, payload)| payload).collect(), self.errors)
-    }
-}
 
 impl ScopeState {
     pub(super) fn new(ctx: Context, limit: Option<usize>) -> ScopeState {
@@ -215,9 +185,7 @@ impl ScopeState {
     /// Takes every failure recorded so far, the error the scope was cancelled with first: what
     /// the exit reports, once no child runs.
     pub(super) fn take_failures(&self) -> Failures {
-        let mut failures = std::mem::take(&mut *self.failures());
-        failures.put_cancelling_error_first(self.ctx.cause());
-        failures
+        std::mem::take(&mut *self.failures()).ordered_by(self.ctx.cause())
     }
 
     /// Cancels the scope with `cause`. A panic of an on-cancel callback run by this cancellation
@@ -230,11 +198,7 @@ impl ScopeState {
 
     /// Records a panic payload; returns its id, for a join handle to take it back.
     fn record_panic(&self, payload: Payload) -> u64 {
-        let mut failures = self.failures();
-        let id = failures.next_panic;
-        failures.next_panic += 1;
-        failures.panics.push((id, payload));
-        id
+        self.failures().record_panic(payload)
     }
 
     /// Records that `who` (a child or the body) panicked and cancels the scope, naming it.
@@ -247,14 +211,12 @@ impl ScopeState {
 
     /// Takes back the payload recorded as `id`, so the scope will not re-raise it.
     pub(super) fn take_panic(&self, id: u64) -> Option<Payload> {
-        let mut failures = self.failures();
-        let index = failures.panics.iter().position(|(i, _)| *i == id)?;
-        Some(failures.panics.remove(index).1)
+        self.failures().take_panic(id)
     }
 
     /// Records a fallible child's error and cancels the scope with it.
     pub(super) fn failed(&self, error: SharedError) {
-        self.failures().errors.push(error.clone());
+        self.failures().push_error(error.clone());
         self.cancel(Cause::ChildFailed(error));
     }
 
@@ -322,28 +284,5 @@ impl pool::FinishCount for ScopeState {
     /// Late finishes of this scope's tasks (pool invariant 4), reported by the worker that ran them.
     fn finish(&self, n: usize) {
         ScopeState::finish(self, n);
-    }
-}
-
-#[cfg(all(test, not(loom)))]
-mod tests {
-    use super::{Failures, SharedError};
-    use crate::cancel::Cause;
-    use std::sync::Arc;
-
-    #[test]
-    fn the_error_a_scope_was_cancelled_with_is_reported_first() {
-        let error = |text: &str| -> SharedError { Arc::new(std::io::Error::other(text.to_string())) };
-        let (a, b, c) = (error("a"), error("b"), error("c"));
-        let mut failures = Failures { errors: vec![a.clone(), b.clone(), c.clone()], ..Failures::default() };
-        // b recorded second but its cancellation won the race: it goes first, the rest keep order.
-        failures.put_cancelling_error_first(Some(Cause::ChildFailed(b.clone())));
-        let order: Vec<String> = failures.errors.iter().map(|e| e.to_string()).collect();
-        assert_eq!(order, ["b", "a", "c"]);
-        // Cancelled by something else (or by an ancestor's failure): the recorded order stays.
-        failures.put_cancelling_error_first(Some(Cause::Cancelled));
-        failures.put_cancelling_error_first(Some(Cause::ChildFailed(error("elsewhere"))));
-        let order: Vec<String> = failures.errors.iter().map(|e| e.to_string()).collect();
-        assert_eq!(order, ["b", "a", "c"]);
     }
 }

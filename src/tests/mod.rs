@@ -6,3 +6,4 @@
 
 mod loom_task;
 mod loom_tree;
+mod loom_waker;

@@ -1,0 +1,620 @@
+//! [`async_scope`]: a scope of async children that may borrow from the enclosing stack frame,
+//! all polled by the scope's own future (concurrent, not parallel), on any executor.
+//!
+//! The scope semantics are the thread scope's: each child has a child context (ambient during its
+//! polls), the first failure or panic cancels the siblings with a typed cause, panics are
+//! re-raised with their payload, every error is kept, values are inherited, children count as
+//! live tasks for the leak checker, and the exit cancels then waits.
+//!
+//! # Soundness
+//! No sound API gives borrowing, parallelism and a non-blocking scope at once (the scoped-task
+//! trilemma). This is the corner without parallelism: the children are owned by the scope, which
+//! is owned by the future [`async_scope`] returns, and only that future ever polls them. So no
+//! child can run after the scope's future is dropped (dropping it drops the children), and if the
+//! future is leaked (`mem::forget`), the children are never polled again: they may hold dangling
+//! borrows, but nothing can use them. `'scope` is invariant, as in std's scope, so a child cannot
+//! borrow what the body (or another child) owns. The scope itself is on the heap, owned by that
+//! future, and the reference the body gets to it is made with `unsafe` (the `SAFETY` comment in
+//! [`async_scope`]): the same argument, written out.
+//!
+//! # Invariants
+//! 1. The children are polled only by the scope's future, with its waker, each with its context
+//!    ambient and under `catch_unwind`.
+//! 2. A child spawned while the children are being polled (by the body or a sibling) goes to
+//!    `spawned` and is polled in the same round: the list being polled is taken out of the lock
+//!    for the round, so a spawn never waits for it.
+//! 3. The exit cancels the scope's context and polls the children until none is left; only then
+//!    does it report.
+
+use crate::ambient;
+use crate::cancel::{Canceller, Cause, PanicSummary, SharedError};
+use crate::context::Context;
+use crate::live::{self, Counter};
+use crate::scope::failures::{Failures, Payload};
+use crate::scope::{JoinError, ScopeError};
+use crate::unhandled;
+use std::error::Error;
+use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::pin::Pin;
+use std::ptr::NonNull;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{self, Poll, Waker};
+
+/// A child's future, with its output already handed to its handle.
+type ChildFuture<'scope> = Pin<Box<dyn Future<Output = ()> + Send + 'scope>>;
+
+/// The body's future, as the closure given to [`async_scope`] returns it.
+pub type ScopeBody<'scope, R> = Pin<Box<dyn Future<Output = R> + Send + 'scope>>;
+
+/// Runs `body` in a new async scope and returns its result once every child has finished.
+///
+/// `body` receives the [`AsyncScope`] and returns its future, boxed (the scope's lifetime is
+/// chosen by the callee, as with [`std::thread::scope`], which a plain `async` closure cannot
+/// express): write `|s| Box::pin(async move { ... })`. The scope opens at the first poll: its
+/// context is a child of the context ambient then ([`crate::current`]), and is ambient while
+/// the body is polled.
+///
+/// When the body's future completes, the scope **cancels** the children still running (with
+/// [`Cause::ScopeExited`]) and then polls them until they finish. Await their handles in the body
+/// to let them finish first.
+///
+/// # Errors
+///
+/// [`ScopeError`] when a child spawned with [`AsyncScope::spawn_fallible`] returned `Err`.
+///
+/// # Panics
+///
+/// Re-raises the first panic of the body or of a child (a panic taken by awaiting the child's
+/// handle is not re-raised), after every child has finished.
+///
+/// # Examples
+///
+/// ```
+/// let names = vec!["ada".to_string(), "grace".to_string()];
+/// let names = &names; // moved into the body as a reference: the children borrow the vector
+/// let lengths = futures_executor::block_on(tether::async_scope(|s| {
+///     Box::pin(async move {
+///         // The children borrow `names` from the enclosing frame.
+///         let handles: Vec<_> = names.iter().map(|n| s.spawn(move |_ctx| async move { n.len() })).collect();
+///         let mut lengths = Vec::new();
+///         for h in handles {
+///             lengths.push(h.await.unwrap());
+///         }
+///         lengths
+///     })
+/// }))
+/// .unwrap();
+/// assert_eq!(lengths, [3, 5]);
+/// ```
+///
+/// A child cannot borrow what the body owns (it may outlive it until the exit):
+///
+/// ```compile_fail
+/// futures_executor::block_on(tether::async_scope(|s| {
+///     Box::pin(async move {
+///         let local = vec![1, 2, 3];
+///         s.spawn(|_| async { local.len() });
+///     })
+/// }));
+/// ```
+pub fn async_scope<'env, F, R>(body: F) -> AsyncScopeFuture<'env, R>
+where
+    F: for<'scope> FnOnce(&'scope AsyncScope<'scope, 'env>) -> ScopeBody<'scope, R> + Send + 'env,
+    R: Send + 'env,
+{
+    AsyncScopeFuture { start: Some(Box::new(body)), scope: None, body: None, output: None, finished: false }
+}
+
+/// The body closure, kept until the first poll opens the scope.
+type Start<'env, R> =
+    Box<dyn for<'scope> FnOnce(&'scope AsyncScope<'scope, 'env>) -> ScopeBody<'scope, R> + Send + 'env>;
+
+/// The future [`async_scope`] returns: polls the body and the children until the body is done,
+/// then (the exit) cancels and polls the children until none is left (invariant 3), then
+/// reports. Dropping it drops the body and every child (in that order) before the scope itself.
+#[must_use = "futures do nothing unless polled"]
+pub struct AsyncScopeFuture<'env, R> {
+    /// The body closure, until the first poll.
+    start: Option<Start<'env, R>>,
+    /// Opened by the first poll; owned (from `Box::leak`), freed in `Drop`.
+    scope: Option<NonNull<AsyncScope<'env, 'env>>>,
+    body: Option<ScopeBody<'env, R>>,
+    output: Option<R>,
+    finished: bool,
+}
+
+// SAFETY: the future owns the scope (a `Sync` value: its state is behind mutexes, its children
+// and body are `Send`) and moves it nowhere; sending the future sends all of it.
+unsafe impl<R: Send> Send for AsyncScopeFuture<'_, R> {}
+
+// Nothing in it is pinned: the body is boxed, the scope is on the heap, and `R` is only moved.
+impl<R> Unpin for AsyncScopeFuture<'_, R> {}
+
+impl<'env, R> AsyncScopeFuture<'env, R> {
+    /// Opens the scope, below the context ambient now, and calls the body with it.
+    fn open(&mut self) -> NonNull<AsyncScope<'env, 'env>> {
+        if let Some(scope) = self.scope {
+            return scope;
+        }
+        let scope = NonNull::from(Box::leak(Box::new(AsyncScope::new(ambient::current().child()))));
+        self.scope = Some(scope);
+        let start = self.start.take().expect("tether: an async scope opened twice");
+        // SAFETY: `scope` points to a live allocation that `AsyncScopeFuture` frees only in its
+        // `Drop`, after it has dropped the body's future and every child's (the only holders of
+        // this reference: `R` cannot hold it, being chosen outside the `for<'scope>` bound), and
+        // nothing else frees it. Leaking the future leaks the allocation too. So the reference
+        // is valid for as long as anything can use it, which is what the `'env` it is given here
+        // stands for (module docs, "Soundness").
+        self.body = Some(start(unsafe { scope.as_ref() }));
+        scope
+    }
+}
+
+impl<R> Future for AsyncScopeFuture<'_, R> {
+    type Output = Result<R, ScopeError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut task::Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        assert!(!this.finished, "tether: an async scope was polled after it completed");
+        let scope = this.open();
+        // SAFETY: the allocation lives until `Drop` (see `open`); a reference not tied to `this`,
+        // which is mutated below.
+        let scope = unsafe { scope.as_ref() };
+        loop {
+            if let Some(body) = &mut this.body {
+                let polled = {
+                    let _ambient = ambient::enter(&scope.ctx);
+                    catch_unwind(AssertUnwindSafe(|| body.as_mut().poll(cx)))
+                };
+                match polled {
+                    Ok(Poll::Pending) => {}
+                    Ok(Poll::Ready(output)) => {
+                        this.output = Some(output);
+                        scope.drop_caught(this.body.take());
+                        // Exit, step 1.
+                        scope.cancel_caught(Cause::ScopeExited);
+                    }
+                    Err(payload) => {
+                        scope.panicked("scope body", payload);
+                        scope.drop_caught(this.body.take());
+                    }
+                }
+            }
+            let progressed = scope.poll_children(cx);
+            if this.body.is_none() && scope.is_idle() {
+                this.finished = true;
+                return Poll::Ready(scope.report(this.output.take()));
+            }
+            if !progressed {
+                return Poll::Pending;
+            }
+        }
+    }
+}
+
+impl<R> Drop for AsyncScopeFuture<'_, R> {
+    fn drop(&mut self) {
+        drop(self.start.take());
+        let Some(scope) = self.scope else { return };
+        // The body first: it may hold handles and the scope reference.
+        drop(self.body.take());
+        // SAFETY: the allocation lives until the end of this function.
+        let scope_ref = unsafe { scope.as_ref() };
+        // Then the children, out of the scope (a child's destructor may spawn: those go too).
+        loop {
+            let children = {
+                let mut children = scope_ref.lock_children();
+                let mut all = std::mem::take(&mut children.running);
+                all.append(&mut children.spawned);
+                all
+            };
+            if children.is_empty() {
+                break;
+            }
+            drop(children);
+        }
+        // SAFETY: from `Box::leak` in `open`; nothing refers to it any more (the body and the
+        // children are gone), and it is freed once, here.
+        drop(unsafe { Box::from_raw(scope.as_ptr()) });
+    }
+}
+
+impl<R> fmt::Debug for AsyncScopeFuture<'_, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AsyncScopeFuture")
+            .field("opened", &self.scope.is_some())
+            .field("finished", &self.finished)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The handle a body and its children use to spawn children into an [`async_scope`], and its
+/// context.
+///
+/// `'scope` is invariant: a child may borrow what outlives the scope (including the scope
+/// itself, to spawn siblings), not what the body or a sibling owns.
+pub struct AsyncScope<'scope, 'env: 'scope> {
+    ctx: Context,
+    children: Mutex<Children<'scope>>,
+    failures: Mutex<Failures>,
+    scope: PhantomData<&'scope mut &'scope ()>,
+    env: PhantomData<&'env mut &'env ()>,
+}
+
+#[derive(Default)]
+struct Children<'scope> {
+    /// Being polled (or waiting to be), unless a round has them out (invariant 2).
+    running: Vec<Child<'scope>>,
+    /// Spawned since the current round took `running` out.
+    spawned: Vec<Child<'scope>>,
+}
+
+struct Child<'scope> {
+    ctx: Context,
+    future: ChildFuture<'scope>,
+    slot: Arc<dyn ChildSlot + 'scope>,
+    _counted: Counted,
+}
+
+/// Counts an async child as a live task (`tether::live().tasks`) while it exists.
+pub(crate) struct Counted;
+
+impl Counted {
+    pub(crate) fn new() -> Counted {
+        live::add(Counter::Tasks, 1);
+        Counted
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        live::add(Counter::Tasks, -1);
+    }
+}
+
+impl<'scope, 'env> AsyncScope<'scope, 'env> {
+    fn new(ctx: Context) -> Self {
+        AsyncScope {
+            ctx,
+            children: Mutex::new(Children::default()),
+            failures: Mutex::new(Failures::default()),
+            scope: PhantomData,
+            env: PhantomData,
+        }
+    }
+
+    /// The scope's context: the parent of every child's. Cancelling it cancels every child.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tether::Canceller;
+    /// futures_executor::block_on(tether::async_scope(|s| Box::pin(async move {
+    ///     assert!(!s.context().is_cancelled());
+    /// })))
+    /// .unwrap();
+    /// ```
+    pub fn context(&self) -> &Context {
+        &self.ctx
+    }
+
+    /// Cancels the scope (with [`Cause::Cancelled`]) and so every child; does not wait.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tether::{Canceller, Cause};
+    /// let cause = futures_executor::block_on(tether::async_scope(|s| Box::pin(async move {
+    ///     let child = s.spawn(|ctx| async move { ctx.cancelled().await });
+    ///     s.cancel();
+    ///     child.await.unwrap()
+    /// })))
+    /// .unwrap();
+    /// assert_eq!(cause, Cause::Cancelled);
+    /// ```
+    pub fn cancel(&self) {
+        self.ctx.cancel();
+    }
+
+    /// Spawns a child: `f` receives the child's own context (a child of the scope's, also
+    /// ambient during the child's polls) and returns the future to run. The future may borrow
+    /// anything that outlives the scope. It is polled by the scope's future, concurrently with
+    /// the body and the other children.
+    ///
+    /// A panic in the child cancels the scope (siblings see [`Cause::Panicked`]) and is re-raised
+    /// by the scope unless taken by awaiting the handle.
+    ///
+    /// # Examples
+    ///
+    /// See [`async_scope`].
+    pub fn spawn<F, Fut, T>(&'scope self, f: F) -> AsyncJoinHandle<'scope, T>
+    where
+        F: FnOnce(Context) -> Fut,
+        Fut: Future<Output = T> + Send + 'scope,
+        T: Send + 'scope,
+    {
+        let ctx = self.ctx.child_for_spawn();
+        let slot = Arc::new(Slot::new());
+        let future = f(ctx.clone());
+        let output = slot.clone();
+        let child: ChildFuture<'scope> = Box::pin(async move {
+            let value = future.await;
+            output.finish(SlotState::Returned(value));
+        });
+        let counted = Counted::new();
+        self.lock_children().spawned.push(Child {
+            ctx: ctx.clone(),
+            future: child,
+            slot: slot.clone(),
+            _counted: counted,
+        });
+        AsyncJoinHandle { slot, ctx, failures: &self.failures }
+    }
+
+    /// Spawns a child whose `Err` fails the scope: the first error cancels the scope with
+    /// [`Cause::ChildFailed`], and [`async_scope`] returns a [`ScopeError`] holding it and every
+    /// later error. The handle yields the same shared error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tether::Canceller;
+    /// let err = futures_executor::block_on(tether::async_scope(|s| Box::pin(async move {
+    ///     let sibling = s.spawn(|ctx| async move { ctx.cancelled().await });
+    ///     s.spawn_fallible(|_| async { Err::<(), _>(std::fmt::Error) });
+    ///     sibling.await.unwrap()
+    /// })))
+    /// .unwrap_err();
+    /// assert!(err.downcast_ref::<std::fmt::Error>().is_some());
+    /// ```
+    pub fn spawn_fallible<F, Fut, T, E>(&'scope self, f: F) -> AsyncJoinHandle<'scope, Result<T, Arc<E>>>
+    where
+        F: FnOnce(Context) -> Fut,
+        Fut: Future<Output = Result<T, E>> + Send + 'scope,
+        T: Send + 'scope,
+        E: Error + Send + Sync + 'static,
+    {
+        self.spawn(move |ctx| {
+            let future = f(ctx);
+            async move {
+                future.await.map_err(|error| {
+                    let error = Arc::new(error);
+                    self.failed(error.clone());
+                    error
+                })
+            }
+        })
+    }
+
+    fn lock_children(&self) -> MutexGuard<'_, Children<'scope>> {
+        self.children.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn lock_failures(&self) -> MutexGuard<'_, Failures> {
+        self.failures.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn failed(&self, error: SharedError) {
+        self.lock_failures().push_error(error.clone());
+        self.cancel_caught(Cause::ChildFailed(error));
+    }
+
+    fn panicked(&self, who: &str, payload: Payload) -> u64 {
+        let summary = PanicSummary::from_payload(Some(who.into()), &*payload);
+        let id = self.lock_failures().record_panic(payload);
+        self.cancel_caught(Cause::Panicked(summary));
+        id
+    }
+
+    /// Cancels with `cause`; a panicking on-cancel callback is a panic of the scope.
+    fn cancel_caught(&self, cause: Cause) {
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| self.ctx.cancel_with(cause))) {
+            self.lock_failures().record_panic(payload);
+        }
+    }
+
+    /// Polls every child once, and the ones spawned meanwhile (invariant 2); drops the finished
+    /// ones. Returns whether any finished or was spawned (the body may be waiting on it).
+    fn poll_children(&self, cx: &mut task::Context<'_>) -> bool {
+        let mut progressed = false;
+        let mut round = std::mem::take(&mut self.lock_children().running);
+        loop {
+            let spawned = std::mem::take(&mut self.lock_children().spawned);
+            progressed |= !spawned.is_empty();
+            round.extend(spawned);
+            let before = round.len();
+            round.retain_mut(|child| self.poll_child(child, cx).is_pending());
+            progressed |= round.len() < before;
+            let mut children = self.lock_children();
+            if children.spawned.is_empty() {
+                children.running.append(&mut round);
+                return progressed;
+            }
+        }
+    }
+
+    /// Polls one child with its context ambient (invariant 1); a panic is recorded and cancels
+    /// the scope, and its handle learns of it.
+    fn poll_child(&self, child: &mut Child<'scope>, cx: &mut task::Context<'_>) -> Poll<()> {
+        let _ambient = ambient::enter(&child.ctx);
+        match catch_unwind(AssertUnwindSafe(|| child.future.as_mut().poll(cx))) {
+            Ok(poll) => poll,
+            Err(payload) => {
+                let id = self.panicked("async child", payload);
+                child.slot.panicked(id);
+                Poll::Ready(())
+            }
+        }
+    }
+
+    fn is_idle(&self) -> bool {
+        let children = self.lock_children();
+        children.running.is_empty() && children.spawned.is_empty()
+    }
+
+    /// Step 3 of the exit: the first panic, else the errors, else the body's output.
+    fn report<R>(&self, body: Option<R>) -> Result<R, ScopeError> {
+        let failures = std::mem::take(&mut *self.lock_failures()).ordered_by(self.ctx.cause());
+        let (panics, errors) = failures.into_parts();
+        let mut panics = panics.into_iter();
+        if let Some(first) = panics.next() {
+            panics.for_each(unhandled::record);
+            resume_unwind(first);
+        }
+        match ScopeError::from_errors(errors) {
+            Some(error) => Err(error),
+            None => Ok(body.expect("tether: the async scope's body neither returned nor panicked")),
+        }
+    }
+
+    /// Drops `value` (user data), recording a panic from its destructor as the scope's.
+    fn drop_caught<T>(&self, value: T) {
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(value))) {
+            self.lock_failures().record_panic(payload);
+        }
+    }
+}
+
+impl fmt::Debug for AsyncScope<'_, '_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let children = self.lock_children();
+        f.debug_struct("AsyncScope")
+            .field("context", &self.ctx)
+            .field("children", &(children.running.len() + children.spawned.len()))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a child's output waits for its handle.
+pub(crate) struct Slot<T> {
+    state: Mutex<SlotState<T>>,
+}
+
+pub(crate) enum SlotState<T> {
+    /// Not finished; the waker of a handle awaiting it.
+    Running(Option<Waker>),
+    Returned(T),
+    /// The child panicked; the payload is in the scope's failures under this id.
+    Panicked(u64),
+    /// The handle took the outcome.
+    Taken,
+}
+
+impl<T> Slot<T> {
+    /// A slot for a child that is running.
+    pub(crate) fn new() -> Slot<T> {
+        Slot { state: Mutex::new(SlotState::Running(None)) }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, SlotState<T>> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Stores the child's outcome and wakes the handle awaiting it.
+    pub(crate) fn finish(&self, outcome: SlotState<T>) {
+        let previous = std::mem::replace(&mut *self.lock(), outcome);
+        if let SlotState::Running(Some(waker)) = previous {
+            waker.wake();
+        }
+    }
+}
+
+impl<T> Slot<T> {
+    /// What a join handle's poll does: the outcome once the child has finished (a panic taken
+    /// back from `failures`), else `Pending` with the waker stored for [`Slot::finish`].
+    pub(crate) fn poll_join(
+        &self,
+        cx: &mut task::Context<'_>,
+        failures: &Mutex<Failures>,
+    ) -> Poll<Result<T, JoinError>> {
+        let mut state = self.lock();
+        match std::mem::replace(&mut *state, SlotState::Taken) {
+            SlotState::Running(_) => {
+                *state = SlotState::Running(Some(cx.waker().clone()));
+                Poll::Pending
+            }
+            SlotState::Returned(value) => Poll::Ready(Ok(value)),
+            SlotState::Panicked(id) => {
+                drop(state);
+                let payload = failures.lock().unwrap_or_else(PoisonError::into_inner).take_panic(id);
+                Poll::Ready(Err(JoinError::new(
+                    None,
+                    payload.expect("tether: a child's panic was taken twice"),
+                )))
+            }
+            SlotState::Taken => panic!("tether: a join handle was polled after it completed"),
+        }
+    }
+
+    /// Whether the child has finished.
+    pub(crate) fn is_finished(&self) -> bool {
+        !matches!(*self.lock(), SlotState::Running(_))
+    }
+}
+
+/// What the scope tells a child's slot, with the output type erased.
+pub(crate) trait ChildSlot: Send + Sync {
+    fn panicked(&self, id: u64);
+}
+
+impl<T: Send> ChildSlot for Slot<T> {
+    fn panicked(&self, id: u64) {
+        self.finish(SlotState::Panicked(id));
+    }
+}
+
+/// Awaits a child of an [`async_scope`]: its output, or the [`JoinError`] holding its panic
+/// (which the scope then does not re-raise). Dropping it does not detach the child: the scope
+/// waits for it at exit (and cancels it first).
+// Not `#[must_use]`: the child runs whether or not its handle is awaited (fire-and-forget
+// children are normal in a scope, which waits for them anyway), like `ScopedJoinHandle`.
+pub struct AsyncJoinHandle<'scope, T> {
+    slot: Arc<Slot<T>>,
+    ctx: Context,
+    failures: &'scope Mutex<Failures>,
+}
+
+impl<T> AsyncJoinHandle<'_, T> {
+    /// The child's context: cancel it to stop this child only.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tether::{Canceller, Cause};
+    /// futures_executor::block_on(tether::async_scope(|s| Box::pin(async move {
+    ///     let h = s.spawn(|ctx| async move { ctx.cancelled().await });
+    ///     h.context().cancel();
+    ///     assert_eq!(h.await.unwrap(), Cause::Cancelled);
+    /// })))
+    /// .unwrap();
+    /// ```
+    pub fn context(&self) -> &Context {
+        &self.ctx
+    }
+
+    /// Whether the child has finished.
+    pub fn is_finished(&self) -> bool {
+        self.slot.is_finished()
+    }
+}
+
+impl<T> Future for AsyncJoinHandle<'_, T> {
+    type Output = Result<T, JoinError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut task::Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        this.slot.poll_join(cx, this.failures)
+    }
+}
+
+impl<T> fmt::Debug for AsyncJoinHandle<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AsyncJoinHandle")
+            .field("finished", &self.is_finished())
+            .field("context", &self.ctx)
+            .finish()
+    }
+}

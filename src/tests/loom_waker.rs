@@ -1,0 +1,89 @@
+//! Models of a future awaiting a context (`cancel/awaited.rs`): registration against a racing
+//! cancel (no lost wake-up), dropping a pending waiter against a racing cancel (at most one wake,
+//! nothing left registered), and replacing the waker against a racing cancel.
+
+use crate::cancel::{Canceller, Waiter};
+use crate::context::Context;
+use loom::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use loom::thread;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll, Wake, Waker};
+
+fn model(f: impl Fn() + Sync + Send + 'static) {
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(3);
+    builder.check(f);
+}
+
+struct Counting(AtomicUsize);
+
+impl Wake for Counting {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, SeqCst);
+    }
+}
+
+fn counting() -> (Arc<Counting>, Waker) {
+    let count = Arc::new(Counting(AtomicUsize::new(0)));
+    (count.clone(), Waker::from(count))
+}
+
+fn poll(ctx: &Context, waker: &Waker, waiter: &mut Waiter) -> Poll<crate::cancel::Cause> {
+    ctx.poll_cancelled(&mut TaskContext::from_waker(waker), waiter)
+}
+
+#[test]
+fn a_registration_racing_a_cancel_is_ready_or_woken_never_lost() {
+    model(|| {
+        let ctx = Context::new();
+        let canceller = ctx.clone();
+        let t = thread::spawn(move || canceller.cancel());
+        let (count, waker) = counting();
+        let mut waiter = Waiter::new();
+        let first = poll(&ctx, &waker, &mut waiter);
+        t.join().unwrap();
+        let woken = count.0.load(SeqCst);
+        assert!(first.is_ready() || woken == 1, "a pending poll must be woken by the cancel");
+        assert!(woken <= 1);
+        assert!(poll(&ctx, &waker, &mut waiter).is_ready());
+    });
+}
+
+#[test]
+fn dropping_a_pending_waiter_racing_a_cancel_wakes_at_most_once_and_leaves_nothing() {
+    model(|| {
+        let ctx = Context::new();
+        let (count, waker) = counting();
+        let mut waiter = Waiter::new();
+        assert!(poll(&ctx, &waker, &mut waiter).is_pending());
+        let canceller = ctx.clone();
+        let t = thread::spawn(move || canceller.cancel());
+        drop(waiter);
+        t.join().unwrap();
+        assert!(count.0.load(SeqCst) <= 1);
+        // The node is cancelled and holds no listener: a new waiter is ready at once.
+        let mut again = Waiter::new();
+        assert!(poll(&ctx, &waker, &mut again).is_ready());
+    });
+}
+
+#[test]
+fn replacing_the_waker_racing_a_cancel_wakes_one_of_them_or_is_ready() {
+    model(|| {
+        let ctx = Context::new();
+        let (first, first_waker) = counting();
+        let (second, second_waker) = counting();
+        let mut waiter = Waiter::new();
+        assert!(poll(&ctx, &first_waker, &mut waiter).is_pending());
+        let canceller = ctx.clone();
+        let t = thread::spawn(move || canceller.cancel());
+        let replaced = poll(&ctx, &second_waker, &mut waiter);
+        t.join().unwrap();
+        let wakes = first.0.load(SeqCst) + second.0.load(SeqCst);
+        assert!(wakes <= 1, "one registration, one wake");
+        assert!(replaced.is_ready() || wakes == 1, "no lost wake-up");
+        if replaced.is_pending() {
+            assert_eq!(second.0.load(SeqCst), 1, "once replaced, only the latest waker is woken");
+        }
+    });
+}

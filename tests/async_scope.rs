@@ -1,0 +1,299 @@
+//! The borrowing async scope (`tether::async_scope`), the tokio scope (`tether::tokio_scope`,
+//! feature `tokio`) and futures on thread children (`Scope::spawn_future`): tether's scope
+//! semantics for async children.
+
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use tether::testing::LeakCheck;
+use tether::{Canceller, Cause, Key};
+
+/// Held by every test: some read process-wide counts.
+static COUNTS: Mutex<()> = Mutex::new(());
+
+fn counts() -> MutexGuard<'static, ()> {
+    COUNTS.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("shard {0} is down")]
+struct ShardDown(usize);
+
+static TRACE: Key<u64> = Key::new("trace");
+
+#[test]
+fn children_borrow_from_the_stack_and_run_concurrently_in_one_task() {
+    let _counts = counts();
+    let check = LeakCheck::start();
+    let inputs = [1u64, 2, 3];
+    let (tx, rx) = futures_channel_pair();
+    let sum = futures_executor::block_on(tether::async_scope(|s| {
+        Box::pin(async {
+            // The second child waits for the first: they only finish if polled concurrently.
+            let waiter = s.spawn(|_| async { rx.await_value().await });
+            let sender = s.spawn(|_| async { tx.send(inputs.iter().sum::<u64>()) });
+            sender.await.unwrap();
+            waiter.await.unwrap()
+        })
+    }))
+    .unwrap();
+    assert_eq!(sum, 6);
+    drop((tx, rx)); // the pair's own context
+    check.finish().unwrap();
+}
+
+#[test]
+fn the_exit_cancels_the_children_still_running_and_waits_for_them() {
+    let _counts = counts();
+    let finished = AtomicUsize::new(0);
+    let finished_ref = &finished;
+    futures_executor::block_on(tether::async_scope(|s| {
+        Box::pin(async move {
+            for _ in 0..3 {
+                s.spawn(move |ctx| async move {
+                    let cause = ctx.cancelled_owned().await;
+                    assert_eq!(cause, Cause::ScopeExited);
+                    finished_ref.fetch_add(1, SeqCst);
+                });
+            }
+        })
+    }))
+    .unwrap();
+    assert_eq!(finished.load(SeqCst), 3, "every child ran to its end before the scope returned");
+}
+
+#[test]
+fn the_first_error_cancels_the_siblings_and_every_error_is_kept() {
+    let _counts = counts();
+    let err = futures_executor::block_on(tether::async_scope(|s| {
+        Box::pin(async {
+            let sibling = s.spawn(|ctx| async move { ctx.cancelled_owned().await });
+            s.spawn_fallible(|_| async { Err::<(), _>(ShardDown(1)) });
+            let cause = sibling.await.unwrap();
+            assert_eq!(cause.downcast_ref::<ShardDown>().unwrap().0, 1);
+            s.spawn_fallible(|_| async { Err::<(), _>(ShardDown(2)) });
+        })
+    }))
+    .unwrap_err();
+    assert_eq!(err.first().downcast_ref::<ShardDown>().unwrap().0, 1);
+    assert_eq!(err.others().len(), 1);
+}
+
+#[test]
+fn a_child_panic_cancels_the_siblings_and_is_reraised_with_its_payload() {
+    let _counts = counts();
+    let payload = std::panic::catch_unwind(|| {
+        futures_executor::block_on(tether::async_scope(|s| {
+            Box::pin(async {
+                let sibling = s.spawn(|ctx| async move { ctx.cancelled_owned().await });
+                s.spawn(|_| async { panic!("shard exploded") });
+                let cause = sibling.await.unwrap();
+                assert!(matches!(cause, Cause::Panicked(_)), "{cause:?}");
+            })
+        }))
+    })
+    .unwrap_err();
+    assert_eq!(payload.downcast_ref::<&str>(), Some(&"shard exploded"));
+}
+
+#[test]
+fn a_panic_taken_by_awaiting_the_handle_is_not_reraised() {
+    let _counts = counts();
+    let result = futures_executor::block_on(tether::async_scope(|s| {
+        Box::pin(async {
+            let h = s.spawn(|_| async { panic!("taken") });
+            h.await.unwrap_err().is_panic()
+        })
+    }));
+    assert!(result.unwrap());
+}
+
+#[test]
+fn children_inherit_values_and_have_their_own_ambient_context() {
+    let _counts = counts();
+    let ctx = tether::Context::new().with_value(&TRACE, 7);
+    futures_executor::block_on(ctx.bind(tether::async_scope(|s| {
+        Box::pin(async {
+            let h = s.spawn(|ctx| async move { (ctx.value(&TRACE).copied(), TRACE.get()) });
+            assert_eq!(h.await.unwrap(), (Some(7), Some(7)));
+        })
+    })))
+    .unwrap();
+}
+
+#[test]
+fn dropping_the_scope_future_drops_its_children_and_leaks_nothing() {
+    let _counts = counts();
+    let check = LeakCheck::start();
+    struct Flag<'a>(&'a AtomicUsize);
+    impl Drop for Flag<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, SeqCst);
+        }
+    }
+    let dropped = AtomicUsize::new(0);
+    let mut scope = Box::pin(tether::async_scope(|s| {
+        Box::pin(async {
+            s.spawn(|_| async {
+                let _flag = Flag(&dropped);
+                std::future::pending::<()>().await
+            });
+            std::future::pending::<()>().await
+        })
+    }));
+    let waker = std::task::Waker::noop();
+    assert!(scope.as_mut().poll(&mut std::task::Context::from_waker(waker)).is_pending());
+    drop(scope);
+    assert_eq!(dropped.load(SeqCst), 1);
+    check.finish().unwrap();
+}
+
+#[test]
+fn a_future_on_a_thread_child_borrows_and_sees_its_context() {
+    let _counts = counts();
+    let data = [1, 2, 3];
+    let out = tether::scope(|s| {
+        let h = s.spawn_future(|ctx| async move {
+            assert!(tether::current().can_be_cancelled());
+            let cause = if ctx.is_cancelled() { ctx.cause() } else { None };
+            (data.iter().sum::<i32>(), cause)
+        });
+        h.join().unwrap()
+    })
+    .unwrap();
+    assert_eq!(out, (6, None));
+}
+
+#[test]
+fn a_future_on_a_thread_child_is_woken_by_the_scope_exit() {
+    let _counts = counts();
+    let cause = tether::scope(|s| {
+        s.spawn_future(|ctx| async move { ctx.cancelled_owned().await });
+    });
+    assert!(cause.is_ok());
+}
+
+/// A one-shot channel made of a tether context and a slot, to keep the test free of other
+/// async crates: the receiver awaits the sender's "cancellation".
+fn futures_channel_pair() -> (Sender, Receiver) {
+    let ctx = tether::Context::new();
+    let value = Arc::new(Mutex::new(None));
+    (Sender { ctx: ctx.clone(), value: value.clone() }, Receiver { ctx, value })
+}
+
+struct Sender {
+    ctx: tether::Context,
+    value: Arc<Mutex<Option<u64>>>,
+}
+
+impl Sender {
+    fn send(&self, v: u64) {
+        *self.value.lock().unwrap() = Some(v);
+        self.ctx.cancel();
+    }
+}
+
+struct Receiver {
+    ctx: tether::Context,
+    value: Arc<Mutex<Option<u64>>>,
+}
+
+impl Receiver {
+    async fn await_value(&self) -> u64 {
+        self.ctx.cancelled().await;
+        self.value.lock().unwrap().unwrap()
+    }
+}
+
+#[cfg(feature = "tokio")]
+mod tokio_scope {
+    use super::*;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().unwrap()
+    }
+
+    #[test]
+    fn children_run_as_tokio_tasks_and_the_exit_cancels_then_awaits_them() {
+        let _counts = counts();
+        let finished = Arc::new(AtomicUsize::new(0));
+        let f = finished.clone();
+        let total = runtime()
+            .block_on(tether::tokio_scope(|s| async move {
+                let handles: Vec<_> = (0..100u64).map(|n| s.spawn(move |_| async move { n })).collect();
+                for _ in 0..3 {
+                    let f = f.clone();
+                    s.spawn(move |ctx| async move {
+                        assert_eq!(ctx.cancelled_owned().await, Cause::ScopeExited);
+                        f.fetch_add(1, SeqCst);
+                    });
+                }
+                let mut total = 0;
+                for h in handles {
+                    total += h.await.unwrap();
+                }
+                total
+            }))
+            .unwrap();
+        assert_eq!(total, 4950);
+        assert_eq!(finished.load(SeqCst), 3);
+    }
+
+    #[test]
+    fn a_child_error_cancels_the_siblings_and_a_panic_is_reraised() {
+        let _counts = counts();
+        let rt = runtime();
+        let err = rt
+            .block_on(tether::tokio_scope(|s| async move {
+                let sibling = s.spawn(|ctx| async move { ctx.cancelled_owned().await });
+                s.spawn_fallible(|_| async { Err::<(), _>(ShardDown(3)) });
+                assert_eq!(sibling.await.unwrap().downcast_ref::<ShardDown>().unwrap().0, 3);
+            }))
+            .unwrap_err();
+        assert_eq!(err.downcast_ref::<ShardDown>().unwrap().0, 3);
+        let payload = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            rt.block_on(tether::tokio_scope(|s| async move {
+                s.spawn(|_| async { panic!("tokio child exploded") });
+            }))
+        }))
+        .unwrap_err();
+        assert_eq!(payload.downcast_ref::<&str>(), Some(&"tokio child exploded"));
+    }
+
+    #[test]
+    fn children_inherit_values_and_see_their_context_ambiently() {
+        let _counts = counts();
+        let ctx = tether::Context::new().with_value(&TRACE, 9);
+        let seen = runtime()
+            .block_on(ctx.bind(tether::tokio_scope(|s| async move {
+                s.spawn(|_| async { TRACE.get() }).await.unwrap()
+            })))
+            .unwrap();
+        assert_eq!(seen, Some(9));
+    }
+
+    #[test]
+    fn dropping_the_scope_future_cancels_and_aborts_every_child() {
+        let _counts = counts();
+        let check = LeakCheck::start();
+        let rt = runtime();
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        rt.block_on(async move {
+            let scope = tether::tokio_scope(|s| async move {
+                s.spawn(move |_| async move {
+                    started_tx.send(()).unwrap();
+                    std::future::pending::<()>().await
+                });
+                std::future::pending::<()>().await
+            });
+            let mut scope = Box::pin(scope);
+            // Poll the scope until its child has started, then drop it.
+            tokio::select! {
+                _ = &mut scope => unreachable!(),
+                _ = tokio::task::spawn_blocking(move || started_rx.recv().unwrap()) => {}
+            }
+            drop(scope);
+        });
+        drop(rt); // the runtime drops the aborted futures
+        check.finish().unwrap();
+    }
+}
