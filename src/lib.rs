@@ -82,14 +82,18 @@
 //! | module | holds | |
 //! | --- | --- | --- |
 //! | `context` | [`Context`]: the handle to a node of the cancellation tree and its values | handle |
-//! | `cancel` | [`Canceller`], [`Cause`], callbacks; `tree` (the nodes, propagation, release), `deadline` (the timer driver and its firers) | handle / engine |
+//! | `cancel` | [`Canceller`], [`Cause`], callbacks, awaiting ([`Cancelled`], [`Waiter`]); `tree` (the nodes, propagation, release), `deadline` (the timer driver and its firers) | handle / engine |
 //! | `value` | [`Key`], [`Valuer`], the persistent map of bound values | handle / engine |
-//! | `ambient` | [`current`], [`with_current`]: the context of the running thread | handle |
+//! | `ambient` | [`current`], [`with_current`]: the context of the running thread; [`WithContext`] and [`propagate`] for futures | handle |
 //! | `scope` | [`scope`], [`ScopeBuilder`], [`Scope`], join handles (`builder`, `handle`, `thread`, `task`); the exit, the scope's state, children's life, the task queue (`exit`, `state`, `child`, `task_queue`, `count`, `task_state`) | handle / engine |
 //! | [`pool`] | the shared work-stealing pool that runs scope tasks | engine (configuration public) |
+//! | `async_scope` | [`async_scope`]: borrowing async children polled by the scope's own future | handle / engine |
+//! | `tokio_scope` | `tokio_scope` (feature `tokio`): children as tokio tasks | handle / engine |
+//! | `token` | bridges to tokio-util's `CancellationToken` (feature `tokio-util`) | handle |
 //! | [`blocking`] | cancellable sleep and channel receives | handle |
 //! | [`go`] | Go's `context` API on the tree, checked against Go | handle over the tree |
 //! | `live`, `unhandled` | the process-wide live counts and thread registry; the sink for panics with no caller | engine |
+//! | `watcher`, `block_on` | one thread waiting on many done channels; a thread driving one future | engine |
 //! | [`testing`] | the leak checker and [`testing::take_unhandled_panics`] | handle |
 //! | `slab`, `loom` | the slab of registered children; the std/loom atomics switch | engine |
 
