@@ -425,9 +425,16 @@ impl<'scope, 'env> AsyncScope<'scope, 'env> {
             let spawned = std::mem::take(&mut self.lock_children().spawned);
             progressed |= !spawned.is_empty();
             round.extend(spawned);
-            let before = round.len();
-            round.retain_mut(|child| self.poll_child(child, cx).is_pending());
-            progressed |= round.len() < before;
+            let mut i = 0;
+            while i < round.len() {
+                if self.poll_child(&mut round[i], cx).is_ready() {
+                    // Its context and future are user data: a panic dropping them is the scope's.
+                    self.drop_caught(round.swap_remove(i));
+                    progressed = true;
+                } else {
+                    i += 1;
+                }
+            }
             let mut children = self.lock_children();
             if children.spawned.is_empty() {
                 children.running.append(&mut round);

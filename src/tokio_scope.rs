@@ -280,9 +280,16 @@ impl Inner {
                 }
             };
             let mut taken = taken;
-            // A task's panic is caught inside it (invariant 1): only an abort could fail a join,
-            // and nothing aborts these.
-            while taken.join_next().await.is_some() {}
+            // A task's panic is caught inside it (invariant 1), but dropping what it finished
+            // with (its context, its future's captures) is user code too: a panic there reaches
+            // the join, and is a panic of the scope. Nothing aborts these tasks.
+            while let Some(joined) = taken.join_next().await {
+                if let Err(error) = joined {
+                    if error.is_panic() {
+                        self.lock_failures().record_panic(error.into_panic());
+                    }
+                }
+            }
         }
     }
 

@@ -297,3 +297,30 @@ mod tokio_scope {
         check.finish().unwrap();
     }
 }
+
+/// A value whose destructor panics.
+struct PanicsOnDrop(&'static str);
+
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            panic!("{}", self.0);
+        }
+    }
+}
+
+#[test]
+fn a_panicking_destructor_in_a_child_is_the_scopes_panic_not_lost() {
+    let _counts = counts();
+    let payload = std::panic::catch_unwind(|| {
+        futures_executor::block_on(tether::async_scope(|s| {
+            Box::pin(async move {
+                s.spawn(|_| async {
+                    let _guard = PanicsOnDrop("dropped badly");
+                });
+            })
+        }))
+    })
+    .unwrap_err();
+    assert_eq!(payload.downcast_ref::<String>().map(String::as_str), Some("dropped badly"));
+}

@@ -1,4 +1,4 @@
-//! loom models of the cancellation tree's races and of the pool-task protocol (run with
+//! loom models of the cancellation tree's races, of the pool-task protocol and of wakers (run with
 //! `RUSTFLAGS="--cfg loom"`).
 //!
 //! Each model has two or three threads and checks one race named in its function's name; loom
