@@ -1,4 +1,4 @@
-//! # tether: structured concurrency for threads
+//! # tether: structured concurrency for threads, pool tasks and futures
 //!
 //! tether is what Go's `context` package would look like if goroutine lifetimes were bound to
 //! their scope: a **cancellation tree** with deadlines and **typed causes**, **typed scoped
@@ -71,6 +71,31 @@
 //! }
 //! let v: Vec<u64> = (0..100_000).collect();
 //! assert_eq!(sum(&v), 99_999 * 100_000 / 2);
+//! ```
+//!
+//! ## Async
+//! A context can be awaited ([`Canceller::cancelled`], [`Context::run_until_cancelled`]) under any
+//! executor, made ambient inside a future ([`Context::bind`], [`propagate`]), and a scope can own
+//! async children: borrowing ones polled by the scope's own future ([`async_scope`]), tokio tasks
+//! (`tokio_scope`, feature `tokio`), or a future on a thread child ([`Scope::spawn_future`]).
+//! tokio-util's `CancellationToken` bridges both ways (`token`, feature `tokio-util`).
+//!
+//! ```
+//! use tether::{Canceller, Cause, Context};
+//!
+//! let request = Context::new();
+//! let total = futures_executor::block_on(request.bind(tether::async_scope(|s| {
+//!     Box::pin(async move {
+//!         let slow = s.spawn(|ctx| async move { ctx.cancelled_owned().await });
+//!         let fast = s.spawn(|_| async { 2 + 2 });
+//!         let four = fast.await.unwrap();
+//!         s.cancel(); // stop the slow one; it sees why
+//!         assert_eq!(slow.await.unwrap(), Cause::Cancelled);
+//!         four
+//!     })
+//! })))
+//! .unwrap();
+//! assert_eq!(total, 4);
 //! ```
 //!
 //! Design notes live in the repository's `design/` directory.
