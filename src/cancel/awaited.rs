@@ -84,7 +84,14 @@ impl Waiter {
     /// [`Canceller::poll_cancelled`] for a node: registers or replaces the waker in `core`.
     pub(crate) fn poll_node(&mut self, core: &Arc<Core>, cx: &mut task::Context<'_>) -> Poll<Cause> {
         if let Some(cause) = core.cause() {
-            self.clear(); // the cancellation drained the registration; nothing to remove
+            match &self.registration {
+                // The cancellation drained every listener of this node, ours included, and the
+                // node takes none any more (tree invariant 3): nothing to remove, no lock to take.
+                Registration::Node(registered, _) if Arc::ptr_eq(registered, core) => {
+                    self.registration = Registration::None;
+                }
+                _ => self.clear(),
+            }
             return Poll::Ready(cause);
         }
         if let Registration::Node(registered, slot) = &self.registration {
