@@ -13,7 +13,7 @@
 //!    the token clone it holds). A bridge to a context is the token's future, held by a waker
 //!    the token holds; an on-cancel callback on the new context owns a guard that drops that
 //!    future (and so the token's hold on the waker) when the context is cancelled or dropped.
-//! 2. The bridge to a context holds no handle of it, only a canceller ([`RemoteCanceller`]):
+//! 2. The bridge to a context holds no handle of it, only a canceller (`RemoteCanceller`):
 //!    a token that lives on does not keep the context registered with its parent.
 //! 3. Two bridges in opposite directions terminate: cancelling an already cancelled context or
 //!    token does nothing.
