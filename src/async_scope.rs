@@ -92,7 +92,7 @@ pub type ScopeBody<'scope, R> = Pin<Box<dyn Future<Output = R> + Send + 'scope>>
 ///
 /// A child cannot borrow what the body owns (it may outlive it until the exit):
 ///
-/// ```compile_fail
+/// ```compile_fail,E0597
 /// futures_executor::block_on(tether::async_scope(|s| {
 ///     Box::pin(async move {
 ///         let local = vec![1, 2, 3];

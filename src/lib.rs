@@ -202,3 +202,9 @@ pub struct Design0004Doctests;
 #[cfg(doctest)]
 #[doc = include_str!("../design/0005-go-adapter.md")]
 pub struct Design0005Doctests;
+
+/// design/0006's code blocks (its Surface pins the async signatures; the feature-gated ones are
+/// pinned by the doc tests of `tokio_scope.rs` and `token.rs`), compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../design/0006-async.md")]
+pub struct Design0006Doctests;

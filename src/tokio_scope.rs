@@ -78,6 +78,22 @@ use tokio::task::JoinSet;
 /// assert_eq!(total, 60);
 /// # }
 /// ```
+///
+/// A child is a tokio task, so it cannot borrow from the stack, not even what outlives the scope
+/// (that is [`async_scope`](crate::async_scope)'s corner; move or share the data instead):
+///
+/// ```compile_fail,E0597
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let names = vec!["ada".to_string()];
+/// let names = &names;
+/// tether::tokio_scope(|s| async move {
+///     s.spawn(move |_| async move { names.len() });
+/// })
+/// .await
+/// .unwrap();
+/// # }
+/// ```
 pub async fn tokio_scope<F, Fut, R>(body: F) -> Result<R, ScopeError>
 where
     F: FnOnce(TokioScope) -> Fut,

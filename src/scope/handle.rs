@@ -301,6 +301,16 @@ impl<'scope, 'env> Scope<'scope, 'env> {
     /// as a thread child's closure may, and runs with the child's context ambient: the way to
     /// run borrowing async code in parallel within a scope.
     ///
+    /// As with [`spawn`](Self::spawn), the future cannot borrow what the body owns (it would be
+    /// dropped before the scope joins the child):
+    ///
+    /// ```compile_fail,E0373
+    /// tether::scope(|s| {
+    ///     let local = vec![1, 2, 3];
+    ///     s.spawn_future(|_| async { local.len() });
+    /// });
+    /// ```
+    ///
     /// # Panics
     ///
     /// If the OS cannot create a thread.
