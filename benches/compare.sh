@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# One command for the whole comparison: runs tether's benches (context, scope, scale), the Rust
-# peers' (benches/peers.rs: tokio-util, rayon, thread/task-locals), the wake-up latency and
+# One command for the whole comparison: runs tether's benches (context, scope, scale, async), the
+# Rust peers' (benches/peers.rs: tokio-util, rayon, thread/task-locals; benches/async.rs has its
+# own peers: tokio-util, tokio's JoinSet, FuturesUnordered), the wake-up latency and
 # retained-memory examples, and Go's own context benchmarks when a Go toolchain is present, all
 # in the same session; then prints one table: scenario, tether, best peer (named), Go, the ratios,
 # and the issue's target for the row with whether this run met it.
@@ -43,6 +44,8 @@ run peers cargo bench --bench peers "${crit[@]}"
 run scope cargo bench --bench scope "${crit[@]}"
 # One flat sample is one iteration of a 1,000,000-node tree: a second is enough for criterion.
 run scale cargo bench --bench scale -- --warm-up-time 1 --measurement-time 1 --noplot
+# Ends with a task's wake-up latency, tether and tokio-util alternating, as one JSON line.
+run async env LATENCY_SAMPLES="$samples" cargo bench --bench async --features tokio "${crit[@]}"
 # The bench profile, so the examples reuse the benches' build.
 run latency cargo run -q --profile bench --example wakeup_latency -- "$samples" --json
 run memory cargo run -q --profile bench --example retained_memory -- --json
@@ -79,14 +82,16 @@ def last_json(name):
     return json.loads(lines[-1]) if lines else {}
 lat = last_json("latency")
 mem = last_json("memory")
+alat = last_json("async")
 
 def value(src):
-    """A measurement: 'c:<criterion id>', 'lat:<mode>:<p50|p99>' (ns) or 'mem:<shape>:<field>' (bytes)."""
+    """A measurement: 'c:<criterion id>', 'lat:<mode>:<p50|p99>' (ns, a blocked thread),
+    'alat:<mode>:<p50|p99>' (ns, a task: benches/async.rs) or 'mem:<shape>:<field>' (bytes)."""
     kind, _, rest = src.partition(":")
     if kind == "c":
         return crit.get(rest)
     name, _, field = rest.rpartition(":")
-    v = (lat if kind == "lat" else mem).get(name, {}).get(field)
+    v = {"lat": lat, "alat": alat, "mem": mem}[kind].get(name, {}).get(field)
     return None if v is None else float(v)
 
 TP, TC = "cancellation_token/", "c:"
@@ -144,6 +149,23 @@ for mode, label in (("wait", "wait()"), ("select_done", "select! on done()")):
     for p in ("p50", "p99"):
         rows.append((f"wake-up latency, {label}, {p}", f"lat:tether/{mode}:{p}",
                      [("tokio-util block_on", f"lat:tokio_util/block_on_cancelled:{p}"), ("std park/unpark (floor)", f"lat:std/park:{p}")], None, None))
+# benches/async.rs (issue 14): each row's peer is measured in the same binary run.
+rows += [
+    ("cancelled() create + first poll + drop", "c:cancelled_poll_drop/tether",
+     [("tokio-util", "c:cancelled_poll_drop/tokio_util")], None, ("peer", 1.0)),
+]
+for n in (1, 1000):
+    rows.append((f"cancel_wakes/futures={n}", f"c:cancel_wakes/futures={n}/tether",
+                 [("tokio-util", f"c:cancel_wakes/futures={n}/tokio_util")], None, ("peer", 1.0)))
+rows += [
+    ("tokio_scope_spawn_join/tasks=1000", "c:tokio_scope_spawn_join/tasks=1000/tether",
+     [("tokio JoinSet", "c:tokio_scope_spawn_join/tasks=1000/join_set")], None, ("peer", 1.1)),
+    ("async_scope/tasks=1000", "c:async_scope/tasks=1000/tether",
+     [("FuturesUnordered", "c:async_scope/tasks=1000/futures_unordered")], None, ("peer", 1.0)),
+]
+for p in ("p50", "p99"):
+    rows.append((f"wake-up latency, task on cancelled_owned(), {p}", f"alat:tether/cancelled_owned:{p}",
+                 [("tokio-util cancelled_owned", f"alat:tokio_util/cancelled_owned:{p}")], None, None))
 for shape, peer in (("wide", "wide"), ("wide_with_timeout", None), ("deep", "deep")):
     for field in ("retained_by_root", "retained_after_root"):
         rows.append((f"bytes retained, 1M {shape.replace('_', ' ')} children dropped, {field.replace('_', ' ')}",
@@ -186,7 +208,8 @@ for label, src, peers, gokey, target in rows:
     print(f"| {label} | {fmt(t, src)} | {peer_cell} | {fmt(g, 'c:')} | {ratio(t, best[1] if best else None)} | {ratio(t, g)} | {tcell} | {met} |")
 print()
 print("tether and peers: criterion medians; Go: `go test -bench` ns/op; latencies: p50/p99 of single")
-print("wake-ups; bytes: a counting allocator. Ratios are within this one run.")
+print("wake-ups (a blocked thread; a task on a 2-worker tokio runtime, the two alternating); bytes: a")
+print("counting allocator. Ratios are within this one run.")
 print(open(os.path.join(out, "machine")).read().strip().replace("\n", "; "))
 PY
 [ -n "${KEEP:-}" ] || rm -rf "$out"
