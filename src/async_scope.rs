@@ -506,6 +506,9 @@ pub(crate) enum SlotState<T> {
     Returned(T),
     /// The child panicked; the payload is in the scope's failures under this id.
     Panicked(u64),
+    /// A tokio-scope child aborted before it finished (its scope's future was dropped).
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    Aborted(Cause),
     /// The handle took the outcome.
     Taken,
 }
@@ -547,12 +550,22 @@ impl<T> Slot<T> {
             SlotState::Panicked(id) => {
                 drop(state);
                 let payload = failures.lock().unwrap_or_else(PoisonError::into_inner).take_panic(id);
-                Poll::Ready(Err(JoinError::new(
-                    None,
-                    payload.expect("tether: a child's panic was taken twice"),
-                )))
+                // A handle that outlived its (tokio) scope: the scope has re-raised the payload.
+                let payload = payload
+                    .unwrap_or_else(|| Box::new("tether: this child's panic was re-raised by its scope"));
+                Poll::Ready(Err(JoinError::new(None, payload)))
             }
+            SlotState::Aborted(cause) => Poll::Ready(Err(JoinError::aborted(cause))),
             SlotState::Taken => panic!("tether: a join handle was polled after it completed"),
+        }
+    }
+
+    /// Marks a child that will never finish (its task was aborted), unless it has finished.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn abort(&self, cause: Cause) {
+        let running = matches!(*self.lock(), SlotState::Running(_));
+        if running {
+            self.finish(SlotState::Aborted(cause));
         }
     }
 

@@ -8,10 +8,13 @@
 //! # If the scope's future is dropped
 //! If the future [`tokio_scope`] returns is dropped before it finishes (a `select!` that took
 //! another branch, a timeout, an aborted task), the scope's context is cancelled with
-//! [`Cause::ScopeExited`] and every child task is aborted: none is left running. A child's future
-//! is dropped by the runtime when its abort takes effect (at its next yield point, on a worker),
-//! so a [`LeakCheck`](crate::testing::LeakCheck) started before the scope counts those children
-//! as live tasks until then; its grace period covers that.
+//! [`Cause::ScopeExited`] and every child task is aborted. An abort takes effect at the task's
+//! next yield point: a child in the middle of a poll, or blocking without yielding, runs on until
+//! then (as with any tokio abort). The runtime then drops the child's future, so a
+//! [`LeakCheck`](crate::testing::LeakCheck) started before the scope counts those children as
+//! live tasks until then; its grace period covers that. A handle of an aborted child (they are
+//! `'static`, so one may outlive the scope) then returns a [`JoinError`] whose
+//! [`cancel_cause`](JoinError::cancel_cause) says why.
 //!
 //! # Invariants
 //! 1. Every child runs as one task of the scope's `JoinSet`, wrapped so that its panic is caught
@@ -101,7 +104,10 @@ where
 {
     let scope = TokioScope { inner: Arc::new(Inner::new(ambient::current().child())) };
     let guard = AbortOnDrop(scope.inner.clone());
-    let body = CatchUnwind(scope.inner.ctx.bind(body(scope.clone()))).await;
+    // The body's call itself (not only its polls) runs with the scope's context ambient and its
+    // panic caught.
+    let handle = scope.clone();
+    let body = CatchUnwind(scope.inner.ctx.bind(async move { body(handle).await })).await;
     let output = match body {
         Ok(output) => {
             scope.inner.cancel_caught(Cause::ScopeExited);
@@ -188,8 +194,10 @@ impl TokioScope {
         let slot = Arc::new(Slot::new());
         let future = ctx.bind(f(ctx.clone()));
         let (inner, output, counted) = (self.inner.clone(), slot.clone(), Counted::new());
+        let aborted = AbortSlotOnDrop(slot.clone() as Arc<dyn AbortSlot>, self.inner.ctx.clone());
         let task = async move {
             let _counted = counted;
+            let _aborted = aborted;
             match CatchUnwind(future).await {
                 Ok(value) => output.finish(SlotState::Returned(value)),
                 Err(payload) => output.panicked(inner.panicked("tokio child", payload)),
@@ -324,6 +332,26 @@ impl Inner {
     }
 }
 
+/// Marks the child's slot aborted if its task is dropped before it finished (an abort), so that
+/// a handle that outlived the scope does not wait for ever.
+struct AbortSlotOnDrop(Arc<dyn AbortSlot>, Context);
+
+trait AbortSlot: Send + Sync {
+    fn abort(&self, cause: Cause);
+}
+
+impl<T: Send> AbortSlot for Slot<T> {
+    fn abort(&self, cause: Cause) {
+        Slot::abort(self, cause);
+    }
+}
+
+impl Drop for AbortSlotOnDrop {
+    fn drop(&mut self) {
+        self.0.abort(self.1.cause().unwrap_or(Cause::ScopeExited));
+    }
+}
+
 /// Cancels the scope and aborts every child if the scope's future is dropped before its exit
 /// (invariant 3).
 struct AbortOnDrop(Arc<Inner>);
@@ -334,7 +362,9 @@ impl Drop for AbortOnDrop {
         let tasks = self.0.lock_tasks().take();
         if let Some(mut tasks) = tasks {
             tasks.abort_all();
-            drop(tasks); // detaches: the runtime drops each aborted future
+            // Dropping the set aborts what is left too; the runtime drops each aborted future
+            // once its abort takes effect.
+            drop(tasks);
         }
     }
 }

@@ -272,6 +272,58 @@ mod tokio_scope {
     }
 
     #[test]
+    fn a_handle_that_outlives_a_dropped_scope_reports_the_abort_instead_of_waiting_for_ever() {
+        let _counts = counts();
+        let rt = runtime();
+        let escaped = Arc::new(Mutex::new(None));
+        let keep = escaped.clone();
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        rt.block_on(async move {
+            let mut scope = Box::pin(tether::tokio_scope(|s| async move {
+                let h = s.spawn(move |_| async move {
+                    started_tx.send(()).unwrap();
+                    std::future::pending::<()>().await
+                });
+                *keep.lock().unwrap() = Some(h);
+                std::future::pending::<()>().await
+            }));
+            tokio::select! {
+                _ = &mut scope => unreachable!(),
+                _ = tokio::task::spawn_blocking(move || started_rx.recv().unwrap()) => {}
+            }
+            drop(scope);
+        });
+        let handle = escaped.lock().unwrap().take().unwrap();
+        let err = rt.block_on(handle).unwrap_err();
+        assert_eq!(err.cancel_cause(), Some(&Cause::ScopeExited));
+        assert!(!err.is_panic() && !err.is_skipped());
+    }
+
+    #[test]
+    fn the_bodys_synchronous_part_sees_the_scope_and_its_panic_joins_the_children_first() {
+        let _counts = counts();
+        let rt = runtime();
+        let finished = Arc::new(AtomicUsize::new(0));
+        let f = finished.clone();
+        let payload = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            rt.block_on(tether::tokio_scope(|s| {
+                // Before the body's future exists: the scope's context is already ambient.
+                assert!(tether::current().can_be_cancelled());
+                s.spawn(move |ctx| async move {
+                    ctx.cancelled_owned().await;
+                    f.fetch_add(1, SeqCst);
+                });
+                panic!("body failed before its first await");
+                #[allow(unreachable_code)]
+                async {}
+            }))
+        }))
+        .unwrap_err();
+        assert_eq!(payload.downcast_ref::<&str>(), Some(&"body failed before its first await"));
+        assert_eq!(finished.load(SeqCst), 1, "the child was cancelled and joined, not aborted");
+    }
+
+    #[test]
     fn dropping_the_scope_future_cancels_and_aborts_every_child() {
         let _counts = counts();
         let check = LeakCheck::start();
@@ -323,4 +375,44 @@ fn a_panicking_destructor_in_a_child_is_the_scopes_panic_not_lost() {
     })
     .unwrap_err();
     assert_eq!(payload.downcast_ref::<String>().map(String::as_str), Some("dropped badly"));
+}
+
+#[test]
+fn a_future_on_a_thread_child_that_parks_inside_its_poll_still_gets_its_wake_up() {
+    let _counts = counts();
+    // The future blocks on a channel inside its first poll (which parks the thread and may use
+    // up its unpark token) while another thread wakes it; the executor must not lose that wake.
+    let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+    std::thread::spawn(move || {
+        let polls = tether::scope(|s| {
+            s.spawn_future(|_| {
+                let mut polls = 0;
+                std::future::poll_fn(move |cx| {
+                    polls += 1;
+                    if polls > 1 {
+                        return std::task::Poll::Ready(polls);
+                    }
+                    let (ready_tx, ready_rx) = crossbeam_channel::bounded::<()>(0);
+                    let (go_tx, go_rx) = crossbeam_channel::bounded::<()>(0);
+                    let waker = cx.waker().clone();
+                    std::thread::spawn(move || {
+                        ready_rx.recv().unwrap();
+                        waker.wake();
+                        go_tx.send(()).unwrap();
+                    });
+                    ready_tx.send(()).unwrap();
+                    go_rx.recv().unwrap(); // parks this thread while the wake arrives
+                    std::task::Poll::Pending
+                })
+            })
+            .join()
+            .unwrap()
+        })
+        .unwrap();
+        done_tx.send(polls).unwrap();
+    });
+    let polls = done_rx
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("the wake-up was lost: the thread child hangs");
+    assert_eq!(polls, 2);
 }

@@ -8,7 +8,8 @@
 //!
 //! # Invariants
 //! 1. A [`Waiter`] holds at most one registration, and dropping it (or the future that owns it)
-//!    removes that registration: nothing is left in the node or the watcher.
+//!    removes that registration: nothing is left in the node or the watcher. Polled with
+//!    another canceller than the one it registered with, it removes the old registration first.
 //! 2. Polling again with another waker replaces the registered one (under the node's lock, or
 //!    the watch's), never adds a second registration.
 //! 3. No lost wake-up: a registration happens under the node's lock, which the cancellation takes
@@ -71,8 +72,9 @@ enum Registration {
     None,
     /// A waker in a node (invariant 1).
     Node(Arc<Core>, CallbackSlot),
-    /// A watch of a foreign canceller's done channel, and the waker its firing wakes.
-    Watched(std::sync::Arc<Watch>, std::sync::Arc<Mutex<Option<Waker>>>),
+    /// A watch of a foreign canceller's done channel, the waker its firing wakes, and the
+    /// canceller's address (to tell a reuse with another canceller).
+    Watched(std::sync::Arc<Watch>, std::sync::Arc<Mutex<Option<Waker>>>, *const ()),
 }
 
 impl Waiter {
@@ -94,11 +96,16 @@ impl Waiter {
             }
             return Poll::Ready(cause);
         }
-        if let Registration::Node(registered, slot) = &self.registration {
-            if Arc::ptr_eq(registered, core) && tree::rewake(core, *slot, cx.waker()) {
-                return Poll::Pending;
+        match &self.registration {
+            Registration::Node(registered, slot) if Arc::ptr_eq(registered, core) => {
+                if tree::rewake(core, *slot, cx.waker()) {
+                    return Poll::Pending;
+                }
+                self.clear();
             }
-            self.clear();
+            Registration::None => {}
+            // Registered elsewhere (the waiter was used with another canceller): remove it.
+            _ => self.clear(),
         }
         match tree::on_cancel_wake(core, cx.waker()) {
             Some(slot) => {
@@ -124,8 +131,9 @@ impl Waiter {
         if !canceller.can_be_cancelled() {
             return Poll::Pending;
         }
+        let key = (canceller as *const C).cast::<()>();
         match &self.registration {
-            Registration::Watched(_, waker) => {
+            Registration::Watched(_, waker, watched) if *watched == key => {
                 let mut slot = waker.lock().unwrap_or_else(PoisonError::into_inner);
                 if !slot.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                     let old = slot.replace(cx.waker().clone());
@@ -146,7 +154,7 @@ impl Waiter {
                         }
                     }),
                 );
-                self.registration = Registration::Watched(entry, waker);
+                self.registration = Registration::Watched(entry, waker, key);
             }
         }
         // Invariant 3: a cancellation between the check above and the store of the waker fired
@@ -165,12 +173,19 @@ impl Waiter {
             Registration::Node(core, slot) => {
                 tree::stop(&core, slot);
             }
-            Registration::Watched(entry, _) => {
+            Registration::Watched(entry, ..) => {
                 entry.stop();
             }
         }
     }
 }
+
+// SAFETY: `Waiter` is `!Send`/`!Sync` only because of the canceller address in
+// `Registration::Watched`, which is compared and never dereferenced; everything else in it is
+// `Send + Sync`.
+unsafe impl Send for Waiter {}
+// SAFETY: as above.
+unsafe impl Sync for Waiter {}
 
 impl Drop for Waiter {
     fn drop(&mut self) {

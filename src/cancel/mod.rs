@@ -97,7 +97,9 @@ pub trait Canceller {
     /// earlier poll) to be woken by the cancellation. Dropping `waiter` removes the registration.
     ///
     /// The default watches [`done`](Self::done) on tether's shared watcher thread (one thread
-    /// for the process, not one per waiter), so any implementation can be awaited;
+    /// for the process, not one per waiter), so any implementation can be awaited, provided its
+    /// `done()` receiver disconnects only once [`is_cancelled`](Self::is_cancelled) returns true
+    /// (as every implementation in tether does): a wake-up that came earlier could be missed;
     /// [`Context`](crate::Context) overrides it to register the waker in its node. A canceller
     /// that can never be cancelled stays `Pending` and registers nothing.
     ///

@@ -140,8 +140,10 @@ impl Error for ScopeError {
 
 /// Why a join handle has no result: the child panicked
 /// ([`ScopedJoinHandle::join`](crate::ScopedJoinHandle::join),
-/// [`TaskHandle::join`](crate::TaskHandle::join)), or a pool task was skipped because its context
-/// was cancelled before it started ([`TaskHandle::join`](crate::TaskHandle::join) only).
+/// [`TaskHandle::join`](crate::TaskHandle::join), and the async handles), or a pool task was
+/// skipped because its context was cancelled before it started
+/// ([`TaskHandle::join`](crate::TaskHandle::join) only), or a tokio-scope child was aborted
+/// because its scope's future was dropped (`TokioJoinHandle` only).
 ///
 /// A panic's original payload is held here, and the scope then does not re-raise it.
 ///
@@ -168,6 +170,9 @@ enum Repr {
     },
     /// A pool task that never ran: its context was cancelled (with this cause) first.
     Skipped(Cause),
+    /// A tokio-scope child whose task was aborted (the scope's future was dropped) before it
+    /// finished; the scope was cancelled with this cause.
+    Aborted(Cause),
 }
 
 impl JoinError {
@@ -177,6 +182,11 @@ impl JoinError {
 
     pub(crate) fn skipped(cause: Cause) -> JoinError {
         JoinError { repr: Repr::Skipped(cause) }
+    }
+
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn aborted(cause: Cause) -> JoinError {
+        JoinError { repr: Repr::Aborted(cause) }
     }
 
     /// Whether the child panicked (always, for a thread child).
@@ -224,18 +234,19 @@ impl JoinError {
     pub fn summary(&self) -> Option<&PanicSummary> {
         match &self.repr {
             Repr::Panicked { summary, .. } => Some(summary),
-            Repr::Skipped(_) => None,
+            Repr::Skipped(_) | Repr::Aborted(_) => None,
         }
     }
 
-    /// Why a skipped task's context was cancelled; `None` for a panic.
+    /// Why a skipped task's context (or an aborted tokio-scope child's scope) was cancelled;
+    /// `None` for a panic.
     ///
     /// # Examples
     ///
     /// See [`is_skipped`](Self::is_skipped).
     pub fn cancel_cause(&self) -> Option<&Cause> {
         match &self.repr {
-            Repr::Skipped(cause) => Some(cause),
+            Repr::Skipped(cause) | Repr::Aborted(cause) => Some(cause),
             Repr::Panicked { .. } => None,
         }
     }
@@ -258,7 +269,7 @@ impl JoinError {
     pub fn try_into_panic(self) -> Result<Box<dyn Any + Send + 'static>, JoinError> {
         match self.repr {
             Repr::Panicked { payload, .. } => Ok(payload),
-            repr @ Repr::Skipped(_) => Err(JoinError { repr }),
+            repr @ (Repr::Skipped(_) | Repr::Aborted(_)) => Err(JoinError { repr }),
         }
     }
 
@@ -303,6 +314,7 @@ impl fmt::Display for JoinError {
         match &self.repr {
             Repr::Panicked { summary, .. } => fmt::Display::fmt(summary, f),
             Repr::Skipped(cause) => write!(f, "task skipped: cancelled before it started ({cause})"),
+            Repr::Aborted(cause) => write!(f, "task aborted: its scope's future was dropped ({cause})"),
         }
     }
 }
@@ -314,6 +326,7 @@ impl fmt::Debug for JoinError {
                 f.debug_struct("JoinError").field("summary", summary).finish_non_exhaustive()
             }
             Repr::Skipped(cause) => f.debug_struct("JoinError").field("skipped", cause).finish(),
+            Repr::Aborted(cause) => f.debug_struct("JoinError").field("aborted", cause).finish(),
         }
     }
 }
