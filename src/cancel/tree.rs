@@ -173,7 +173,10 @@ pub(crate) struct Node {
 /// What a propagation collected, to be acted on after every lock is released.
 #[must_use = "callbacks must run and timers must be disarmed"]
 pub(crate) struct Fired {
-    callbacks: Vec<(Listener, Cause)>,
+    /// The listeners to notify, with the cause. The first is kept inline: a cancellation
+    /// usually notifies zero or one (a waiting future, a scope's callback).
+    callback: Option<(Listener, Cause)>,
+    more_callbacks: Vec<(Listener, Cause)>,
     /// Set once the callbacks have run (or, if this is dropped unrun, on drop).
     settles: Settles,
     /// Deadlines to disarm, with the address of their core (an identity, never dereferenced).
@@ -495,7 +498,8 @@ pub(crate) fn cancel(core: &Arc<Core>, err: CancelError, cause: Cause) -> Fired 
         // Relaxed: under the lock that guards state writes (invariant 1).
         if core.state.load(Ordering::Relaxed) == OPEN && inner.children.len() == 0 {
             let mut fired = Fired {
-                callbacks: Vec::new(),
+                callback: None,
+                more_callbacks: Vec::new(),
                 settles: Settles(Vec::new()),
                 timer: None,
                 more_timers: Vec::new(),
@@ -541,8 +545,13 @@ pub(crate) fn expire(core: &Arc<Core>, cause: Cause) {
 /// The propagation loop: depth-first with an explicit stack, never recursive (the tree's depth is
 /// the user's to choose). Caller holds the domain lock.
 fn propagate(root: &Arc<Core>, err: CancelError, cause: Cause) -> Fired {
-    let mut fired =
-        Fired { callbacks: Vec::new(), settles: Settles(Vec::new()), timer: None, more_timers: Vec::new() };
+    let mut fired = Fired {
+        callback: None,
+        more_callbacks: Vec::new(),
+        settles: Settles(Vec::new()),
+        timer: None,
+        more_timers: Vec::new(),
+    };
     let mut stack: Vec<Arc<Core>> = Vec::new();
     let mut closed: Vec<Sender<Infallible>> = Vec::new();
     let mut next = Some(root.clone());
@@ -584,7 +593,11 @@ fn mark_cancelled(
     let extras = inner.extras.as_mut()?; // most nodes have no callbacks or done channel
     for (_, callback) in extras.callbacks.drain() {
         live::add(Counter::Callbacks, -1);
-        fired.callbacks.push((callback, cause.clone()));
+        let listener = (callback, cause.clone());
+        match fired.callback {
+            None => fired.callback = Some(listener),
+            Some(_) => fired.more_callbacks.push(listener),
+        }
     }
     fired.settles.0.extend(extras.settle.take());
     extras.done_tx.take()
@@ -594,12 +607,12 @@ impl Fired {
     /// Disarms the timers and runs the callbacks; re-raises callback panics after all have run:
     /// the payload itself when one panicked, a [`CallbackPanics`] when several did.
     pub(crate) fn run(self) {
-        let Fired { callbacks, settles, timer, more_timers } = self;
+        let Fired { callback, more_callbacks, settles, timer, more_timers } = self;
         for (key, core) in timer.into_iter().chain(more_timers) {
             deadline::remove(key, core);
         }
         let mut panics = Vec::new();
-        for (callback, cause) in callbacks {
+        for (callback, cause) in callback.into_iter().chain(more_callbacks) {
             if let Err(payload) = catch_unwind(AssertUnwindSafe(|| callback.notify(&cause))) {
                 panics.push(payload);
             }
