@@ -27,17 +27,16 @@
 //!    does it report.
 
 use crate::ambient;
-use crate::cancel::{Canceller, Cause, PanicSummary, SharedError};
+use crate::cancel::Cause;
 use crate::context::Context;
 use crate::live::{self, Counter};
-use crate::scope::failures::{Failures, Payload};
+use crate::scope::failures::{self, FailureLog};
 use crate::scope::{JoinError, ScopeError};
-use crate::unhandled;
 use std::error::Error;
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
-use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::ptr::NonNull;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -175,10 +174,10 @@ impl<R> Future for AsyncScopeFuture<'_, R> {
                         this.output = Some(output);
                         scope.drop_caught(this.body.take());
                         // Exit, step 1.
-                        scope.cancel_caught(Cause::ScopeExited);
+                        scope.failures.cancel(&scope.ctx, Cause::ScopeExited);
                     }
                     Err(payload) => {
-                        scope.panicked("scope body", payload);
+                        scope.failures.panicked(&scope.ctx, Some("scope body".into()), payload);
                         scope.drop_caught(this.body.take());
                     }
                 }
@@ -239,7 +238,7 @@ impl<R> fmt::Debug for AsyncScopeFuture<'_, R> {
 pub struct AsyncScope<'scope, 'env: 'scope> {
     ctx: Context,
     children: Mutex<Children<'scope>>,
-    failures: Mutex<Failures>,
+    failures: FailureLog,
     scope: PhantomData<&'scope mut &'scope ()>,
     env: PhantomData<&'env mut &'env ()>,
 }
@@ -280,7 +279,7 @@ impl<'scope, 'env> AsyncScope<'scope, 'env> {
         AsyncScope {
             ctx,
             children: Mutex::new(Children::default()),
-            failures: Mutex::new(Failures::default()),
+            failures: FailureLog::default(),
             scope: PhantomData,
             env: PhantomData,
         }
@@ -379,13 +378,7 @@ impl<'scope, 'env> AsyncScope<'scope, 'env> {
     {
         self.spawn(move |ctx| {
             let future = f(ctx);
-            async move {
-                future.await.map_err(|error| {
-                    let error = Arc::new(error);
-                    self.failed(error.clone());
-                    error
-                })
-            }
+            async move { future.await.map_err(|error| self.failures.fail_with(&self.ctx, error)) }
         })
     }
 
@@ -393,27 +386,14 @@ impl<'scope, 'env> AsyncScope<'scope, 'env> {
         self.children.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn lock_failures(&self) -> MutexGuard<'_, Failures> {
-        self.failures.lock().unwrap_or_else(PoisonError::into_inner)
+    fn drop_caught<T>(&self, value: T) {
+        self.failures.drop_caught(value);
     }
 
-    fn failed(&self, error: SharedError) {
-        self.lock_failures().push_error(error.clone());
-        self.cancel_caught(Cause::ChildFailed(error));
-    }
-
-    fn panicked(&self, who: &str, payload: Payload) -> u64 {
-        let summary = PanicSummary::from_payload(Some(who.into()), &*payload);
-        let id = self.lock_failures().record_panic(payload);
-        self.cancel_caught(Cause::Panicked(summary));
-        id
-    }
-
-    /// Cancels with `cause`; a panicking on-cancel callback is a panic of the scope.
-    fn cancel_caught(&self, cause: Cause) {
-        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| self.ctx.cancel_with(cause))) {
-            self.lock_failures().record_panic(payload);
-        }
+    /// The exit's last step: the first panic, else the errors, else the body's output.
+    fn report<R>(&self, body: Option<R>) -> Result<R, ScopeError> {
+        let (panics, errors) = self.failures.take(&self.ctx).into_parts();
+        failures::report(panics, errors, body)
     }
 
     /// Polls every child once, and the ones spawned meanwhile (invariant 2); drops the finished
@@ -450,7 +430,7 @@ impl<'scope, 'env> AsyncScope<'scope, 'env> {
         match catch_unwind(AssertUnwindSafe(|| child.future.as_mut().poll(cx))) {
             Ok(poll) => poll,
             Err(payload) => {
-                let id = self.panicked("async child", payload);
+                let id = self.failures.panicked(&self.ctx, Some("async child".into()), payload);
                 child.slot.panicked(id);
                 Poll::Ready(())
             }
@@ -460,28 +440,6 @@ impl<'scope, 'env> AsyncScope<'scope, 'env> {
     fn is_idle(&self) -> bool {
         let children = self.lock_children();
         children.running.is_empty() && children.spawned.is_empty()
-    }
-
-    /// Step 3 of the exit: the first panic, else the errors, else the body's output.
-    fn report<R>(&self, body: Option<R>) -> Result<R, ScopeError> {
-        let failures = std::mem::take(&mut *self.lock_failures()).ordered_by(self.ctx.cause());
-        let (panics, errors) = failures.into_parts();
-        let mut panics = panics.into_iter();
-        if let Some(first) = panics.next() {
-            panics.for_each(unhandled::record);
-            resume_unwind(first);
-        }
-        match ScopeError::from_errors(errors) {
-            Some(error) => Err(error),
-            None => Ok(body.expect("tether: the async scope's body neither returned nor panicked")),
-        }
-    }
-
-    /// Drops `value` (user data), recording a panic from its destructor as the scope's.
-    fn drop_caught<T>(&self, value: T) {
-        if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(value))) {
-            self.lock_failures().record_panic(payload);
-        }
     }
 }
 
@@ -538,7 +496,7 @@ impl<T> Slot<T> {
     pub(crate) fn poll_join(
         &self,
         cx: &mut task::Context<'_>,
-        failures: &Mutex<Failures>,
+        failures: &FailureLog,
     ) -> Poll<Result<T, JoinError>> {
         let mut state = self.lock();
         match std::mem::replace(&mut *state, SlotState::Taken) {
@@ -549,7 +507,7 @@ impl<T> Slot<T> {
             SlotState::Returned(value) => Poll::Ready(Ok(value)),
             SlotState::Panicked(id) => {
                 drop(state);
-                let payload = failures.lock().unwrap_or_else(PoisonError::into_inner).take_panic(id);
+                let payload = failures.take_panic(id);
                 // A handle that outlived its (tokio) scope: the scope has re-raised the payload.
                 let payload = payload
                     .unwrap_or_else(|| Box::new("tether: this child's panic was re-raised by its scope"));
@@ -594,7 +552,7 @@ impl<T: Send> ChildSlot for Slot<T> {
 pub struct AsyncJoinHandle<'scope, T> {
     slot: Arc<Slot<T>>,
     ctx: Context,
-    failures: &'scope Mutex<Failures>,
+    failures: &'scope FailureLog,
 }
 
 impl<T> AsyncJoinHandle<'_, T> {

@@ -27,15 +27,14 @@
 
 use crate::ambient;
 use crate::async_scope::{ChildSlot, Counted, Slot, SlotState};
-use crate::cancel::{Canceller, Cause, PanicSummary, SharedError};
+use crate::cancel::{Canceller, Cause};
 use crate::context::Context;
-use crate::scope::failures::{Failures, Payload};
+use crate::scope::failures::{self, FailureLog, Payload};
 use crate::scope::{JoinError, ScopeError};
-use crate::unhandled;
 use std::error::Error;
 use std::fmt;
 use std::future::Future;
-use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{self, Poll};
@@ -110,11 +109,11 @@ where
     let body = CatchUnwind(scope.inner.ctx.bind(async move { body(handle).await })).await;
     let output = match body {
         Ok(output) => {
-            scope.inner.cancel_caught(Cause::ScopeExited);
+            scope.inner.failures.cancel(&scope.inner.ctx, Cause::ScopeExited);
             Some(output)
         }
         Err(payload) => {
-            scope.inner.panicked("scope body", payload);
+            scope.inner.failures.panicked(&scope.inner.ctx, Some("scope body".into()), payload);
             None
         }
     };
@@ -134,7 +133,7 @@ struct Inner {
     ctx: Context,
     /// The running children; `None` once the exit has closed the scope (invariant 2).
     tasks: Mutex<Option<JoinSet<()>>>,
-    failures: Mutex<Failures>,
+    failures: FailureLog,
 }
 
 impl TokioScope {
@@ -200,7 +199,9 @@ impl TokioScope {
             let _aborted = aborted;
             match CatchUnwind(future).await {
                 Ok(value) => output.finish(SlotState::Returned(value)),
-                Err(payload) => output.panicked(inner.panicked("tokio child", payload)),
+                Err(payload) => {
+                    output.panicked(inner.failures.panicked(&inner.ctx, Some("tokio child".into()), payload))
+                }
             }
         };
         match &mut *self.inner.lock_tasks() {
@@ -240,13 +241,7 @@ impl TokioScope {
         let inner = self.inner.clone();
         self.spawn(move |ctx| {
             let future = f(ctx);
-            async move {
-                future.await.map_err(|error| {
-                    let error = Arc::new(error);
-                    inner.failed(error.clone());
-                    error
-                })
-            }
+            async move { future.await.map_err(|error| inner.failures.fail_with(&inner.ctx, error)) }
         })
     }
 }
@@ -259,33 +254,11 @@ impl fmt::Debug for TokioScope {
 
 impl Inner {
     fn new(ctx: Context) -> Inner {
-        Inner { ctx, tasks: Mutex::new(Some(JoinSet::new())), failures: Mutex::new(Failures::default()) }
+        Inner { ctx, tasks: Mutex::new(Some(JoinSet::new())), failures: FailureLog::default() }
     }
 
     fn lock_tasks(&self) -> MutexGuard<'_, Option<JoinSet<()>>> {
         self.tasks.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn lock_failures(&self) -> MutexGuard<'_, Failures> {
-        self.failures.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn cancel_caught(&self, cause: Cause) {
-        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| self.ctx.cancel_with(cause))) {
-            self.lock_failures().record_panic(payload);
-        }
-    }
-
-    fn panicked(&self, who: &str, payload: Payload) -> u64 {
-        let summary = PanicSummary::from_payload(Some(who.into()), &*payload);
-        let id = self.lock_failures().record_panic(payload);
-        self.cancel_caught(Cause::Panicked(summary));
-        id
-    }
-
-    fn failed(&self, error: SharedError) {
-        self.lock_failures().push_error(error.clone());
-        self.cancel_caught(Cause::ChildFailed(error));
     }
 
     /// Awaits every child, including those spawned meanwhile, then closes the scope
@@ -310,25 +283,17 @@ impl Inner {
             while let Some(joined) = taken.join_next().await {
                 if let Err(error) = joined {
                     if error.is_panic() {
-                        self.lock_failures().record_panic(error.into_panic());
+                        self.failures.record_panic(error.into_panic());
                     }
                 }
             }
         }
     }
 
+    /// The exit's last step: the first panic, else the errors, else the body's output.
     fn report<R>(&self, body: Option<R>) -> Result<R, ScopeError> {
-        let failures = std::mem::take(&mut *self.lock_failures()).ordered_by(self.ctx.cause());
-        let (panics, errors) = failures.into_parts();
-        let mut panics = panics.into_iter();
-        if let Some(first) = panics.next() {
-            panics.for_each(unhandled::record);
-            resume_unwind(first);
-        }
-        match ScopeError::from_errors(errors) {
-            Some(error) => Err(error),
-            None => Ok(body.expect("tether: the tokio scope's body neither returned nor panicked")),
-        }
+        let (panics, errors) = self.failures.take(&self.ctx).into_parts();
+        failures::report(panics, errors, body)
     }
 }
 
@@ -358,7 +323,7 @@ struct AbortOnDrop(Arc<Inner>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
-        self.0.cancel_caught(Cause::ScopeExited);
+        self.0.failures.cancel(&self.0.ctx, Cause::ScopeExited);
         let tasks = self.0.lock_tasks().take();
         if let Some(mut tasks) = tasks {
             tasks.abort_all();

@@ -186,6 +186,17 @@ pub(crate) struct Fired {
 }
 
 impl Fired {
+    /// Nothing collected yet (allocates nothing).
+    fn nothing() -> Fired {
+        Fired {
+            callback: None,
+            more_callbacks: Vec::new(),
+            settles: Settles(Vec::new()),
+            timer: None,
+            more_timers: Vec::new(),
+        }
+    }
+
     /// Takes `core`'s pending deadline, if any, to be disarmed by `run`. Caller holds the core's
     /// lock.
     fn disarm(&mut self, core: &Core) {
@@ -497,13 +508,7 @@ pub(crate) fn cancel(core: &Arc<Core>, err: CancelError, cause: Cause) -> Fired 
         let mut inner = lock(&core.inner);
         // Relaxed: under the lock that guards state writes (invariant 1).
         if core.state.load(Ordering::Relaxed) == OPEN && inner.children.len() == 0 {
-            let mut fired = Fired {
-                callback: None,
-                more_callbacks: Vec::new(),
-                settles: Settles(Vec::new()),
-                timer: None,
-                more_timers: Vec::new(),
-            };
+            let mut fired = Fired::nothing();
             let done_tx = mark_cancelled(core, &mut inner, err, &cause, &mut fired);
             drop(inner);
             drop(done_tx);
@@ -545,13 +550,7 @@ pub(crate) fn expire(core: &Arc<Core>, cause: Cause) {
 /// The propagation loop: depth-first with an explicit stack, never recursive (the tree's depth is
 /// the user's to choose). Caller holds the domain lock.
 fn propagate(root: &Arc<Core>, err: CancelError, cause: Cause) -> Fired {
-    let mut fired = Fired {
-        callback: None,
-        more_callbacks: Vec::new(),
-        settles: Settles(Vec::new()),
-        timer: None,
-        more_timers: Vec::new(),
-    };
+    let mut fired = Fired::nothing();
     let mut stack: Vec<Arc<Core>> = Vec::new();
     let mut closed: Vec<Sender<Infallible>> = Vec::new();
     let mut next = Some(root.clone());

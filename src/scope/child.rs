@@ -70,13 +70,7 @@ where
     F: FnOnce(&Context) -> Result<T, E> + Send + 'scope,
     E: Error + Send + Sync + 'static,
 {
-    move |ctx| {
-        f(ctx).map_err(|error| {
-            let error = Arc::new(error);
-            state.failed(error.clone());
-            error
-        })
-    }
+    move |ctx| f(ctx).map_err(|error| state.fail_with(error))
 }
 
 /// Which kind of child a [`Running`] counts, with what that kind does as it counts out.

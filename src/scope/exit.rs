@@ -29,14 +29,13 @@
 //! into an abort rather than let a child outlive the scope (scope invariant 1).
 
 use super::error::ScopeError;
-use super::failures::Payload;
+use super::failures::{self, Payload};
 use super::handle::Scope;
 use super::state::ScopeState;
 use crate::ambient;
 use crate::cancel::{Cause, SharedError};
-use crate::unhandled;
 use std::marker::PhantomData;
-use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
 /// Runs the body `f` in the scope whose state is `state`, then the exit protocol (module docs).
@@ -121,15 +120,7 @@ impl Ended {
 
     /// 5. Report: the first panic, else the errors, else the body's result.
     fn report<R>(self, body: Option<R>) -> Result<R, ScopeError> {
-        let mut panics = self.panics.into_iter();
-        if let Some(first) = panics.next() {
-            panics.for_each(unhandled::record);
-            resume_unwind(first);
-        }
-        match ScopeError::from_errors(self.errors) {
-            Some(error) => Err(error),
-            None => Ok(body.expect("tether: the body neither returned nor panicked")),
-        }
+        failures::report(self.panics, self.errors, body)
     }
 }
 

@@ -1,11 +1,17 @@
 //! [`Failures`]: the panics and errors of a scope's children (and body), in the order they
 //! happened (scope invariant 3), for the exit to report: the first panic re-raised with its
 //! payload, the later ones recorded as unhandled, every error kept, the one the scope was
-//! cancelled with first. Shared by thread/task scopes and async scopes.
+//! cancelled with first. [`FailureLog`] keeps them behind their lock with the operations every
+//! kind of scope records and reports through: thread and task scopes (`state.rs`), async scopes
+//! (`async_scope.rs`) and tokio scopes (`tokio_scope.rs`).
 
-use crate::cancel::{Cause, SharedError};
+use super::error::ScopeError;
+use crate::cancel::{Cause, PanicSummary, SharedError};
+use crate::context::Context;
+use crate::unhandled;
 use std::any::Any;
-use std::sync::Arc;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 /// A panic payload.
 pub(crate) type Payload = Box<dyn Any + Send + 'static>;
@@ -59,6 +65,96 @@ impl Failures {
     /// The panic payloads (oldest first) and the errors (the cancelling one first).
     pub(crate) fn into_parts(self) -> (Vec<Payload>, Vec<SharedError>) {
         (self.panics.into_iter().map(|(_, payload)| payload).collect(), self.errors)
+    }
+}
+
+/// A scope's [`Failures`] behind their lock (scope invariant 3: recorded in the order they
+/// happened, as observed by this lock), and the recording operations. None unwinds: a panic of
+/// user code they run (an on-cancel callback, a destructor) is recorded too.
+#[derive(Default)]
+pub(crate) struct FailureLog(Mutex<Failures>);
+
+impl FailureLog {
+    fn lock(&self) -> MutexGuard<'_, Failures> {
+        // A poisoned lock only means a panic elsewhere; the vectors are always consistent.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records a panic payload; returns its id, for a join handle to take it back.
+    pub(crate) fn record_panic(&self, payload: Payload) -> u64 {
+        self.lock().record_panic(payload)
+    }
+
+    /// Takes back the payload recorded as `id`, so the scope will not re-raise it.
+    pub(crate) fn take_panic(&self, id: u64) -> Option<Payload> {
+        self.lock().take_panic(id)
+    }
+
+    /// Cancels the scope's context `ctx` with `cause`; a panic of an on-cancel callback this
+    /// cancellation runs is recorded like a child's.
+    pub(crate) fn cancel(&self, ctx: &Context, cause: Cause) {
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| ctx.cancel_with(cause))) {
+            self.record_panic(payload);
+        }
+    }
+
+    /// Records that `who` (a child or the body) panicked and cancels the scope, naming it.
+    pub(crate) fn panicked(&self, ctx: &Context, who: Option<Arc<str>>, payload: Payload) -> u64 {
+        let summary = PanicSummary::from_payload(who, &*payload);
+        let id = self.record_panic(payload);
+        self.cancel(ctx, Cause::Panicked(summary));
+        id
+    }
+
+    /// Records a fallible child's error and cancels the scope with it.
+    pub(crate) fn failed(&self, ctx: &Context, error: SharedError) {
+        self.lock().push_error(error.clone());
+        self.cancel(ctx, Cause::ChildFailed(error));
+    }
+
+    /// A fallible child's `error`, recorded and cancelling the scope ([`failed`](Self::failed)),
+    /// and handed back shared: what every `spawn_fallible` maps its child's `Err` through.
+    pub(crate) fn fail_with<E: std::error::Error + Send + Sync + 'static>(
+        &self,
+        ctx: &Context,
+        error: E,
+    ) -> Arc<E> {
+        let error = Arc::new(error);
+        self.failed(ctx, error.clone());
+        error
+    }
+
+    /// Drops `value`, which may hold user data, recording a panic from its destructor as a
+    /// panic of the scope (on a worker, a child thread or an exit path, nothing else may catch
+    /// it).
+    pub(crate) fn drop_caught<T>(&self, value: T) {
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(value))) {
+            self.record_panic(payload);
+        }
+    }
+
+    /// Takes every failure recorded so far, the error the scope `ctx` was cancelled with first:
+    /// what the exit reports, once no child runs.
+    pub(crate) fn take(&self, ctx: &Context) -> Failures {
+        std::mem::take(&mut *self.lock()).ordered_by(crate::cancel::Canceller::cause(ctx))
+    }
+}
+
+/// The last step of every scope's exit: the first panic re-raised with its payload (the later
+/// ones recorded as unhandled), else the errors as a [`ScopeError`], else the body's output.
+pub(crate) fn report<R>(
+    panics: Vec<Payload>,
+    errors: Vec<SharedError>,
+    body: Option<R>,
+) -> Result<R, ScopeError> {
+    let mut panics = panics.into_iter();
+    if let Some(first) = panics.next() {
+        panics.for_each(unhandled::record);
+        resume_unwind(first);
+    }
+    match ScopeError::from_errors(errors) {
+        Some(error) => Err(error),
+        None => Ok(body.expect("tether: a scope's body neither returned nor panicked")),
     }
 }
 

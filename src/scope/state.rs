@@ -8,16 +8,15 @@
 //! children from their spawn until they count out (`child.rs`, [`Running`](super::child::Running)).
 
 use super::count::{Refused, RunningCount};
-use super::failures::{Failures, Payload};
+use super::failures::{FailureLog, Failures, Payload};
 use super::task_queue::ScopeTasks;
 use crate::cancel::tree::Settle;
-use crate::cancel::{Canceller, Cause, PanicSummary, SharedError};
+use crate::cancel::{Canceller, Cause};
 use crate::context::Context;
 use crate::pool;
 use crossbeam_channel::{Receiver, Sender, select};
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
 /// How long a helping wait sleeps when the scope's own queue has no pending task before it looks
@@ -28,7 +27,7 @@ const PARK: Duration = Duration::from_millis(1);
 /// the limit's slots and the scope's own pool tasks.
 pub(crate) struct ScopeState {
     pub(super) ctx: Context,
-    failures: Mutex<Failures>,
+    failures: FailureLog,
     /// Children spawned and not yet finished (scope invariant 4; `count.rs`).
     running: RunningCount,
     /// Threads blocked in [`ScopeState::wait_idle`]: the last child out notifies `idle` only when
@@ -74,7 +73,7 @@ impl ScopeState {
         });
         ScopeState {
             ctx,
-            failures: Mutex::new(Failures::default()),
+            failures: FailureLog::default(),
             running: RunningCount::new(),
             waiters: AtomicUsize::new(0),
             idle_lock: Mutex::new(()),
@@ -167,57 +166,37 @@ impl ScopeState {
         self.waiters.fetch_sub(1, SeqCst);
     }
 
-    // ----- User data and failures -----
+    // ----- User data and failures (`failures.rs`) -----
 
     /// Drops `value`, which may hold user data, recording a panic from its destructor as a panic
-    /// of the scope (on a worker, a child thread or an exit path, nothing else may catch it).
+    /// of the scope.
     pub(super) fn drop_caught<T>(&self, value: T) {
-        if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(value))) {
-            self.record_panic(payload);
-        }
+        self.failures.drop_caught(value);
     }
 
-    fn failures(&self) -> MutexGuard<'_, Failures> {
-        // A poisoned lock only means a panic elsewhere; the vectors are always consistent.
-        self.failures.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Takes every failure recorded so far, the error the scope was cancelled with first: what
-    /// the exit reports, once no child runs.
+    /// Takes every failure recorded so far, the cancelling error first (for the exit).
     pub(super) fn take_failures(&self) -> Failures {
-        std::mem::take(&mut *self.failures()).ordered_by(self.ctx.cause())
+        self.failures.take(&self.ctx)
     }
 
-    /// Cancels the scope with `cause`. A panic of an on-cancel callback run by this cancellation
-    /// is recorded like a child's (it must not unwind out of a child thread: scope invariant 2).
+    /// Cancels the scope with `cause` (a panicking callback is recorded: scope invariant 2).
     pub(super) fn cancel(&self, cause: Cause) {
-        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| self.ctx.cancel_with(cause))) {
-            self.record_panic(payload);
-        }
+        self.failures.cancel(&self.ctx, cause);
     }
 
-    /// Records a panic payload; returns its id, for a join handle to take it back.
-    fn record_panic(&self, payload: Payload) -> u64 {
-        self.failures().record_panic(payload)
-    }
-
-    /// Records that `who` (a child or the body) panicked and cancels the scope, naming it.
+    /// Records that `who` panicked and cancels the scope, naming it; returns the panic's id.
     pub(super) fn panicked(&self, who: Option<Arc<str>>, payload: Payload) -> u64 {
-        let summary = PanicSummary::from_payload(who, &*payload);
-        let id = self.record_panic(payload);
-        self.cancel(Cause::Panicked(summary));
-        id
+        self.failures.panicked(&self.ctx, who, payload)
     }
 
     /// Takes back the payload recorded as `id`, so the scope will not re-raise it.
     pub(super) fn take_panic(&self, id: u64) -> Option<Payload> {
-        self.failures().take_panic(id)
+        self.failures.take_panic(id)
     }
 
-    /// Records a fallible child's error and cancels the scope with it.
-    pub(super) fn failed(&self, error: SharedError) {
-        self.failures().push_error(error.clone());
-        self.cancel(Cause::ChildFailed(error));
+    /// Records a fallible child's error, cancels the scope with it, and hands it back shared.
+    pub(super) fn fail_with<E: std::error::Error + Send + Sync + 'static>(&self, error: E) -> Arc<E> {
+        self.failures.fail_with(&self.ctx, error)
     }
 
     // ----- The limit's slots -----

@@ -5,18 +5,13 @@
 //! A task's outcome lives in a loom cell, so loom also checks that no two threads ever touch it
 //! at once (the `Sync` argument of `scope::task::Task`).
 
+use super::model;
 use crate::scope::count::{Refused, RunningCount};
 use crate::scope::task_state::{LetGo, TaskState};
 use loom::cell::UnsafeCell;
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use loom::thread;
-
-fn model(f: impl Fn() + Sync + Send + 'static) {
-    let mut builder = loom::model::Builder::new();
-    builder.preemption_bound = Some(3);
-    builder.check(f);
-}
 
 /// A result whose drop is counted.
 struct Tracked(Arc<AtomicUsize>);

@@ -1,17 +1,12 @@
 //! Models: cancel vs registration, cancel vs detach, stop vs run, two cancels with two causes,
 //! nested cancels completing before `cancel` returns.
 
+use super::model;
 use crate::cancel::{Canceller, Cause};
 use crate::context::Context;
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use loom::thread;
-
-fn model(f: impl Fn() + Sync + Send + 'static) {
-    let mut builder = loom::model::Builder::new();
-    builder.preemption_bound = Some(3);
-    builder.check(f);
-}
 
 #[test]
 fn cancel_racing_child_registration_leaves_the_child_cancelled_and_unregistered() {

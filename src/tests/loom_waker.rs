@@ -2,18 +2,13 @@
 //! cancel (no lost wake-up), dropping a pending waiter against a racing cancel (at most one wake,
 //! nothing left registered), and replacing the waker against a racing cancel.
 
+use super::model;
 use crate::cancel::{Canceller, Waiter};
 use crate::context::Context;
 use loom::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use loom::thread;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll, Wake, Waker};
-
-fn model(f: impl Fn() + Sync + Send + 'static) {
-    let mut builder = loom::model::Builder::new();
-    builder.preemption_bound = Some(3);
-    builder.check(f);
-}
 
 struct Counting(AtomicUsize);
 

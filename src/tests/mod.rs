@@ -7,3 +7,11 @@
 mod loom_task;
 mod loom_tree;
 mod loom_waker;
+
+/// Checks `f` under every interleaving loom explores, with at most three preemptions (enough for
+/// the two- and three-thread races modelled here, and quick).
+fn model(f: impl Fn() + Sync + Send + 'static) {
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(3);
+    builder.check(f);
+}
