@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # One command for the whole comparison: runs tether's benches (context, scope, scale, async), the
 # Rust peers' (benches/peers.rs: tokio-util, rayon, thread/task-locals; benches/async.rs has its
-# own peers: tokio-util, tokio's JoinSet, FuturesUnordered), the wake-up latency and
-# retained-memory examples, and Go's own context benchmarks when a Go toolchain is present, all
-# in the same session; then prints one table: scenario, tether, best peer (named), Go, the ratios,
-# and the issue's target for the row with whether this run met it.
+# own peers: tokio-util, tokio's JoinSet and FuturesUnordered, the last two also with a child
+# token per child), the wake-up latency and retained-memory examples, and Go's own context
+# benchmarks when a Go toolchain is present, all in the same session; then prints one table:
+# scenario, tether, best peer (named), Go, the ratios, and the issue's target for the row with
+# whether this run met it.
 #
 #   bash benches/compare.sh              # GO defaults to `go` on PATH, else /tmp/go/bin/go
 #   GO=/path/to/go bash benches/compare.sh
@@ -160,8 +161,13 @@ for n in (1, 1000):
 rows += [
     ("tokio_scope_spawn_join/tasks=1000", "c:tokio_scope_spawn_join/tasks=1000/tether",
      [("tokio JoinSet", "c:tokio_scope_spawn_join/tasks=1000/join_set")], None, ("peer", 1.1)),
+    # tether's children each carry a child context; the like-for-like peer gives each a child token.
+    ("  ↳ vs JoinSet + child_token() per task (no target)", "c:tokio_scope_spawn_join/tasks=1000/tether",
+     [("JoinSet + child tokens", "c:tokio_scope_spawn_join/tasks=1000/join_set_child_tokens")], None, None),
     ("async_scope/tasks=1000", "c:async_scope/tasks=1000/tether",
      [("FuturesUnordered", "c:async_scope/tasks=1000/futures_unordered")], None, ("peer", 1.0)),
+    ("  ↳ vs FuturesUnordered + child_token() per future (no target)", "c:async_scope/tasks=1000/tether",
+     [("FuturesUnordered + child tokens", "c:async_scope/tasks=1000/futures_unordered_child_tokens")], None, None),
 ]
 for p in ("p50", "p99"):
     rows.append((f"wake-up latency, task on cancelled_owned(), {p}", f"alat:tether/cancelled_owned:{p}",
