@@ -130,12 +130,13 @@ pub(crate) struct Core {
     /// `FAR_DEADLINE`, when it is too far from the epoch to pack and `Extras::far_deadline` holds
     /// it. Fixed at creation.
     deadline: i64,
+    /// Why the node was cancelled: set once, under the core's lock, before `state` leaves `OPEN`
+    /// (invariant 1), and never changed; read without the lock once `state` says cancelled.
+    cause: OnceLock<Cause>,
     inner: Mutex<Inner>,
 }
 
 struct Inner {
-    /// Set once, together with `state` (invariant 1).
-    cause: Option<Cause>,
     /// Registered children (invariant 2); drained by cancellation (invariant 3).
     children: Slab<Arc<Core>>,
     /// Callbacks and the done channel, allocated on first use: most nodes never need them.
@@ -265,6 +266,7 @@ impl Node {
             released: AtomicBool::new(false),
             timer: AtomicU32::new(NO_TIMER),
             propagation: Mutex::new(()),
+            cause: OnceLock::new(),
             deadline: packed,
             inner: Mutex::new(inner),
         });
@@ -357,7 +359,7 @@ impl Clone for Node {
 
 impl Inner {
     fn new(parent: Option<Node>) -> Self {
-        Inner { cause: None, children: Slab::new(), extras: None, parent }
+        Inner { children: Slab::new(), extras: None, parent }
     }
 
     fn extras(&mut self) -> &mut Extras {
@@ -392,10 +394,12 @@ fn register(parent: &Arc<Core>, child: &Arc<Core>) -> u32 {
         live::add(Counter::Children, 1);
         return inner.children.insert(child.clone()) as u32;
     }
-    let cause = inner.cause.clone();
+    let cause = parent.cause.get().cloned();
     drop(inner);
     // The child is not shared yet: nobody else can observe these two writes in between.
-    lock(&child.inner).cause = cause;
+    if let Some(cause) = cause {
+        let _ = child.cause.set(cause);
+    }
     // Release: pairs with the Acquire in `is_cancelled`, like every state store.
     child.state.store(state, Ordering::Release);
     UNREGISTERED
@@ -438,12 +442,13 @@ impl Core {
         }
     }
 
-    /// The cause, once cancelled.
+    /// The cause, once cancelled: an atomic load, no lock (the cause is set before the state
+    /// that the Acquire load sees, and never changes).
     pub(crate) fn cause(&self) -> Option<Cause> {
         if !self.is_cancelled() {
             return None;
         }
-        lock(&self.inner).cause.clone()
+        self.cause.get().cloned()
     }
 
     /// The done channel: created on first use; disconnected once the core is cancelled.
@@ -585,7 +590,8 @@ fn mark_cancelled(
         CancelError::Cancelled => CANCELLED,
         CancelError::DeadlineExceeded => DEADLINE,
     };
-    inner.cause = Some(cause.clone());
+    // Set once: `state` is `OPEN` (the caller checked, under this lock), so no cause yet.
+    let _ = core.cause.set(cause.clone());
     // Release: pairs with the Acquire loads in `is_cancelled`/`err`.
     core.state.store(state, Ordering::Release);
     fired.disarm(core);
@@ -723,7 +729,7 @@ fn register_listener(
         live::add(Counter::Callbacks, 1);
         return Ok(CallbackSlot { index, id });
     }
-    let cause = inner.cause.clone();
+    let cause = core.cause.get().cloned();
     drop(inner);
     Err((listener, cause))
 }
