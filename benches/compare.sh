@@ -3,7 +3,7 @@
 # Rust peers' (benches/peers.rs: tokio-util, rayon, thread/task-locals; benches/async.rs has its
 # own peers: tokio-util, tokio's JoinSet and FuturesUnordered, the last two also with a child
 # token per child), the wake-up latency and retained-memory examples, and Go's own context
-# benchmarks when a Go toolchain is present, all in the same session; then prints one table:
+# benchmarks when a Go toolchain is present, all in the same run; then prints one table:
 # scenario, tether, best peer (named), Go, the ratios, and the issue's target for the row with
 # whether this run met it.
 #
