@@ -518,12 +518,18 @@ impl<T> Slot<T> {
         }
     }
 
-    /// Marks a child that will never finish (its task was aborted), unless it has finished.
+    /// Marks a child that will never finish (its task was aborted), unless it has finished;
+    /// `cause` is asked only then.
     #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
-    pub(crate) fn abort(&self, cause: Cause) {
-        let running = matches!(*self.lock(), SlotState::Running(_));
-        if running {
-            self.finish(SlotState::Aborted(cause));
+    pub(crate) fn abort(&self, cause: impl FnOnce() -> Cause) {
+        let mut state = self.lock();
+        if let SlotState::Running(waker) = &mut *state {
+            let waker = waker.take();
+            *state = SlotState::Aborted(cause());
+            drop(state);
+            if let Some(waker) = waker {
+                waker.wake();
+            }
         }
     }
 

@@ -192,15 +192,15 @@ impl TokioScope {
         let ctx = self.inner.ctx.child_for_spawn();
         let slot = Arc::new(Slot::new());
         let future = ctx.bind(f(ctx.clone()));
-        let (inner, output, counted) = (self.inner.clone(), slot.clone(), Counted::new());
-        let aborted = AbortSlotOnDrop(slot.clone() as Arc<dyn AbortSlot>, self.inner.ctx.clone());
+        let (child, counted) = (ChildTask { slot: slot.clone(), inner: self.inner.clone() }, Counted::new());
         let task = async move {
             let _counted = counted;
-            let _aborted = aborted;
-            match CatchUnwind(future).await {
-                Ok(value) => output.finish(SlotState::Returned(value)),
+            let outcome = CatchUnwind(future).await;
+            let ChildTask { slot, inner } = &child;
+            match outcome {
+                Ok(value) => slot.finish(SlotState::Returned(value)),
                 Err(payload) => {
-                    output.panicked(inner.failures.panicked(&inner.ctx, Some("tokio child".into()), payload))
+                    slot.panicked(inner.failures.panicked(&inner.ctx, Some("tokio child".into()), payload))
                 }
             }
         };
@@ -297,23 +297,17 @@ impl Inner {
     }
 }
 
-/// Marks the child's slot aborted if its task is dropped before it finished (an abort), so that
-/// a handle that outlived the scope does not wait for ever.
-struct AbortSlotOnDrop(Arc<dyn AbortSlot>, Context);
-
-trait AbortSlot: Send + Sync {
-    fn abort(&self, cause: Cause);
+/// What a child's task keeps to hand its outcome over: its handle's slot and the scope. Dropped
+/// before the child finished (an abort), it marks the slot aborted, so that a handle that
+/// outlived the scope does not wait for ever.
+struct ChildTask<T> {
+    slot: Arc<Slot<T>>,
+    inner: Arc<Inner>,
 }
 
-impl<T: Send> AbortSlot for Slot<T> {
-    fn abort(&self, cause: Cause) {
-        Slot::abort(self, cause);
-    }
-}
-
-impl Drop for AbortSlotOnDrop {
+impl<T> Drop for ChildTask<T> {
     fn drop(&mut self) {
-        self.0.abort(self.1.cause().unwrap_or(Cause::ScopeExited));
+        self.slot.abort(|| self.inner.ctx.cause().unwrap_or(Cause::ScopeExited));
     }
 }
 

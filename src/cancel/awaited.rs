@@ -74,7 +74,7 @@ enum Registration {
     Node(Arc<Core>, CallbackSlot),
     /// A watch of a foreign canceller's done channel, the waker its firing wakes, and the
     /// canceller's address (to tell a reuse with another canceller).
-    Watched(std::sync::Arc<Watch>, std::sync::Arc<Mutex<Option<Waker>>>, *const ()),
+    Watched(std::sync::Arc<Watch>, std::sync::Arc<Mutex<Option<Waker>>>, usize),
 }
 
 impl Waiter {
@@ -131,7 +131,8 @@ impl Waiter {
         if !canceller.can_be_cancelled() {
             return Poll::Pending;
         }
-        let key = (canceller as *const C).cast::<()>();
+        // The canceller's address, as a number: compared, never dereferenced.
+        let key = (canceller as *const C).cast::<()>() as usize;
         match &self.registration {
             Registration::Watched(_, waker, watched) if *watched == key => {
                 let mut slot = waker.lock().unwrap_or_else(PoisonError::into_inner);
@@ -179,13 +180,6 @@ impl Waiter {
         }
     }
 }
-
-// SAFETY: `Waiter` is `!Send`/`!Sync` only because of the canceller address in
-// `Registration::Watched`, which is compared and never dereferenced; everything else in it is
-// `Send + Sync`.
-unsafe impl Send for Waiter {}
-// SAFETY: as above.
-unsafe impl Sync for Waiter {}
 
 impl Drop for Waiter {
     fn drop(&mut self) {
