@@ -1,16 +1,44 @@
-//! Cancellable blocking: sleeping and receiving that return early, with the cause, when a
-//! context is cancelled.
+//! Cancellable blocking: the calls a thread blocks in, made to return early, with the cause, when
+//! a context is cancelled.
 //!
-//! Each helper waits in one select on the operation and the context's
-//! [`done()`](crate::Canceller::done) receiver: no polling, and it wakes as soon as either is
-//! ready. Each checks for cancellation first, so a cancelled context wins over a ready message
-//! (deterministically, unlike a bare `select!`, which picks at random among ready operations).
-//! To wait for cancellation itself with a timeout, use
-//! [`Canceller::wait_timeout`]; to combine `done()` with other
-//! channels, use `crossbeam_channel::select!` directly.
+//! | what the thread blocks on | the helper | how the cancellation wakes it |
+//! | --- | --- | --- |
+//! | `thread::sleep` | [`sleep`] | a select on [`done()`](crate::Canceller::done) |
+//! | a crossbeam channel | [`recv`], [`recv_timeout`], [`send`] | a select on `done()` |
+//! | `std::sync::mpsc` | [`mpsc::recv`], [`mpsc::recv_timeout`], [`mpsc::send`] | std's API over a crossbeam channel, then a select |
+//! | `Condvar` | [`sync::wait_while`], [`sync::wait_timeout_while`] | `notify_all` under the mutex |
+//! | a held `Mutex` / `RwLock` | [`sync::lock`], [`sync::read`], [`sync::write`] | an unpark (the unlock is polled: std cannot signal it) |
+//! | `thread::park` | [`park`], [`park_timeout`] | an unpark |
+//! | `TcpStream`, `UnixStream` | [`net::read`], [`net::write`], [`net::Cancellable`] | a shutdown of the socket |
+//! | `TcpListener`, `UnixListener`, `UdpSocket` (Unix) | [`net::accept`], [`net::accept_unix`], [`net::recv_from`] | a shutdown of the socket's reading side |
+//! | `Child::wait` | [`process::wait`] | the policy's kill or signal |
+//!
+//! Every helper checks for cancellation first, so a cancelled context wins over a ready message
+//! or connection (deterministically, unlike a bare `select!`, which picks at random among ready
+//! operations), and what was ready stays where it was. The channel helpers wait in one select on
+//! the operation and the context's `done()` receiver. The others arm an action on the context
+//! (an unpark, a `notify_all`, a shutdown) through the same mechanism a future awaiting the
+//! context uses ([`Canceller::poll_cancelled`]) and remove it before they return, so nothing stays
+//! registered after the call (`armed`). Each takes any [`Canceller`], `&dyn Canceller` included.
+//!
+//! They can be called from pool tasks, but a pool task blocked in one occupies its worker until
+//! it returns: the pool does not grow to replace it, so block in thread children where the wait
+//! may be long.
+//!
+//! To wait for cancellation itself with a timeout, use [`Canceller::wait_timeout`]; to combine
+//! `done()` with other channels, use `crossbeam_channel::select!` directly.
+
+mod armed;
+pub mod mpsc;
+pub mod net;
+mod park;
+pub mod process;
+pub mod sync;
+
+pub use park::{park, park_timeout};
 
 use crate::cancel::{Canceller, Cause};
-use crossbeam_channel::{Receiver, RecvTimeoutError as ChannelTimeout, Select};
+use crossbeam_channel::{Receiver, RecvTimeoutError as ChannelTimeout, Select, Sender};
 use std::time::Duration;
 
 /// Why [`recv`] returned without a message.
@@ -268,5 +296,99 @@ fn recv_until<T, C: Canceller + ?Sized>(ctx: &C, rx: &Receiver<T>, timeout: Opti
         // `done` only ever disconnects: this completes the selected operation.
         let _ = ready.recv(&done);
         Received::Cancelled(cause_of(ctx))
+    }
+}
+
+/// Why [`send`] did not send: the message is given back.
+///
+/// # Examples
+///
+/// ```
+/// use tether::blocking::{send, SendError};
+///
+/// let (tx, rx) = crossbeam_channel::bounded(1);
+/// drop(rx);
+/// let ctx = tether::Context::new();
+/// assert_eq!(send(&ctx, &tx, 7), Err(SendError::Disconnected(7)));
+/// ```
+#[derive(Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError<T> {
+    /// The context was cancelled first, with this cause; the message was not sent.
+    #[error("send cancelled: {1}")]
+    Cancelled(T, Cause),
+    /// Every receiver is gone; the message was not sent.
+    #[error("sending on a disconnected channel")]
+    Disconnected(T),
+}
+
+impl<T> SendError<T> {
+    /// The message that was not sent.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(tether::blocking::SendError::Disconnected("job").into_inner(), "job");
+    /// ```
+    pub fn into_inner(self) -> T {
+        match self {
+            SendError::Cancelled(msg, _) | SendError::Disconnected(msg) => msg,
+        }
+    }
+
+    /// True for [`SendError::Cancelled`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(tether::blocking::SendError::Cancelled((), tether::Cause::Cancelled).is_cancelled());
+    /// ```
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self, SendError::Cancelled(..))
+    }
+}
+
+impl<T> std::fmt::Debug for SendError<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendError::Cancelled(_, cause) => f.debug_tuple("Cancelled").field(&"..").field(cause).finish(),
+            SendError::Disconnected(_) => f.write_str("Disconnected(..)"),
+        }
+    }
+}
+
+/// Sends `msg` on `tx`, waiting for room in a bounded channel, or returns early when `ctx` is
+/// cancelled. Cancellation is checked first: a cancelled context wins over room in the channel.
+///
+/// # Errors
+///
+/// [`SendError::Cancelled`] or [`SendError::Disconnected`], with the message, which was not sent.
+///
+/// # Examples
+///
+/// ```
+/// let (tx, rx) = crossbeam_channel::bounded(0);
+/// tether::scope(|s| {
+///     let producer = s.spawn(|ctx| tether::blocking::send(ctx, &tx, 1));
+///     assert_eq!(rx.recv(), Ok(1));
+///     assert_eq!(producer.join().unwrap(), Ok(()));
+/// })
+/// .unwrap();
+/// ```
+pub fn send<T, C: Canceller + ?Sized>(ctx: &C, tx: &Sender<T>, msg: T) -> Result<(), SendError<T>> {
+    if ctx.is_cancelled() {
+        return Err(SendError::Cancelled(msg, cause_of(ctx)));
+    }
+    let done = ctx.done();
+    let mut select = Select::new();
+    let room = select.send(tx);
+    select.recv(&done);
+    let ready = select.select();
+    if ready.index() == room {
+        ready.send(tx, msg).map_err(|crossbeam_channel::SendError(msg)| SendError::Disconnected(msg))
+    } else {
+        // `done` only ever disconnects: this completes the selected operation.
+        let _ = ready.recv(&done);
+        Err(SendError::Cancelled(msg, cause_of(ctx)))
     }
 }

@@ -3,19 +3,20 @@
 //! Under `cfg(loom)` the mutexes, atomics and `Arc` come from [loom](https://docs.rs/loom), which
 //! explores every interleaving of the models in `src/tests/`; otherwise they are `std`'s. Only the
 //! cancellation tree (`cancel::tree`), a pool task's state (`scope::task_state`) and a scope's
-//! running count (`scope::count`) go through this shim. The timer driver, the live counters
+//! running count (`scope::count`) and the armed action of a blocking helper (`blocking::armed`) go
+//! through this shim. The timer driver, the live counters
 //! and the lazily created done channels use `std` directly: they are not part of the modelled races
 //! (the models create no deadlines, and a counter or a channel disconnect never blocks).
 
 #[cfg(loom)]
 pub(crate) use loom::sync::{
-    Arc, Mutex, MutexGuard,
+    Arc, Condvar, Mutex, MutexGuard,
     atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicUsize, Ordering, fence},
 };
 
 #[cfg(not(loom))]
 pub(crate) use std::sync::{
-    Arc, Mutex, MutexGuard,
+    Arc, Condvar, Mutex, MutexGuard,
     atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicUsize, Ordering, fence},
 };
 
