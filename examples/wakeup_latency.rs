@@ -8,6 +8,10 @@
 //! - `tokio_util/block_on_cancelled`: a current-thread tokio runtime blocked on
 //!   `CancellationToken::cancelled()`, tokio-util's nearest equivalent of a blocking wait.
 //! - `std/park`: `thread::park` / `unpark` on a flag: the operating system's floor.
+//! - `blocking/...`: a thread blocked in one of `tether::blocking`'s helpers (a crossbeam or
+//!   std-style channel, a condition variable, a held mutex, a park, a socket read, accept or
+//!   datagram receive, a child process), woken by the cancellation of its context. The process
+//!   row takes a tenth of the samples (each spawns a process) and includes the kill and reaping.
 //!
 //! Each sample uses a fresh context; the waiter is a long-lived thread that signals it is about
 //! to block, and the canceller sleeps a millisecond before cancelling so the waiter is asleep in
@@ -124,6 +128,7 @@ fn main() {
             ),
         ),
     ];
+    let runs: Vec<(&str, Vec<u64>)> = runs.into_iter().chain(helper_runs(samples)).collect();
 
     if json {
         let fields: Vec<String> = runs
@@ -151,4 +156,125 @@ fn main() {
             );
         }
     }
+}
+
+/// The rows of `tether::blocking`'s helpers: each blocked call is woken by `Context::cancel`.
+fn helper_runs(samples: usize) -> Vec<(&'static str, Vec<u64>)> {
+    use std::net::{TcpListener, TcpStream, UdpSocket};
+    use std::sync::{Condvar, Mutex};
+    use tether::blocking;
+
+    /// Measures a helper: `resource` makes what one round blocks on, `blocked` blocks in the
+    /// helper until the round's context is cancelled.
+    fn helper<R: Send + Sync + 'static>(
+        samples: usize,
+        resource: impl Fn() -> R,
+        blocked: impl Fn(&Context, &R) + Send + 'static,
+    ) -> Vec<u64> {
+        measure(
+            samples,
+            || (Context::new(), Arc::new(resource())),
+            |(ctx, _)| ctx.cancel(),
+            move |(ctx, resource)| blocked(&ctx, &resource),
+        )
+    }
+
+    let (_never_tx, never_rx) = unbounded::<()>();
+    let never_rx = Arc::new(never_rx);
+    let (_std_tx, std_rx) = blocking::mpsc::channel::<()>();
+    let std_rx = Arc::new(Mutex::new(std_rx));
+    let (full_tx, _full_rx) = blocking::mpsc::sync_channel::<()>(0);
+    // A mutex held by another thread for the whole measurement.
+    let held = Arc::new(Mutex::new(()));
+    let (release_tx, release_rx) = bounded::<()>(0);
+    let (locked_tx, locked_rx) = bounded::<()>(0);
+    let holder = {
+        let held = held.clone();
+        thread::spawn(move || {
+            let _guard = held.lock().unwrap();
+            locked_tx.send(()).unwrap();
+            let _ = release_rx.recv();
+        })
+    };
+    locked_rx.recv().unwrap();
+
+    let runs = vec![
+        (
+            "blocking/recv (crossbeam)",
+            helper(samples, || (), move |ctx, ()| assert!(blocking::recv(ctx, &never_rx).is_err())),
+        ),
+        (
+            "blocking/mpsc::recv",
+            helper(
+                samples,
+                || (),
+                move |ctx, ()| assert!(blocking::mpsc::recv(ctx, &std_rx.lock().unwrap()).is_err()),
+            ),
+        ),
+        (
+            "blocking/mpsc::send (full)",
+            helper(samples, || (), move |ctx, ()| assert!(blocking::mpsc::send(ctx, &full_tx, ()).is_err())),
+        ),
+        (
+            "blocking/sync::wait_while",
+            helper(
+                samples,
+                || (Mutex::new(()), Condvar::new()),
+                |ctx, (mutex, condvar)| {
+                    let guard = mutex.lock().unwrap();
+                    assert!(blocking::sync::wait_while(ctx, mutex, condvar, guard, |()| true).is_err());
+                },
+            ),
+        ),
+        ("blocking/sync::lock (held)", {
+            let held = held.clone();
+            helper(samples, || (), move |ctx, ()| assert!(blocking::sync::lock(ctx, &held).is_err()))
+        }),
+        ("blocking/park", helper(samples, || (), |ctx, ()| while blocking::park(ctx).is_ok() {})),
+        (
+            "blocking/net::read (tcp)",
+            helper(
+                samples,
+                || {
+                    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+                    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+                    (client, listener.accept().unwrap().0)
+                },
+                |ctx, (client, _server)| assert!(blocking::net::read(ctx, client, &mut [0; 16]).is_err()),
+            ),
+        ),
+        #[cfg(target_os = "linux")]
+        (
+            "blocking/net::accept (tcp)",
+            helper(
+                samples,
+                || TcpListener::bind("127.0.0.1:0").unwrap(),
+                |ctx, listener| assert!(blocking::net::accept(ctx, listener).is_err()),
+            ),
+        ),
+        #[cfg(target_os = "linux")]
+        (
+            "blocking/net::recv_from (udp)",
+            helper(
+                samples,
+                || UdpSocket::bind("127.0.0.1:0").unwrap(),
+                |ctx, socket| assert!(blocking::net::recv_from(ctx, socket, &mut [0; 16]).is_err()),
+            ),
+        ),
+        #[cfg(unix)]
+        (
+            "blocking/process::wait (kill)",
+            helper(
+                (samples / 10).max(1),
+                || Mutex::new(std::process::Command::new("sleep").arg("3600").spawn().unwrap()),
+                |ctx, child| {
+                    let kill = blocking::process::OnCancel::Kill;
+                    assert!(blocking::process::wait(ctx, &mut child.lock().unwrap(), kill).is_err());
+                },
+            ),
+        ),
+    ];
+    drop(release_tx);
+    holder.join().unwrap();
+    runs
 }

@@ -28,7 +28,7 @@
 //! To wait for cancellation itself with a timeout, use [`Canceller::wait_timeout`]; to combine
 //! `done()` with other channels, use `crossbeam_channel::select!` directly.
 
-mod armed;
+pub(crate) mod armed;
 pub mod mpsc;
 pub mod net;
 mod park;

@@ -208,3 +208,9 @@ pub struct Design0005Doctests;
 #[cfg(doctest)]
 #[doc = include_str!("../design/0006-async.md")]
 pub struct Design0006Doctests;
+
+/// design/0010's code blocks (its Surface pins the blocking helpers' signatures), compiled as doc
+/// tests.
+#[cfg(doctest)]
+#[doc = include_str!("../design/0010-blocking.md")]
+pub struct Design0010Doctests;

@@ -237,8 +237,10 @@ where
             Some(deadline) => {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
-                    // Not even a zero-length wait: the kernel would round it up to its slack.
+                    // Not even a zero-length wait: the kernel would round it up to its slack. The
+                    // poison is reported as the wait's re-locking would have reported it.
                     timed_out = true;
+                    poisoned = mutex.is_poisoned();
                     break;
                 }
                 let (woken, result) = match condvar.wait_timeout(guard, left) {
