@@ -1,40 +1,34 @@
-//! Closing a connection when a context is cancelled: Go's `ExampleAfterFunc_connection`, twice.
+//! Waking a blocked socket read when a context is cancelled: Go's `ExampleAfterFunc_connection`,
+//! with tether's helper, then line by line with the Go adapter.
 //!
-//! A blocking `read` on a socket cannot watch a context. So the function that reads registers a
-//! callback that shuts the socket down when the context is cancelled: the shutdown wakes the read
-//! at once. Then it *stops* the callback once the read is over, so a later cancellation leaves
-//! the connection alone. Go's example sets the read deadline to "now" instead. In Rust, changing
-//! a socket's read timeout does not wake a read that is already blocked, so a shutdown is used
-//! here.
+//! A blocking `read` on a socket cannot watch a context. Go's example registers an `AfterFunc`
+//! that sets the read deadline to "now", which wakes the read, and stops it once the read is over.
+//! In Rust, changing a socket's read timeout does not wake a read that is already blocked, but a
+//! shutdown does.
 //!
-//! - `read_from_conn` uses tether's native `Context::on_cancel`. The callback runs on the thread
-//!   that cancels (a timer firer thread, for a deadline), and receives the cause.
-//! - `read_from_conn_go` uses the Go adapter's `go::after_func`, line by line as Go's example
-//!   does. The callback runs on a thread of its own, so the reader waits for it to finish.
+//! - `read_from_conn` is the whole idiom in one call: `tether::blocking::net::read` arms a
+//!   shutdown of the socket on the context for the length of the read and removes it before it
+//!   returns; a cancelled read fails with an `io::Error` that carries the cause
+//!   (`blocking::net::cause_of`).
+//! - `read_from_conn_go` is Go's example written against the Go adapter's `go::after_func`, line
+//!   by line: the callback runs on a thread of its own, so the reader waits for it to finish.
 //!
 //! Run with `cargo run --release --example close_on_cancel`.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
-use tether::{Canceller, Cause, Context, go};
+use tether::{Cause, Context, blocking, go};
 
-/// Reads from `conn`, and gives up (closing the connection) when `ctx` is cancelled.
+/// Reads from `conn`, and gives up (shutting the connection down) when `ctx` is cancelled.
 fn read_from_conn(ctx: &Context, conn: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
-    let closer = conn.try_clone()?;
-    // Runs once, with the cause, on whichever thread cancels `ctx`: keep it short.
-    let stop = ctx.on_cancel(move |cause| {
-        println!("    on_cancel: shutting the connection down ({cause})");
-        let _ = closer.shutdown(Shutdown::Both);
-    });
-    let n = (&*conn).read(buf);
-    if !stop.stop() {
-        // The callback has run (or is running): the read ended because of the cancellation. A
-        // shutdown cannot be undone, so there is no deadline to reset and nothing to wait for.
-        return Err(io::Error::other(ctx.cause().expect("the callback ran, so ctx is cancelled")));
+    let read = blocking::net::read(ctx, conn, buf);
+    if let Err(err) = &read
+        && let Some(cause) = blocking::net::cause_of(err)
+    {
+        println!("    the cancellation shut the connection down ({cause})");
     }
-    // Stopped in time: a later cancellation will not touch the connection.
-    n
+    read
 }
 
 /// The same function written against the Go adapter, as Go's example writes it.
@@ -94,7 +88,7 @@ fn main() {
     let ms = Duration::from_millis;
     let mut buf = [0u8; 1024];
 
-    println!("== native: Context::on_cancel ==");
+    println!("== native: blocking::net::read ==");
     exchange("the server answers before the deadline", Some(ms(10)), |conn| {
         let ctx = Context::new().with_timeout(ms(500));
         read_from_conn(&ctx, conn, &mut buf)
