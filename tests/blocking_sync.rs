@@ -462,3 +462,40 @@ fn a_foreign_canceller_wakes_the_helpers_too() {
         assert_eq!(waiting.join().unwrap(), Some(Cause::ScopeExited));
     });
 }
+
+/// A pool task may block in a helper too (it holds its worker meanwhile): the scope's exit wakes it.
+#[test]
+fn a_pool_task_blocked_in_a_helper_is_woken_by_the_scope_exit() {
+    let _counts = counts();
+    let (state, changed) = (Mutex::new(()), Condvar::new());
+    // One blocked task per worker at most: a task still queued at the exit would be skipped.
+    let tasks = tether::pool::threads().min(2);
+    let before = registered();
+    let (causes_tx, causes_rx) = crossbeam_channel::unbounded();
+    tether::scope(|s| {
+        let causes_tx = &causes_tx;
+        s.spawn_task(|ctx| {
+            // A worker's own unpark tokens make spurious wake-ups likelier here: loop.
+            let cause = loop {
+                if let Err(cause) = blocking::park(ctx) {
+                    break cause;
+                }
+            };
+            causes_tx.send(cause).unwrap();
+        });
+        if tasks == 2 {
+            s.spawn_task(|ctx| {
+                let guard = state.lock().unwrap();
+                let err = blocking::sync::wait_while(ctx, &state, &changed, guard, |()| true).unwrap_err();
+                causes_tx.send(err.cause().cloned().unwrap()).unwrap();
+            });
+        }
+        // Once every task has armed its wake-up, the body ends and the exit cancels them.
+        wait_for("the tasks to arm", || registered() >= before + tasks);
+    })
+    .unwrap();
+    drop(causes_tx);
+    let causes: Vec<Cause> = causes_rx.iter().collect();
+    assert_eq!(causes, vec![Cause::ScopeExited; tasks]);
+    assert_eq!(registered(), before);
+}
