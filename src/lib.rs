@@ -120,6 +120,7 @@
 //! | `live`, `unhandled` | the process-wide live counts and thread registry; the sink for panics with no caller | engine |
 //! | `watcher`, `block_on` | one thread waiting on many done channels; a thread driving one future | engine |
 //! | [`testing`] | the leak checker and [`testing::take_unhandled_panics`] | handle |
+//! | [`wire`] | what crosses between processes: `grpc-timeout`, W3C `traceparent`/`baggage`, the opt-in [`wire::Carry`] of values | handle (formats) |
 //! | `slab`, `loom` | the slab of registered children; the std/loom atomics switch | engine |
 
 #![deny(missing_docs, missing_debug_implementations)]
@@ -146,6 +147,7 @@ mod tokio_scope;
 mod unhandled;
 mod value;
 mod watcher;
+pub mod wire;
 
 #[cfg(all(test, loom))]
 mod tests;
