@@ -120,6 +120,8 @@
 //! | `live`, `unhandled` | the process-wide live counts and thread registry; the sink for panics with no caller | engine |
 //! | `watcher`, `block_on` | one thread waiting on many done channels; a thread driving one future | engine |
 //! | [`testing`] | the leak checker and [`testing::take_unhandled_panics`] | handle |
+//! | `http` | inject and extract on `http::HeaderMap` (feature `http`): `Inbound`, `Outbound`, the request causes | handle |
+//! | `tower` | the server and client layers (feature `tower`): a context per request, cancelled when the client goes away; the budget sent on | handle |
 //! | [`wire`] | what crosses between processes: `grpc-timeout`, W3C `traceparent`/`baggage`, the opt-in [`wire::Carry`] of values | handle (formats) |
 //! | `slab`, `loom` | the slab of registered children; the std/loom atomics switch | engine |
 
@@ -134,6 +136,8 @@ pub mod blocking;
 mod cancel;
 mod context;
 pub mod go;
+#[cfg(feature = "http")]
+pub mod http;
 mod live;
 mod loom;
 pub mod pool;
@@ -144,6 +148,8 @@ pub mod testing;
 pub mod token;
 #[cfg(feature = "tokio")]
 mod tokio_scope;
+#[cfg(feature = "tower")]
+pub mod tower;
 mod unhandled;
 mod value;
 mod watcher;
