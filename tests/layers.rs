@@ -99,6 +99,29 @@ mod server_layer {
     }
 
     #[test]
+    fn a_request_dropped_after_its_deadline_passed_reports_the_deadline_not_a_disconnect() {
+        // What tonic's own timeout layer, outside this one, does at the same deadline.
+        let (entered_tx, entered_rx) = crossbeam_channel::bounded(1);
+        let handler = tower::service_fn(move |req: http::Request<()>| {
+            let entered = entered_tx.clone();
+            async move {
+                entered.send(req.extensions().get::<Context>().unwrap().clone()).unwrap();
+                std::future::pending::<Result<(), Infallible>>().await
+            }
+        });
+        let mut service = ServerLayer::new().layer(handler);
+        let mut future = Box::pin(service.call(request(&["1n"])));
+        assert!(future.as_mut().poll(&mut TaskContext::from_waker(Waker::noop())).is_pending());
+        let ctx = entered_rx.try_recv().unwrap();
+        while ctx.remaining() != Some(Duration::ZERO) {
+            std::hint::spin_loop();
+        }
+        drop(future);
+        assert!(ctx.cause().unwrap().downcast_ref::<CallerDeadlineExceeded>().is_some());
+        assert_eq!(ctx.err(), Some(CancelError::DeadlineExceeded));
+    }
+
+    #[test]
     fn a_completed_requests_context_is_not_cancelled_by_the_layer() {
         let ctx = serve(ServerLayer::new(), request(&[]));
         assert!(!ctx.is_cancelled());

@@ -97,7 +97,9 @@ pub enum HeaderError {
 pub struct Incoming {
     context: Context,
     limit: Option<Limit>,
-    /// The deadline the headers or the cap set, and the cause its expiry cancels with.
+    /// The deadline the headers or the cap set, and the cause its expiry cancels with (read by
+    /// the server layer).
+    #[cfg_attr(not(feature = "tower"), allow(dead_code))]
     own_deadline: Option<(Instant, Cause)>,
     errors: Vec<HeaderError>,
 }

@@ -20,7 +20,7 @@
 //! [`ClientDisconnected`]: crate::http::ClientDisconnected
 
 use crate::ambient;
-use crate::cancel::{Cause, PanicSummary};
+use crate::cancel::{Canceller, Cause, PanicSummary};
 use crate::context::Context;
 use crate::http::{Inbound, client_disconnected};
 use crate::wire::Carry;
