@@ -216,3 +216,9 @@ pub struct Design0005Doctests;
 #[cfg(doctest)]
 #[doc = include_str!("../design/0006-async.md")]
 pub struct Design0006Doctests;
+
+/// design/0007's code blocks (its Surface pins the wire formats' signatures; the feature-gated
+/// ones are pinned by the doc tests of `http/` and `tower/`), compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../design/0007-deadlines-across-processes.md")]
+pub struct Design0007Doctests;
