@@ -50,11 +50,16 @@ impl CarryError {
 #[error("the value is not UTF-8")]
 struct NotUtf8;
 
+/// Writes a key's value from a context, if bound.
+type InjectFn = Box<dyn Fn(&Context) -> Option<String> + Send + Sync>;
+/// Reads a key's value from its header text into a new context below the given one.
+type ExtractFn = Box<dyn Fn(&Context, &str) -> Result<Context, SharedError> + Send + Sync>;
+
 /// One registered key: how to write its value and how to read it back into a context.
 struct Entry {
     header: &'static str,
-    inject: Box<dyn Fn(&Context) -> Option<String> + Send + Sync>,
-    extract: Box<dyn Fn(&Context, &str) -> Result<Context, SharedError> + Send + Sync>,
+    inject: InjectFn,
+    extract: ExtractFn,
 }
 
 /// The keys whose values cross the wire, each with its header and codec: an opt-in list, empty by
