@@ -236,10 +236,10 @@ mod client_layer {
         let calls = Default::default();
         let client = ClientLayer::new().layer(transport(&calls));
         let mut req = request(&[]);
-        req.extensions_mut().insert(Context::new().with_timeout(Duration::from_millis(10)));
-        let ambient = Context::new().with_timeout(Duration::from_secs(100));
+        req.extensions_mut().insert(Context::new().with_timeout(Duration::from_secs(10)));
+        let ambient = Context::new().with_timeout(Duration::from_secs(1000));
         let sent = futures_executor::block_on(ambient.bind(client.oneshot(req))).unwrap().unwrap();
-        assert!(sent <= Duration::from_millis(10));
+        assert!(sent <= Duration::from_secs(10));
     }
 
     #[test]
