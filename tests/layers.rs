@@ -198,6 +198,31 @@ mod bad_input {
         assert!(ctx.remaining().unwrap() <= Duration::from_millis(2));
     }
 
+    proptest::proptest! {
+        // A few cases under Miri (interpreted, and with no file system for regressions).
+        #![proptest_config(proptest::test_runner::Config {
+            cases: if cfg!(miri) { 4 } else { 256 },
+            failure_persistence: None,
+            ..Default::default()
+        })]
+
+        #[test]
+        fn no_header_value_panics_or_outlives_the_parent_and_the_cap(
+            values in proptest::collection::vec(proptest::collection::vec(0x20u8..0x7f, 0..24), 0..4),
+        ) {
+            let parent = Context::new().with_timeout(Duration::from_secs(3600));
+            let mut headers = http::HeaderMap::new();
+            for value in &values {
+                headers.append("grpc-timeout", http::HeaderValue::from_bytes(value).unwrap());
+            }
+            let inbound = tether::http::Inbound::new().cap(Duration::from_secs(60));
+            let incoming = inbound.extract(&parent, &headers);
+            let deadline = incoming.context().deadline().unwrap();
+            proptest::prop_assert!(deadline <= parent.deadline().unwrap());
+            proptest::prop_assert!(incoming.context().remaining().unwrap() <= Duration::from_secs(60));
+        }
+    }
+
     #[test]
     fn a_non_ascii_timeout_is_an_error_not_a_panic() {
         let mut req = request(&[]);
