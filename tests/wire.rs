@@ -3,6 +3,7 @@
 //! opt-in `Carry` of values.
 
 use proptest::prelude::*;
+use proptest::test_runner::TestCaseError;
 use std::time::Duration;
 use tether::wire::grpc_timeout::{self, GrpcTimeoutError, MAX};
 use tether::wire::{BAGGAGE, Baggage, Carry, TRACE_PARENT, TraceContextError, TraceParent};
@@ -99,15 +100,25 @@ mod grpc_timeout_format {
         }
     }
 
+    /// `decode(encode(budget))` is at least `budget`, less than one unit above, in nine bytes.
+    fn check_round_up(budget: Duration) -> Result<(), TestCaseError> {
+        let text = grpc_timeout::encode(budget);
+        let back = grpc_timeout::decode(&text).unwrap();
+        prop_assert!(back >= budget, "{text}");
+        prop_assert!(back - budget < unit_of(&text), "{text}");
+        prop_assert!(text.len() <= 9);
+        Ok(())
+    }
+
     proptest! {
         #[test]
-        fn decode_of_encode_is_at_least_the_budget_and_under_one_unit_above(nanos in 0..=MAX.as_nanos() as u64 * 1000) {
-            let budget = Duration::from_nanos(nanos).min(MAX);
-            let text = grpc_timeout::encode(budget);
-            let back = grpc_timeout::decode(&text).unwrap();
-            prop_assert!(back >= budget, "{text}");
-            prop_assert!(back - budget < unit_of(&text), "{text}");
-            prop_assert!(text.len() <= 9);
+        fn decode_of_encode_is_at_least_the_budget_and_under_one_unit_above(nanos in any::<u64>()) {
+            check_round_up(Duration::from_nanos(nanos))?;
+        }
+
+        #[test]
+        fn the_same_holds_up_to_the_largest_value_the_header_can_say(secs in 0..=MAX.as_secs(), sub in 0..1_000_000_000u32) {
+            check_round_up(Duration::new(secs, sub).min(MAX))?;
         }
 
         #[test]
