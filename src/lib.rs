@@ -98,6 +98,13 @@
 //! assert_eq!(total, 4);
 //! ```
 //!
+//! ## Across processes
+//! A request's deadline crosses to the next service as gRPC's `grpc-timeout` and its values only
+//! for keys that opt in ([`wire`]); tower layers (feature `tower`) give each incoming request a
+//! context bounded by its caller's deadline, cancel it with a typed cause when the client goes
+//! away (stopping the threads and pool tasks the handler started under it), and send the budget
+//! left on every outgoing call. `Canceller::remaining` is that budget.
+//!
 //! Design notes live in the repository's `design/` directory.
 //!
 //! ## Map of the modules
