@@ -1,6 +1,6 @@
 //! Deadlines and cancellation across processes, over real servers on loopback: hyper over
-//! HTTP/1.1 and HTTP/2 (a client that closes its socket mid-request cancels the handler's context
-//! and a thread child blocked in `blocking::recv` under it), a tonic round trip (the client's
+//! HTTP/1.1 and HTTP/2 (a client that closes its socket mid-request cancels the handler's context,
+//! and a thread child and a pool task blocked in `blocking::recv` under it), a tonic round trip (the client's
 //! deadline reaches the handler, and its expiry cancels the server's tree), and three hops
 //! A -> B -> C (C's deadline is never later than A's; a client gone at A cancels B's and C's work).
 //!
@@ -58,8 +58,8 @@ async fn next<T>(rx: &mut mpsc::UnboundedReceiver<T>, what: &str) -> T {
 }
 
 /// A handler whose request starts blocking work in a `tether::scope` under its context: a thread
-/// child that says `entered` and then blocks in `blocking::recv` on a channel nobody sends on,
-/// reporting how the receive ended.
+/// child and a pool task, each of which says `entered` and then blocks in `blocking::recv` on a
+/// channel nobody sends on, reporting how the receive ended.
 fn blocking_handler(
     entered: mpsc::UnboundedSender<()>,
     report: mpsc::UnboundedSender<Result<(), RecvError>>,
@@ -72,11 +72,14 @@ fn blocking_handler(
             let work = tokio::task::spawn_blocking(move || {
                 ScopeBuilder::new().parent(&ctx).run(|s| {
                     let (_keep_open, rx) = crossbeam_channel::bounded::<()>(0);
-                    let child = s.spawn(move |child_ctx| {
+                    let block = move |child_ctx: &Context| {
                         entered.send(()).unwrap();
                         report.send(tether::blocking::recv(child_ctx, &rx)).unwrap();
-                    });
-                    child.join().unwrap()
+                    };
+                    let task = s.spawn_task(block.clone());
+                    let thread = s.spawn(block);
+                    thread.join().unwrap();
+                    task.join().unwrap();
                 })
             });
             let _ = work.await;
@@ -98,20 +101,26 @@ mod disconnect {
     use super::*;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn an_http1_client_that_closes_its_socket_cancels_the_blocked_child_with_client_disconnected() {
+    async fn an_http1_client_that_closes_its_socket_cancels_a_blocked_thread_and_task_with_client_disconnected()
+     {
         let (entered_tx, mut entered) = mpsc::unbounded_channel();
         let (report_tx, mut report) = mpsc::unbounded_channel();
         let addr = serve(ServerLayer::new().layer(blocking_handler(entered_tx, report_tx))).await;
 
         let mut socket = TcpStream::connect(addr).await.unwrap();
         socket.write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\n\r\n").await.unwrap();
-        next(&mut entered, "entered").await;
+        for _ in ["thread", "task"] {
+            next(&mut entered, "entered").await;
+        }
         drop(socket);
-        assert_disconnected(next(&mut report, "report").await);
+        for _ in ["thread", "task"] {
+            assert_disconnected(next(&mut report, "report").await);
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn an_http2_client_that_closes_its_socket_cancels_the_blocked_child_with_client_disconnected() {
+    async fn an_http2_client_that_closes_its_socket_cancels_a_blocked_thread_and_task_with_client_disconnected()
+     {
         let (entered_tx, mut entered) = mpsc::unbounded_channel();
         let (report_tx, mut report) = mpsc::unbounded_channel();
         let addr = serve(ServerLayer::new().layer(blocking_handler(entered_tx, report_tx))).await;
@@ -122,10 +131,14 @@ mod disconnect {
         let connection = tokio::spawn(connection);
         let request = http::Request::get(format!("http://{addr}/")).body(Empty::<Bytes>::new()).unwrap();
         let response = tokio::spawn(sender.send_request(request));
-        next(&mut entered, "entered").await;
+        for _ in ["thread", "task"] {
+            next(&mut entered, "entered").await;
+        }
         connection.abort(); // drops the connection: the socket closes
         response.abort();
-        assert_disconnected(next(&mut report, "report").await);
+        for _ in ["thread", "task"] {
+            assert_disconnected(next(&mut report, "report").await);
+        }
     }
 }
 
