@@ -266,6 +266,16 @@ impl Context {
         }
     }
 
+    /// Cancels this context as its deadline would: `err()` becomes
+    /// [`CancelError::DeadlineExceeded`], with `cause`. For the server layer, when a request is
+    /// dropped after its deadline passed but before the timer delivered it (`tower/server.rs`).
+    #[cfg(feature = "tower")]
+    pub(crate) fn expire_with(&self, cause: Cause) {
+        if let Some(node) = &self.node {
+            tree::cancel(node.core(), CancelError::DeadlineExceeded, cause).run();
+        }
+    }
+
     /// Registers `callback` to run once when this context is cancelled (Go's `AfterFunc`), with
     /// the cause. If the context is already cancelled it runs now, on this thread. Otherwise it
     /// runs on the thread that cancels, which waits for it: keep it short. For a deadline that

@@ -98,6 +98,13 @@
 //! assert_eq!(total, 4);
 //! ```
 //!
+//! ## Across processes
+//! A request's deadline crosses to the next service as gRPC's `grpc-timeout` and its values only
+//! for keys that opt in ([`wire`]); tower layers (feature `tower`) give each incoming request a
+//! context bounded by its caller's deadline, cancel it with a typed cause when the client goes
+//! away (stopping the threads and pool tasks the handler started under it), and send the budget
+//! left on every outgoing call. `Canceller::remaining` is that budget.
+//!
 //! Design notes live in the repository's `design/` directory.
 //!
 //! ## Map of the modules
@@ -120,6 +127,9 @@
 //! | `live`, `unhandled` | the process-wide live counts and thread registry; the sink for panics with no caller | engine |
 //! | `watcher`, `block_on` | one thread waiting on many done channels; a thread driving one future | engine |
 //! | [`testing`] | the leak checker and [`testing::take_unhandled_panics`] | handle |
+//! | `http` | inject and extract on `http::HeaderMap` (feature `http`): `Inbound`, `Outbound`, the request causes | handle |
+//! | `tower` | the server and client layers (feature `tower`): a context per request, cancelled when the client goes away; the budget sent on | handle |
+//! | [`wire`] | what crosses between processes: `grpc-timeout`, W3C `traceparent`/`baggage`, the opt-in [`wire::Carry`] of values | handle (formats) |
 //! | `slab`, `loom` | the slab of registered children; the std/loom atomics switch | engine |
 
 #![deny(missing_docs, missing_debug_implementations)]
@@ -133,6 +143,8 @@ pub mod blocking;
 mod cancel;
 mod context;
 pub mod go;
+#[cfg(feature = "http")]
+pub mod http;
 mod live;
 mod loom;
 pub mod pool;
@@ -143,9 +155,12 @@ pub mod testing;
 pub mod token;
 #[cfg(feature = "tokio")]
 mod tokio_scope;
+#[cfg(feature = "tower")]
+pub mod tower;
 mod unhandled;
 mod value;
 mod watcher;
+pub mod wire;
 
 #[cfg(all(test, loom))]
 mod tests;
@@ -209,6 +224,11 @@ pub struct Design0005Doctests;
 #[doc = include_str!("../design/0006-async.md")]
 pub struct Design0006Doctests;
 
+/// design/0007's code blocks (its Surface pins the wire formats' signatures; the feature-gated
+/// ones are pinned by the doc tests of `http/` and `tower/`), compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../design/0007-deadlines-across-processes.md")]
+pub struct Design0007Doctests;
 /// design/0010's code blocks (its Surface pins the blocking helpers' signatures), compiled as doc
 /// tests.
 #[cfg(doctest)]

@@ -60,6 +60,25 @@ pub trait Canceller {
     /// The instant at which this context will be cancelled by a deadline, if it has one.
     fn deadline(&self) -> Option<Instant>;
 
+    /// The budget left before the deadline: `None` without a deadline, [`Duration::ZERO`] once
+    /// the deadline has passed (even before its cancellation has been delivered). What a hop
+    /// sends on as its caller's remaining time (`grpc-timeout`, [`crate::wire`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tether::{Canceller, Context};
+    ///
+    /// assert_eq!(Context::new().remaining(), None);
+    /// let call = Context::new().with_timeout(Duration::from_secs(5));
+    /// assert!(call.remaining().unwrap() <= Duration::from_secs(5));
+    /// assert_eq!(Context::new().with_timeout(Duration::ZERO).remaining(), Some(Duration::ZERO));
+    /// ```
+    fn remaining(&self) -> Option<Duration> {
+        Some(self.deadline()?.saturating_duration_since(Instant::now()))
+    }
+
     /// A receiver that becomes ready (disconnected) on cancellation, for use in
     /// [`crossbeam_channel::select!`]. A context that can never be cancelled returns
     /// [`crossbeam_channel::never()`], which is never ready: the analogue of Go's nil channel.
