@@ -132,6 +132,7 @@ mod block_on;
 pub mod blocking;
 mod cancel;
 mod context;
+pub mod dump;
 pub mod go;
 mod live;
 mod loom;
@@ -157,6 +158,7 @@ pub use cancel::{
     RunUntilCancelled, SharedError, Waiter,
 };
 pub use context::Context;
+pub use dump::{Dump, dump};
 pub use live::{LiveCounts, live};
 pub use scope::{
     ChildBuilder, JoinError, Scope, ScopeBuilder, ScopeError, ScopedJoinHandle, TaskHandle, TrySpawnError,

@@ -65,11 +65,13 @@ mod error;
 mod exit;
 pub(crate) mod failures;
 mod handle;
+pub(crate) mod observe;
 mod state;
 mod task;
 mod task_queue;
 pub(crate) mod task_state;
 mod thread;
+mod watchdog;
 
 pub use builder::{ScopeBuilder, scope};
 pub use error::{JoinError, ScopeError, TrySpawnError};
