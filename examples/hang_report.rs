@@ -1,9 +1,12 @@
-//! A hang at shutdown, and the report that finds it. A small service runs three workers; one of
-//! them calls a legacy API that blocks on a channel and cannot see cancellation. At shutdown the
-//! scope cancels its children and waits: two stop at once, the third does not. After 200 ms the
-//! scope's watchdog prints the dump of the scope to stderr: which child is still running, where
-//! it was spawned, and, for the others, where they are blocked. Then the same dump in JSON, as a
-//! tool would read it, and finally the legacy call is released so the program ends by itself.
+//! A hang at shutdown, and the report that finds it. A small service runs four children: two
+//! workers that stop when cancelled, a flusher that calls a legacy API blocking on a plain
+//! channel (deaf to cancellation), and a drainer that waits, through tether, on a *detached*
+//! context (so the scope's cancellation does not reach it either). At shutdown the scope cancels
+//! its children and waits: the workers stop at once, the other two do not. After 200 ms the
+//! scope's watchdog prints the dump of the scope to stderr: which children are still running,
+//! where each was spawned, and for the drainer where it is blocked and for how long. Then the same
+//! dump in JSON, as a tool would read it, and finally both are released so the program ends by
+//! itself.
 //!
 //! Run with `cargo run --release --example hang_report`.
 
@@ -52,6 +55,10 @@ fn main() {
                 s.builder().name(format!("worker-{i}")).spawn(|ctx| worker(ctx, &jobs)).unwrap();
             }
             s.builder().name("flusher").spawn(|_| legacy_flush(&release)).unwrap();
+            s.builder()
+                .name("drainer")
+                .spawn(|ctx| tether::blocking::recv(&ctx.detached(), &release))
+                .unwrap();
             s.spawn(|ctx| ctx.wait_timeout(Duration::from_secs(3600)));
             println!("service up; shutting down");
             // The body returns: the exit cancels every child and waits for them.
@@ -68,6 +75,7 @@ fn release_after_report(report: Receiver<tether::Dump>, release: Sender<()>) {
     println!("the same dump as JSON:\n{}", dump.to_json());
     let service = &dump.scopes()[0];
     let stuck: Vec<_> = service.children.iter().filter_map(|c| c.name.as_deref()).collect();
-    assert_eq!(stuck, ["flusher"], "the others stopped when cancelled");
+    assert_eq!(stuck, ["flusher", "drainer"], "the workers stopped when cancelled");
+    release.send(()).unwrap();
     release.send(()).unwrap();
 }

@@ -111,7 +111,7 @@ impl ThreadCell {
 /// Records, while it lives, that the current thread is in a blocking call made at a site: what a
 /// dump shows as the child's wait site. The hook for every blocking helper of the crate:
 ///
-/// ```ignore
+/// ```text
 /// #[track_caller]
 /// pub fn recv<T>(ctx: &C, rx: &Receiver<T>) -> Result<T, RecvError> {
 ///     let _blocked = crate::dump::BlockingSite::enter(Location::caller());
