@@ -24,6 +24,7 @@ fn dump_10k(c: &mut Criterion) {
             for _ in 0..CHILDREN {
                 s.spawn_task(|_| ());
             }
+            assert!(tether::dump().children() >= CHILDREN, "every queued task is listed");
             let mut group = c.benchmark_group(format!("dump/children={CHILDREN}"));
             group.sample_size(20);
             group.bench_function("snapshot", |b| b.iter(tether::dump));

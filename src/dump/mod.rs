@@ -8,10 +8,11 @@
 //!
 //! # What it costs
 //! Nothing is recorded for a dump that does not happen but what a dump cannot recompute: each
-//! scope registers itself (one lock as it opens, one as it closes), each child keeps its spawn
-//! site and time and sits in its scope's ledger (under the lock a task spawn takes anyway), and a
-//! blocking call records its site in its thread's cell with relaxed stores ([`BlockingSite`]).
-//! `is_cancelled` is untouched.
+//! scope registers itself (one lock as it opens, one as it closes); each child keeps its spawn
+//! site and time; a thread child sits in its scope's ledger; a running task is named in its
+//! thread's cell (relaxed stores, nothing shared), a queued one is in its scope's queue anyway;
+//! and a blocking call records its site in its thread's cell with relaxed stores
+//! ([`BlockingSite`]). `is_cancelled` is untouched.
 //!
 //! # Consistency
 //! A dump is **weakly consistent**, like a goroutine dump: each scope is read on its own, each
@@ -147,7 +148,8 @@ pub struct ScopeDump {
     /// The values bound by [`ScopeBuilder::value`](crate::ScopeBuilder::value): key names, and
     /// the value only for a [`shown`](crate::Key::shown) key.
     pub values: Vec<ValueDump>,
-    /// Its children not yet finished, or finished and not yet joined, in spawn order.
+    /// Its children not yet finished (and its thread children finished and not yet joined), in
+    /// spawn order.
     pub children: Vec<ChildDump>,
 }
 
@@ -217,7 +219,8 @@ pub enum ChildState {
         /// For how long.
         for_: Duration,
     },
-    /// Finished; its handle has not joined it (nor been dropped) yet.
+    /// A thread child that has finished; its handle has not joined it (nor been dropped) yet. (A
+    /// finished task is not listed.)
     AwaitingJoin,
 }
 

@@ -57,7 +57,7 @@ pub(crate) struct ScopeMeta {
     values: Vec<BoundKey>,
     /// Child ids, in spawn order.
     next_child: AtomicU64,
-    /// The thread children's records (module docs, "Ledgers").
+    /// The thread children's records (module docs, "Where a dump finds each child").
     threads: Mutex<Ledger<Arc<ThreadRecord>>>,
     /// The watchdog's timer, once armed (`watchdog.rs`); dropped with the state, disarming it.
     pub(super) watchdog: Option<Armed>,
@@ -72,7 +72,7 @@ pub(crate) struct MetaConfig {
 }
 
 /// A list swept of gone entries once it has doubled (module docs).
-pub(super) struct Ledger<T> {
+struct Ledger<T> {
     entries: Vec<T>,
     sweep_at: usize,
 }
@@ -85,7 +85,7 @@ impl<T> Default for Ledger<T> {
 
 impl<T> Ledger<T> {
     /// Pushes `entry`; returns the gone entries swept out, for the caller to drop outside its lock.
-    pub(super) fn push(&mut self, entry: T, is_gone: impl Fn(&T) -> bool) -> Vec<T> {
+    fn push(&mut self, entry: T, is_gone: impl Fn(&T) -> bool) -> Vec<T> {
         self.entries.push(entry);
         if self.entries.len() < self.sweep_at {
             return Vec::new();
@@ -96,7 +96,7 @@ impl<T> Ledger<T> {
         gone
     }
 
-    pub(super) fn iter(&self) -> impl Iterator<Item = &T> {
+    fn iter(&self) -> impl Iterator<Item = &T> {
         self.entries.iter()
     }
 }
