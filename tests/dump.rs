@@ -139,6 +139,35 @@ fn nested_scopes_name_their_parent_and_are_indented_below_it() {
 }
 
 #[test]
+fn a_child_waiting_for_its_nested_scope_is_blocked_at_that_scopes_site() {
+    let _counts = counts();
+    let (tx, rx) = crossbeam_channel::unbounded::<()>();
+    ScopeBuilder::new()
+        .name("waits-for-nested")
+        .run(|s| {
+            s.builder()
+                .name("opener")
+                .spawn(|_| {
+                    // The nested child ignores cancellation, so the nested scope's exit waits for it.
+                    ScopeBuilder::new().name("nested").run(|n| {
+                        n.spawn(|_| rx.recv());
+                    })
+                })
+                .unwrap();
+            let scope = dump_until("waits-for-nested", |s| {
+                s.children.iter().any(|c| matches!(c.state, ChildState::Blocked { .. }))
+            });
+            let ChildState::Blocked { site, .. } = child_named(&scope, "opener").state else {
+                unreachable!()
+            };
+            let nested = scope_named("nested").unwrap();
+            assert_eq!(site, nested.site, "the opener waits in the nested scope's exit");
+            drop(tx);
+        })
+        .unwrap();
+}
+
+#[test]
 fn values_show_by_key_name_unless_the_key_opts_in() {
     let _counts = counts();
     static SHOWN: Key<u32> = Key::new("shard").shown();

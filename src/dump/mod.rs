@@ -212,7 +212,9 @@ pub enum ChildState {
     Queued,
     /// Running its closure.
     Running,
-    /// In a blocking call of tether's ([`crate::blocking`], [`Canceller::wait`](crate::Canceller::wait), a join).
+    /// In a blocking call of tether's: [`crate::blocking`], [`Canceller::wait`](crate::Canceller::wait)
+    /// and `wait_timeout`, [`Scope::wait_all`](crate::Scope::wait_all), a join, or the exit of a
+    /// scope it opened (the site is then that scope's).
     Blocked {
         /// Where the call was made.
         site: &'static Location<'static>,

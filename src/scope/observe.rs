@@ -50,7 +50,7 @@ pub(crate) struct ScopeMeta {
     pub(crate) id: u64,
     name: Option<String>,
     parent: Option<u64>,
-    site: &'static Location<'static>,
+    pub(super) site: &'static Location<'static>,
     born: Instant,
     owner: Option<&'static ThreadCell>,
     limit: Option<usize>,
@@ -310,7 +310,7 @@ impl Observed for ScopeState {
             slots_in_use: self.slots_in_use(),
             running: self.running(),
             cancelled: ctx.is_cancelled(),
-            cause: ctx.cause().map(|c| c.to_string()),
+            cause: ctx.cause().map(|cause| shown(|| cause.to_string())),
             values: meta.values.iter().map(value_dump).collect(),
             children,
         }
@@ -356,8 +356,12 @@ fn child_dump(raw: RawChild, now: Instant) -> ChildDump {
 
 /// A bound value by key name, and its `Debug` for a shown key (a panic there shows as such).
 fn value_dump(bound: &BoundKey) -> ValueDump {
-    let value = bound.show.as_ref().map(|(show, value)| {
-        catch_unwind(AssertUnwindSafe(|| show(&**value))).unwrap_or_else(|_| "<Debug panicked>".to_owned())
-    });
+    let value = bound.show.as_ref().map(|(show, value)| shown(|| show(&**value)));
     ValueDump { key: bound.name, value }
+}
+
+/// The text of user data (a value's `Debug`, a cause's `Display`): a panic there shows as such
+/// rather than unwinding out of the dump.
+fn shown(text: impl FnOnce() -> String) -> String {
+    catch_unwind(AssertUnwindSafe(text)).unwrap_or_else(|_| "<panicked while formatting>".to_owned())
 }
