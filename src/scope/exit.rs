@@ -34,6 +34,8 @@ use super::handle::Scope;
 use super::state::ScopeState;
 use crate::ambient;
 use crate::cancel::{Cause, SharedError};
+use crate::dump::BlockingSite;
+use crate::dump::registry::{self, WorkingFor};
 use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -51,6 +53,7 @@ where
     // (`join_and_settle` borrows it), not only while the body runs.
     let scope = Scope { state: &state, scope: PhantomData, env: PhantomData };
     let body = {
+        let _working_for = WorkingFor::enter(state.meta.id);
         let _ambient = ambient::enter(&state.ctx);
         catch_unwind(AssertUnwindSafe(|| f(&scope)))
     };
@@ -88,6 +91,8 @@ fn join_and_settle(scope: &Scope<'_, '_>, body_panic: Option<Payload>) -> Ended 
             state.panicked(Some("scope body".into()), payload);
         }
     }
+    // For dumps, the owner is in a blocking call at the scope's site until the settle is over.
+    let blocked = BlockingSite::enter(state.meta.site);
     // 2. Join: wait until no child is running, whatever happened to the handles, and close the
     //    count.
     state.close();
@@ -95,6 +100,10 @@ fn join_and_settle(scope: &Scope<'_, '_>, body_panic: Option<Payload>) -> Ended 
     if let Some(settle) = &state.settle {
         settle.wait();
     }
+    drop(blocked);
+    // The scope is no longer live for dumps; the registry lets go of its reference, so that the
+    // release finds the owner's the only one (`dump/registry.rs`, invariant 1).
+    registry::unregister(state.meta.id);
     // Every child has counted itself out after recording its failures, and the wait
     // synchronized with that, so these are all that will ever be recorded.
     let (panics, errors) = state.take_failures().into_parts();

@@ -10,10 +10,12 @@ use super::task::{self, TaskHandle};
 use super::thread::{ChildBuilder, ScopedJoinHandle};
 use crate::block_on::block_on;
 use crate::context::Context;
+use crate::dump::BlockingSite;
 use std::error::Error;
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
+use std::panic::Location;
 use std::sync::Arc;
 
 /// The handle a scope body uses to spawn children, cancel them and wait for them.
@@ -159,11 +161,13 @@ impl<'scope, 'env> Scope<'scope, 'env> {
     /// .unwrap();
     /// assert!(finished, "wait_all does not cancel");
     /// ```
+    #[track_caller]
     pub fn wait_all(&self) {
         assert!(
             !child::is_child_of(self.state),
             "tether: wait_all called from a child of the same scope would wait for itself"
         );
+        let _blocked = BlockingSite::enter(Location::caller());
         self.state.wait_idle();
     }
 
@@ -200,6 +204,7 @@ impl<'scope, 'env> Scope<'scope, 'env> {
     /// .unwrap();
     /// assert_eq!(doubled, [2, 4, 6]);
     /// ```
+    #[track_caller]
     pub fn spawn<F, T>(&'scope self, f: F) -> ScopedJoinHandle<'scope, T>
     where
         F: FnOnce(&Context) -> T + Send + 'scope,
@@ -239,6 +244,7 @@ impl<'scope, 'env> Scope<'scope, 'env> {
     /// .unwrap_err();
     /// assert_eq!(err.to_string(), "not found: cat");
     /// ```
+    #[track_caller]
     pub fn spawn_fallible<F, T, E>(&'scope self, f: F) -> ScopedJoinHandle<'scope, Result<T, Arc<E>>>
     where
         F: FnOnce(&Context) -> Result<T, E> + Send + 'scope,
@@ -271,13 +277,15 @@ impl<'scope, 'env> Scope<'scope, 'env> {
     /// })
     /// .unwrap();
     /// ```
+    #[track_caller]
     pub fn try_spawn<F, T>(&'scope self, f: F) -> Result<ScopedJoinHandle<'scope, T>, TrySpawnError<F>>
     where
         F: FnOnce(&Context) -> T + Send + 'scope,
         T: Send + 'scope,
     {
+        let site = Location::caller();
         self.with_free_slot(f, |slot, f| {
-            self.builder().spawn_holding(slot, f).expect("tether: failed to spawn a thread")
+            self.builder().spawn_holding(slot, f, site).expect("tether: failed to spawn a thread")
         })
     }
 
@@ -330,6 +338,7 @@ impl<'scope, 'env> Scope<'scope, 'env> {
     /// .unwrap();
     /// assert_eq!(total, 6);
     /// ```
+    #[track_caller]
     pub fn spawn_future<F, Fut, T>(&'scope self, f: F) -> ScopedJoinHandle<'scope, T>
     where
         F: FnOnce(Context) -> Fut + Send + 'scope,
@@ -388,13 +397,15 @@ impl<'scope, 'env> Scope<'scope, 'env> {
     /// .unwrap();
     /// assert_eq!(hits.into_inner(), 1000);
     /// ```
+    #[track_caller]
     pub fn spawn_task<F, T>(&'scope self, f: F) -> TaskHandle<'scope, T>
     where
         F: FnOnce(&Context) -> T + Send + 'scope,
         T: Send + 'scope,
     {
+        let site = Location::caller();
         let slot = self.state.wait_for_slot_helping();
-        task::spawn(self.state, slot, f)
+        task::spawn(self.state, slot, f, site)
     }
 
     /// Spawns a pool task whose `Err` fails the scope, as [`spawn_fallible`](Self::spawn_fallible)
@@ -410,6 +421,7 @@ impl<'scope, 'env> Scope<'scope, 'env> {
     /// .unwrap_err();
     /// assert!(err.downcast_ref::<std::fmt::Error>().is_some());
     /// ```
+    #[track_caller]
     pub fn spawn_task_fallible<F, T, E>(&'scope self, f: F) -> TaskHandle<'scope, Result<T, Arc<E>>>
     where
         F: FnOnce(&Context) -> Result<T, E> + Send + 'scope,
@@ -439,12 +451,14 @@ impl<'scope, 'env> Scope<'scope, 'env> {
     /// })
     /// .unwrap();
     /// ```
+    #[track_caller]
     pub fn try_spawn_task<F, T>(&'scope self, f: F) -> Result<TaskHandle<'scope, T>, TrySpawnError<F>>
     where
         F: FnOnce(&Context) -> T + Send + 'scope,
         T: Send + 'scope,
     {
-        self.with_free_slot(f, |slot, f| task::spawn(self.state, slot, f))
+        let site = Location::caller();
+        self.with_free_slot(f, |slot, f| task::spawn(self.state, slot, f, site))
     }
 }
 

@@ -9,6 +9,7 @@
 
 use super::count::{Refused, RunningCount};
 use super::failures::{FailureLog, Failures, Payload};
+use super::observe::ScopeMeta;
 use super::task_queue::ScopeTasks;
 use crate::cancel::tree::Settle;
 use crate::cancel::{Canceller, Cause};
@@ -44,6 +45,8 @@ pub(crate) struct ScopeState {
     /// Set once the cancellation that reached the scope's node has run the callbacks it collected
     /// (scope invariant 5); `None` if the node was cancelled already when the scope began.
     pub(super) settle: Option<Arc<Settle>>,
+    /// What the scope records for dumps (`observe.rs`).
+    pub(super) meta: ScopeMeta,
 }
 
 /// Whether a child holds one of the limit's slots, which it gives back when it finishes.
@@ -61,7 +64,7 @@ pub(super) enum Slot {
 pub(super) struct LimitFull;
 
 impl ScopeState {
-    pub(super) fn new(ctx: Context, limit: Option<usize>) -> ScopeState {
+    pub(super) fn new(ctx: Context, limit: Option<usize>, meta: ScopeMeta) -> ScopeState {
         let settle = Arc::new(Settle::default());
         let settle = ctx.attach_settle(&settle).then_some(settle);
         let slots = limit.map(|n| {
@@ -81,6 +84,7 @@ impl ScopeState {
             slots,
             tasks: ScopeTasks::default(),
             settle,
+            meta,
         }
     }
 
@@ -244,6 +248,11 @@ impl ScopeState {
             None => Ok(Slot::NotHeld),
             Some((_, free)) => free.try_recv().map(|()| Slot::Held).map_err(|_| LimitFull),
         }
+    }
+
+    /// With a limit, how many of its slots are taken now (for dumps).
+    pub(super) fn slots_in_use(&self) -> Option<usize> {
+        self.slots.as_ref().map(|(tx, free)| tx.capacity().unwrap_or(0).saturating_sub(free.len()))
     }
 
     /// Gives back the slot a finished child held, if it held one.

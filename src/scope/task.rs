@@ -53,14 +53,19 @@
 
 use super::child::{ChildOf, Kind, Outcome, Running};
 use super::error::JoinError;
+use super::observe::{ChildRecord, RawChild};
 use super::state::{ScopeState, Slot};
 use super::task_state::{LetGo, TaskState};
 use crate::ambient;
 use crate::cancel::{Canceller, Cause};
 use crate::context::Context;
+use crate::dump::BlockingSite;
+use crate::dump::registry::WorkingFor;
+use crate::dump::site::TaskActivity;
 use crate::pool::{self, Job, JobRef};
 use std::cell::UnsafeCell;
 use std::fmt;
+use std::panic::Location;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{Ordering::SeqCst, fence};
 use std::sync::{Arc, OnceLock};
@@ -82,6 +87,8 @@ struct Task<F, T> {
     ctx: UnsafeCell<OnceLock<Context>>,
     /// The thread blocked in [`TaskHandle::join`], set before it checks `state` the last time.
     joiner: OnceLock<Thread>,
+    /// Its spawn site and time and the thread running it, for dumps (`observe.rs`).
+    record: ChildRecord,
 }
 
 // SAFETY: `Task` is `!Sync` only because of its `UnsafeCell`s, and every access to them is
@@ -136,7 +143,12 @@ pub struct TaskHandle<'scope, T> {
 
 /// Step 1 of the module docs: what [`Scope::spawn_task`](super::Scope::spawn_task) and its
 /// variants do once they hold a slot (or know they need none).
-pub(super) fn spawn<'scope, F, T>(state: &'scope Arc<ScopeState>, slot: Slot, f: F) -> TaskHandle<'scope, T>
+pub(super) fn spawn<'scope, F, T>(
+    state: &'scope Arc<ScopeState>,
+    slot: Slot,
+    f: F,
+    site: &'static Location<'static>,
+) -> TaskHandle<'scope, T>
 where
     F: FnOnce(&Context) -> T + Send + 'scope,
     T: Send + 'scope,
@@ -148,6 +160,7 @@ where
         outcome: UnsafeCell::new(None),
         ctx: UnsafeCell::new(OnceLock::new()),
         joiner: OnceLock::new(),
+        record: state.meta.child_record(site),
     });
     let job: Arc<dyn Job + 'scope> = task.clone();
     // SAFETY: erasing `'scope` lets the pool and the scope's queue hold the job, which
@@ -202,6 +215,11 @@ where
     fn is_claimed(&self) -> bool {
         self.lifecycle.is_claimed()
     }
+
+    fn observe(&self) -> Option<RawChild> {
+        // A claimed task is running (its thread's cell lists it) or done: not listed here.
+        (!self.lifecycle.is_claimed()).then(|| self.record.queued_task())
+    }
 }
 
 impl<F, T> Task<F, T>
@@ -245,6 +263,9 @@ where
             };
             let result = {
                 let _child_of = ChildOf::task(state);
+                let _working_for = WorkingFor::enter(state.meta.id);
+                let r = &self.record;
+                let _activity = TaskActivity::enter(state.meta.id, r.id, r.site, r.born);
                 let _ambient = ambient::enter(ctx);
                 catch_unwind(AssertUnwindSafe(|| f(ctx)))
             };
@@ -357,12 +378,14 @@ impl<T> TaskHandle<'_, T> {
     /// })
     /// .unwrap();
     /// ```
+    #[track_caller]
     pub fn join(self) -> Result<T, JoinError> {
         let task = &*self.task;
         // Still queued: run it here, as a sequential call would (this also keeps the stack of a
         // recursive divide-and-conquer as deep as its recursion, not deeper). Otherwise wait for
         // this task alone ("Helping"): the thread running it makes progress without us.
         if !task.is_done() && !task.run_inline() {
+            let _blocked = BlockingSite::enter(Location::caller());
             let _ = task.joiner().set(std::thread::current());
             // Pairs with the fence in `Task::execute` (after `DONE`, before reading `joiner`).
             fence(SeqCst);

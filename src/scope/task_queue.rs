@@ -44,6 +44,7 @@
 //! saves the allocation, registration and release of a node for tasks that only read their
 //! context.
 
+use super::observe::RawChild;
 use crate::context::Context;
 use crate::pool::{self, JobRef};
 use crossbeam_utils::CachePadded;
@@ -135,6 +136,14 @@ impl ScopeTasks {
             }
             None => false,
         }
+    }
+
+    /// Appends what a dump reads of each queued task (`observe.rs`: running tasks are found in
+    /// their threads' cells). The copy is the only work done under the lock.
+    pub(super) fn observe_into(&self, out: &mut Vec<RawChild>) {
+        let queue = self.lock();
+        out.reserve(queue.jobs.len());
+        out.extend(queue.jobs.iter().filter_map(|j| j.observe()));
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, TaskQueue> {
