@@ -135,6 +135,7 @@ mod context;
 pub mod go;
 mod live;
 mod loom;
+mod observe;
 pub mod pool;
 mod scope;
 mod slab;

@@ -9,6 +9,7 @@ use crate::ambient;
 use crate::context::Context;
 use crate::value::{Key, KeyId, Value};
 use std::fmt;
+use std::panic::Location;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -64,6 +65,7 @@ use std::time::{Duration, Instant};
 /// assert_eq!(total, 17);
 /// assert_eq!(lengths, [6, 5, 6], "the body borrowed `lengths` mutably, the children `words`");
 /// ```
+#[track_caller]
 pub fn scope<'env, F, R>(f: F) -> Result<R, ScopeError>
 where
     F: for<'scope> FnOnce(&'scope Scope<'scope, 'env>) -> R,
@@ -247,17 +249,19 @@ impl ScopeBuilder {
     /// let n = tether::ScopeBuilder::new().limit(1).run(|s| s.spawn(|_| 1).join().unwrap()).unwrap();
     /// assert_eq!(n, 1);
     /// ```
+    #[track_caller]
     pub fn run<'env, F, R>(self, f: F) -> Result<R, ScopeError>
     where
         F: for<'scope> FnOnce(&'scope Scope<'scope, 'env>) -> R,
     {
-        exit::run_body_then_exit(self.into_state(), f)
+        exit::run_body_then_exit(self.into_state(Location::caller()), f)
     }
 
     /// The scope's state: its context (below the parent, with the deadline and values) and
-    /// limit. Not inlined, so that its frame is not on the stack while the body runs.
+    /// limit; `site` is where the scope opened. Not inlined, so that its frame is not on the
+    /// stack while the body runs.
     #[inline(never)]
-    fn into_state(self) -> Arc<ScopeState> {
+    fn into_state(self, site: &'static Location<'static>) -> Arc<ScopeState> {
         let parent = self.parent.unwrap_or_else(ambient::current);
         let mut ctx = match self.deadline {
             Some(deadline) => parent.with_deadline(deadline),
@@ -268,7 +272,7 @@ impl ScopeBuilder {
                 self.values.into_iter().fold(ctx.values().clone(), |values, (key, v)| values.with(key, v));
             ctx = ctx.with_values(values);
         }
-        Arc::new(ScopeState::new(ctx, self.limit))
+        Arc::new(ScopeState::new(ctx, self.limit, site))
     }
 }
 

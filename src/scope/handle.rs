@@ -10,10 +10,12 @@ use super::task::{self, TaskHandle};
 use super::thread::{ChildBuilder, ScopedJoinHandle};
 use crate::block_on::block_on;
 use crate::context::Context;
+use crate::observe::{self, ChildKind};
 use std::error::Error;
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
+use std::panic::Location;
 use std::sync::Arc;
 
 /// The handle a scope body uses to spawn children, cancel them and wait for them.
@@ -200,6 +202,7 @@ impl<'scope, 'env> Scope<'scope, 'env> {
     /// .unwrap();
     /// assert_eq!(doubled, [2, 4, 6]);
     /// ```
+    #[track_caller]
     pub fn spawn<F, T>(&'scope self, f: F) -> ScopedJoinHandle<'scope, T>
     where
         F: FnOnce(&Context) -> T + Send + 'scope,
@@ -239,6 +242,7 @@ impl<'scope, 'env> Scope<'scope, 'env> {
     /// .unwrap_err();
     /// assert_eq!(err.to_string(), "not found: cat");
     /// ```
+    #[track_caller]
     pub fn spawn_fallible<F, T, E>(&'scope self, f: F) -> ScopedJoinHandle<'scope, Result<T, Arc<E>>>
     where
         F: FnOnce(&Context) -> Result<T, E> + Send + 'scope,
@@ -271,13 +275,15 @@ impl<'scope, 'env> Scope<'scope, 'env> {
     /// })
     /// .unwrap();
     /// ```
+    #[track_caller]
     pub fn try_spawn<F, T>(&'scope self, f: F) -> Result<ScopedJoinHandle<'scope, T>, TrySpawnError<F>>
     where
         F: FnOnce(&Context) -> T + Send + 'scope,
         T: Send + 'scope,
     {
-        self.with_free_slot(f, |slot, f| {
-            self.builder().spawn_holding(slot, f).expect("tether: failed to spawn a thread")
+        let site = Location::caller();
+        self.with_free_slot(ChildKind::Thread, f, |slot, f| {
+            self.builder().spawn_holding(slot, f, site).expect("tether: failed to spawn a thread")
         })
     }
 
@@ -330,6 +336,7 @@ impl<'scope, 'env> Scope<'scope, 'env> {
     /// .unwrap();
     /// assert_eq!(total, 6);
     /// ```
+    #[track_caller]
     pub fn spawn_future<F, Fut, T>(&'scope self, f: F) -> ScopedJoinHandle<'scope, T>
     where
         F: FnOnce(Context) -> Fut + Send + 'scope,
@@ -388,13 +395,14 @@ impl<'scope, 'env> Scope<'scope, 'env> {
     /// .unwrap();
     /// assert_eq!(hits.into_inner(), 1000);
     /// ```
+    #[track_caller]
     pub fn spawn_task<F, T>(&'scope self, f: F) -> TaskHandle<'scope, T>
     where
         F: FnOnce(&Context) -> T + Send + 'scope,
         T: Send + 'scope,
     {
         let slot = self.state.wait_for_slot_helping();
-        task::spawn(self.state, slot, f)
+        task::spawn(self.state, slot, f, Location::caller())
     }
 
     /// Spawns a pool task whose `Err` fails the scope, as [`spawn_fallible`](Self::spawn_fallible)
@@ -410,6 +418,7 @@ impl<'scope, 'env> Scope<'scope, 'env> {
     /// .unwrap_err();
     /// assert!(err.downcast_ref::<std::fmt::Error>().is_some());
     /// ```
+    #[track_caller]
     pub fn spawn_task_fallible<F, T, E>(&'scope self, f: F) -> TaskHandle<'scope, Result<T, Arc<E>>>
     where
         F: FnOnce(&Context) -> Result<T, E> + Send + 'scope,
@@ -439,12 +448,14 @@ impl<'scope, 'env> Scope<'scope, 'env> {
     /// })
     /// .unwrap();
     /// ```
+    #[track_caller]
     pub fn try_spawn_task<F, T>(&'scope self, f: F) -> Result<TaskHandle<'scope, T>, TrySpawnError<F>>
     where
         F: FnOnce(&Context) -> T + Send + 'scope,
         T: Send + 'scope,
     {
-        self.with_free_slot(f, |slot, f| task::spawn(self.state, slot, f))
+        let site = Location::caller();
+        self.with_free_slot(ChildKind::Task, f, |slot, f| task::spawn(self.state, slot, f, site))
     }
 }
 
@@ -453,11 +464,15 @@ impl<'scope> Scope<'scope, '_> {
     /// hands `f` back: the `try_` spawns.
     fn with_free_slot<F, H>(
         &'scope self,
+        kind: ChildKind,
         f: F,
         spawn: impl FnOnce(Slot, F) -> H,
     ) -> Result<H, TrySpawnError<F>> {
         match self.state.try_take_slot() {
-            Err(LimitFull) => Err(TrySpawnError::new(f)),
+            Err(LimitFull) => {
+                observe::try_spawn_rejected(kind);
+                Err(TrySpawnError::new(f))
+            }
             Ok(slot) => Ok(spawn(slot, f)),
         }
     }

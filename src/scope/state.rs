@@ -13,6 +13,7 @@ use super::task_queue::ScopeTasks;
 use crate::cancel::tree::Settle;
 use crate::cancel::{Canceller, Cause};
 use crate::context::Context;
+use crate::observe::{self, ScopeObs, Site};
 use crate::pool;
 use crossbeam_channel::{Receiver, Sender, select};
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
@@ -44,6 +45,8 @@ pub(crate) struct ScopeState {
     /// Set once the cancellation that reached the scope's node has run the callbacks it collected
     /// (scope invariant 5); `None` if the node was cancelled already when the scope began.
     pub(super) settle: Option<Arc<Settle>>,
+    /// The scope's span and gauge (`observe`; nothing without its features).
+    pub(super) obs: ScopeObs,
 }
 
 /// Whether a child holds one of the limit's slots, which it gives back when it finishes.
@@ -61,7 +64,7 @@ pub(super) enum Slot {
 pub(super) struct LimitFull;
 
 impl ScopeState {
-    pub(super) fn new(ctx: Context, limit: Option<usize>) -> ScopeState {
+    pub(super) fn new(ctx: Context, limit: Option<usize>, site: Site) -> ScopeState {
         let settle = Arc::new(Settle::default());
         let settle = ctx.attach_settle(&settle).then_some(settle);
         let slots = limit.map(|n| {
@@ -81,6 +84,7 @@ impl ScopeState {
             slots,
             tasks: ScopeTasks::default(),
             settle,
+            obs: ScopeObs::open(site),
         }
     }
 
@@ -196,6 +200,7 @@ impl ScopeState {
 
     /// Records a fallible child's error, cancels the scope with it, and hands it back shared.
     pub(super) fn fail_with<E: std::error::Error + Send + Sync + 'static>(&self, error: E) -> Arc<E> {
+        observe::child_failed(&error);
         self.failures.fail_with(&self.ctx, error)
     }
 

@@ -58,6 +58,7 @@ use super::task_state::{LetGo, TaskState};
 use crate::ambient;
 use crate::cancel::{Canceller, Cause};
 use crate::context::Context;
+use crate::observe::{self, ChildKind, Site};
 use crate::pool::{self, Job, JobRef};
 use std::cell::UnsafeCell;
 use std::fmt;
@@ -135,12 +136,18 @@ pub struct TaskHandle<'scope, T> {
 }
 
 /// Step 1 of the module docs: what [`Scope::spawn_task`](super::Scope::spawn_task) and its
-/// variants do once they hold a slot (or know they need none).
-pub(super) fn spawn<'scope, F, T>(state: &'scope Arc<ScopeState>, slot: Slot, f: F) -> TaskHandle<'scope, T>
+/// variants do once they hold a slot (or know they need none), for a task spawned at `site`.
+pub(super) fn spawn<'scope, F, T>(
+    state: &'scope Arc<ScopeState>,
+    slot: Slot,
+    f: F,
+    site: Site,
+) -> TaskHandle<'scope, T>
 where
     F: FnOnce(&Context) -> T + Send + 'scope,
     T: Send + 'scope,
 {
+    let f = observe::instrument(&state.obs, ChildKind::Task, None, site, f);
     let task = Arc::new(Task {
         lifecycle: TaskState::new(),
         f: UnsafeCell::new(Some(f)),

@@ -30,12 +30,13 @@ use super::state::{ScopeState, Slot};
 use crate::ambient;
 use crate::context::Context;
 use crate::live;
+use crate::observe::{self, ChildKind, Site};
 use std::cell::UnsafeCell;
 use std::error::Error;
 use std::fmt;
 use std::io;
 use std::mem::{ManuallyDrop, MaybeUninit};
-use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::panic::{AssertUnwindSafe, Location, catch_unwind, resume_unwind};
 use std::sync::Arc;
 
 /// The child's outcome, shared by the child's thread and its join handle (std's `Packet`).
@@ -182,13 +183,14 @@ impl<'scope, 'env> ChildBuilder<'scope, 'scope, 'env> {
     /// # Examples
     ///
     /// See [`ChildBuilder`].
+    #[track_caller]
     pub fn spawn<F, T>(self, f: F) -> io::Result<ScopedJoinHandle<'scope, T>>
     where
         F: FnOnce(&Context) -> T + Send + 'scope,
         T: Send + 'scope,
     {
         let slot = self.scope.state.wait_for_slot();
-        self.spawn_holding(slot, f)
+        self.spawn_holding(slot, f, Location::caller())
     }
 
     /// Spawns a fallible child, as [`Scope::spawn_fallible`].
@@ -206,6 +208,7 @@ impl<'scope, 'env> ChildBuilder<'scope, 'scope, 'env> {
     /// .unwrap_err();
     /// assert!(err.downcast_ref::<std::fmt::Error>().is_some());
     /// ```
+    #[track_caller]
     pub fn spawn_fallible<F, T, E>(self, f: F) -> io::Result<ScopedJoinHandle<'scope, Result<T, Arc<E>>>>
     where
         F: FnOnce(&Context) -> Result<T, E> + Send + 'scope,
@@ -216,15 +219,21 @@ impl<'scope, 'env> ChildBuilder<'scope, 'scope, 'env> {
         self.spawn(fail_scope_on_err(state, f))
     }
 
-    /// Spawns the child holding a slot of the limit (`slot`) or not. Steps 1 to 5 of the module
-    /// docs.
-    pub(super) fn spawn_holding<F, T>(self, slot: Slot, f: F) -> io::Result<ScopedJoinHandle<'scope, T>>
+    /// Spawns the child holding a slot of the limit (`slot`) or not, spawned at `site`. Steps 1
+    /// to 5 of the module docs.
+    pub(super) fn spawn_holding<F, T>(
+        self,
+        slot: Slot,
+        f: F,
+        site: Site,
+    ) -> io::Result<ScopedJoinHandle<'scope, T>>
     where
         F: FnOnce(&Context) -> T + Send + 'scope,
         T: Send + 'scope,
     {
         let state: &'scope Arc<ScopeState> = self.scope.state;
         let name: Option<Arc<str>> = self.name.as_deref().map(Arc::from);
+        let f = observe::instrument(&state.obs, ChildKind::Thread, name.as_deref(), site, f);
         // 1. The child's node, and its count as running (given back by `Running::drop`, also when
         //    the OS refuses the thread and std drops the closure).
         let ctx = state.ctx.child_for_spawn();
