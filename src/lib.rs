@@ -117,6 +117,8 @@
 //! | `token` | bridges to tokio-util's `CancellationToken` (feature `tokio-util`) | handle |
 //! | [`blocking`] | cancellable sleep and channel receives | handle |
 //! | [`go`] | Go's `context` API on the tree, checked against Go | handle over the tree |
+//! | `observe` | the hooks for `tracing` spans and events and `metrics` gauges and counters (features `tracing`, `metrics`) | engine |
+//! | `signal` | `signal::notify`: signals as typed causes (feature `signal`, Unix) | handle / engine |
 //! | `live`, `unhandled` | the process-wide live counts and thread registry; the sink for panics with no caller | engine |
 //! | `watcher`, `block_on` | one thread waiting on many done channels; a thread driving one future | engine |
 //! | [`testing`] | the leak checker and [`testing::take_unhandled_panics`] | handle |
@@ -138,6 +140,8 @@ mod loom;
 mod observe;
 pub mod pool;
 mod scope;
+#[cfg(all(feature = "signal", unix))]
+pub mod signal;
 mod slab;
 pub mod testing;
 #[cfg(feature = "tokio-util")]
