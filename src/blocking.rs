@@ -11,6 +11,7 @@
 
 use crate::cancel::{Canceller, Cause};
 use crossbeam_channel::{Receiver, RecvTimeoutError as ChannelTimeout, Select};
+use std::panic::Location;
 use std::time::Duration;
 
 /// Why [`recv`] returned without a message.
@@ -159,7 +160,9 @@ fn cause_of<C: Canceller + ?Sized>(ctx: &C) -> Cause {
 /// .unwrap();
 /// assert_eq!(tether::blocking::sleep(&tether::Context::new(), Duration::ZERO), Ok(()));
 /// ```
+#[track_caller]
 pub fn sleep<C: Canceller + ?Sized>(ctx: &C, duration: Duration) -> Result<(), Cause> {
+    let _blocked = crate::dump::BlockingSite::enter(Location::caller());
     if ctx.is_cancelled() {
         return Err(cause_of(ctx));
     }
@@ -197,7 +200,9 @@ pub fn sleep<C: Canceller + ?Sized>(ctx: &C, duration: Duration) -> Result<(), C
 /// })
 /// .unwrap();
 /// ```
+#[track_caller]
 pub fn recv<T, C: Canceller + ?Sized>(ctx: &C, rx: &Receiver<T>) -> Result<T, RecvError> {
+    let _blocked = crate::dump::BlockingSite::enter(Location::caller());
     match recv_until(ctx, rx, None) {
         Received::Message(msg) => Ok(msg),
         Received::Disconnected => Err(RecvError::Disconnected),
@@ -221,11 +226,13 @@ pub fn recv<T, C: Canceller + ?Sized>(ctx: &C, rx: &Receiver<T>) -> Result<T, Re
 /// let ctx = tether::Context::new();
 /// assert_eq!(tether::blocking::recv_timeout(&ctx, &rx, Duration::from_secs(1)), Ok("hi"));
 /// ```
+#[track_caller]
 pub fn recv_timeout<T, C: Canceller + ?Sized>(
     ctx: &C,
     rx: &Receiver<T>,
     timeout: Duration,
 ) -> Result<T, RecvTimeoutError> {
+    let _blocked = crate::dump::BlockingSite::enter(Location::caller());
     match recv_until(ctx, rx, Some(timeout)) {
         Received::Message(msg) => Ok(msg),
         Received::Disconnected => Err(RecvTimeoutError::Disconnected),

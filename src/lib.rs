@@ -110,14 +110,15 @@
 //! | `cancel` | [`Canceller`], [`Cause`], callbacks, awaiting ([`Cancelled`], [`Waiter`]); `tree` (the nodes, propagation, release), `deadline` (the timer driver and its firers) | handle / engine |
 //! | `value` | [`Key`], [`Valuer`], the persistent map of bound values | handle / engine |
 //! | `ambient` | [`current`], [`with_current`]: the context of the running thread; [`WithContext`] and [`propagate`] for futures | handle |
-//! | `scope` | [`scope`], [`ScopeBuilder`], [`Scope`], join handles (`builder`, `handle`, `thread`, `task`); the exit, the scope's state, children's life, the task queue (`exit`, `state`, `child`, `task_queue`, `count`, `task_state`) | handle / engine |
+//! | `scope` | [`scope`], [`ScopeBuilder`], [`Scope`], join handles (`builder`, `handle`, `thread`, `task`); the exit, the scope's state, children's life, the task queue (`exit`, `state`, `child`, `task_queue`, `count`, `task_state`); what a scope records for dumps and its watchdog (`observe`, `watchdog`) | handle / engine |
 //! | [`pool`] | the shared work-stealing pool that runs scope tasks | engine (configuration public) |
 //! | `async_scope` | [`async_scope`]: borrowing async children polled by the scope's own future | handle / engine |
 //! | `tokio_scope` | `tokio_scope` (feature `tokio`): children as tokio tasks | handle / engine |
 //! | `token` | bridges to tokio-util's `CancellationToken` (feature `tokio-util`) | handle |
 //! | [`blocking`] | cancellable sleep and channel receives | handle |
+//! | [`dump`](mod@dump) | [`dump()`], [`Dump`]: a snapshot of live scopes and children, as text and JSON; `registry` (the live scopes), `site` (per-thread cells, the wait-site hook), `json` | handle / engine |
 //! | [`go`] | Go's `context` API on the tree, checked against Go | handle over the tree |
-//! | `observe` | the hooks for `tracing` spans and events and `metrics` gauges and counters (features `tracing`, `metrics`) | engine |
+//! | `telemetry` | the hooks for `tracing` spans and events and `metrics` gauges and counters (features `tracing`, `metrics`) | engine |
 //! | `signal` | `signal::notify`: signals as typed causes (feature `signal`, Unix) | handle / engine |
 //! | `live`, `unhandled` | the process-wide live counts and thread registry; the sink for panics with no caller | engine |
 //! | `watcher`, `block_on` | one thread waiting on many done channels; a thread driving one future | engine |
@@ -134,15 +135,16 @@ mod block_on;
 pub mod blocking;
 mod cancel;
 mod context;
+pub mod dump;
 pub mod go;
 mod live;
 mod loom;
-mod observe;
 pub mod pool;
 mod scope;
 #[cfg(all(feature = "signal", unix))]
 pub mod signal;
 mod slab;
+mod telemetry;
 pub mod testing;
 #[cfg(feature = "tokio-util")]
 pub mod token;
@@ -162,6 +164,7 @@ pub use cancel::{
     RunUntilCancelled, SharedError, Waiter,
 };
 pub use context::Context;
+pub use dump::{Dump, dump};
 pub use live::{LiveCounts, live};
 pub use scope::{
     ChildBuilder, JoinError, Scope, ScopeBuilder, ScopeError, ScopedJoinHandle, TaskHandle, TrySpawnError,
@@ -207,6 +210,11 @@ pub struct Design0004Doctests;
 #[cfg(doctest)]
 #[doc = include_str!("../design/0005-go-adapter.md")]
 pub struct Design0005Doctests;
+
+/// design/0008's code blocks (its Surface pins the dump's signatures), compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../design/0008-dump.md")]
+pub struct Design0008Doctests;
 
 /// design/0006's code blocks (its Surface pins the async signatures; the feature-gated ones are
 /// pinned by the doc tests of `tokio_scope.rs` and `token.rs`), compiled as doc tests.

@@ -6,8 +6,9 @@
 //! at its start, like Go's `goleak`. A scope joins its threads before returning, but a thread
 //! counts itself out a moment after its last user code ran, so the check polls, with backoff, for
 //! a grace period (default [`DEFAULT_GRACE`]) before reporting. The report names what leaked: the
-//! excess count of each kind, and the names of the scope threads started during the check that
-//! are still alive.
+//! excess count of each kind, the names of the scope threads started during the check that are
+//! still alive, and, as goleak prints stacks, the dump ([`crate::dump()`]) of the scopes opened
+//! during the check that are still open: each child's spawn site and state.
 //!
 //! The counts are process-wide, so concurrently running tests disturb each other's checks. Checks
 //! exclude each other ([`LeakCheck::start`] waits for any other check to finish), which makes
@@ -21,6 +22,7 @@
 //! deadline fired), and every panic of a scope after the first (the first is re-raised by the
 //! scope). [`take_unhandled_panics`] takes them.
 
+use crate::dump::{self, Dump, registry};
 use crate::live::{self, LiveCounts};
 use std::cell::Cell;
 use std::fmt;
@@ -65,6 +67,8 @@ pub struct LeakCheck {
     baseline: LiveCounts,
     /// Registry ids from here on are threads started during the check.
     first_thread: u64,
+    /// Scope ids from here on are scopes opened during the check.
+    first_scope: u64,
     grace: Duration,
     _exclusive: MutexGuard<'static, ()>,
 }
@@ -86,6 +90,7 @@ pub struct LeakCheck {
 pub struct LeakReport {
     leaked: LiveCounts,
     threads: Vec<String>,
+    scopes: Dump,
 }
 
 impl LeakCheck {
@@ -104,7 +109,14 @@ impl LeakCheck {
         let exclusive = CHECK.lock().unwrap_or_else(PoisonError::into_inner);
         CHECKING.set(true);
         let first_thread = live::register_threads();
-        LeakCheck { baseline: live::live(), first_thread, grace: DEFAULT_GRACE, _exclusive: exclusive }
+        let first_scope = registry::peek_next_scope_id();
+        LeakCheck {
+            baseline: live::live(),
+            first_thread,
+            first_scope,
+            grace: DEFAULT_GRACE,
+            _exclusive: exclusive,
+        }
     }
 
     /// Sets how long [`finish`](Self::finish) waits for the counts to return to the baseline.
@@ -142,7 +154,8 @@ impl LeakCheck {
             }
             let now = Instant::now();
             if now >= give_up {
-                return Err(LeakReport { leaked, threads: self.live_threads() });
+                let scopes = dump::dump_since(self.first_scope);
+                return Err(LeakReport { leaked, threads: self.live_threads(), scopes });
             }
             std::thread::sleep(pause.min(give_up - now));
             pause = (pause * 2).min(Duration::from_millis(50));
@@ -211,6 +224,26 @@ impl LeakReport {
     pub fn threads(&self) -> &[String] {
         &self.threads
     }
+
+    /// The dump of the scopes opened during the check that were still open at its end, with
+    /// their children: where each was spawned and what it is doing.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tether::Canceller;
+    /// let check = tether::testing::LeakCheck::start().grace(std::time::Duration::ZERO);
+    /// tether::scope(|s| {
+    ///     s.spawn(|ctx| ctx.wait());
+    ///     let report = check.finish().unwrap_err();
+    ///     assert_eq!(report.scopes().scopes().len(), 1);
+    ///     assert!(report.to_string().contains("child #0 thread spawned at"));
+    /// })
+    /// .unwrap();
+    /// ```
+    pub fn scopes(&self) -> &Dump {
+        &self.scopes
+    }
 }
 
 impl fmt::Display for LeakReport {
@@ -232,6 +265,9 @@ impl fmt::Display for LeakReport {
         }
         if !self.threads.is_empty() {
             write!(f, " (threads: {})", self.threads.join(", "))?;
+        }
+        if !self.scopes.scopes().is_empty() {
+            write!(f, "\n{}", self.scopes)?;
         }
         Ok(())
     }

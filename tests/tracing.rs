@@ -114,23 +114,28 @@ fn a_thread_child_and_a_pool_task_run_in_spans_parented_to_their_scope() {
     let _serial = recording();
     let test_thread = std::thread::current().id();
     let request = tracing::info_span!("request");
-    let (thread_ran_on, task_ran_on) = request.in_scope(|| {
-        tether::scope(|s| {
-            let thread = s.spawn(|_| {
-                tracing::info!("in the thread");
-                std::thread::current().id()
-            });
-            let task = s.spawn_task(|_| {
-                tracing::info!("in the task");
-                std::thread::current().id()
-            });
-            // Not `join` or `wait_all`, which may run the task here: a pool worker takes it.
-            while !task.is_finished() {
-                std::thread::yield_now();
-            }
-            (thread.join().unwrap(), task.join().unwrap())
-        })
-        .unwrap()
+    let (thread_ran_on, task_ran_on, dump_id) = request.in_scope(|| {
+        ScopeBuilder::new()
+            .name("handler")
+            .run(|s| {
+                let thread = s.spawn(|_| {
+                    tracing::info!("in the thread");
+                    std::thread::current().id()
+                });
+                let task = s.spawn_task(|_| {
+                    tracing::info!("in the task");
+                    std::thread::current().id()
+                });
+                // Not `join` or `wait_all`, which may run the task here: a pool worker takes it.
+                while !task.is_finished() {
+                    std::thread::yield_now();
+                }
+                let dump = tether::dump();
+                let this =
+                    dump.scopes().iter().find(|s| s.name.as_deref() == Some("handler")).expect("listed");
+                (thread.join().unwrap(), task.join().unwrap(), this.id)
+            })
+            .unwrap()
     });
     assert_ne!(thread_ran_on, test_thread);
     assert_ne!(task_ran_on, test_thread, "the task ran on a pool worker");
@@ -139,6 +144,8 @@ fn a_thread_child_and_a_pool_task_run_in_spans_parented_to_their_scope() {
     let scopes = spans_named("scope");
     let [scope] = &scopes[..] else { panic!("one scope span") };
     assert_eq!(scope.parent, Some(request), "the scope's span is a child of the caller's");
+    assert_eq!(scope.fields["name"], "handler");
+    assert_eq!(scope.fields["scope.id"], dump_id.to_string(), "the id a dump shows");
     for (message, kind) in [("in the thread", "thread"), ("in the task", "task")] {
         let [event] = &events_with(message)[..] else { panic!("one event {message:?}") };
         let child = span(event.span.expect("the event is in a span"));

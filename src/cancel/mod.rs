@@ -74,7 +74,9 @@ pub trait Canceller {
     /// # Panics
     ///
     /// If the context can never be cancelled: the wait could never end.
+    #[track_caller]
     fn wait(&self) -> Cause {
+        let _blocked = crate::dump::BlockingSite::enter(std::panic::Location::caller());
         assert!(
             self.can_be_cancelled(),
             "tether: wait() on a context that can never be cancelled would block forever"
@@ -84,7 +86,9 @@ pub trait Canceller {
     }
 
     /// Blocks until cancelled or until `timeout` has passed; returns the cause if cancelled.
+    #[track_caller]
     fn wait_timeout(&self, timeout: Duration) -> Option<Cause> {
+        let _blocked = crate::dump::BlockingSite::enter(std::panic::Location::caller());
         if !self.is_cancelled() {
             // Returns early, with `Disconnected`, as soon as the context is cancelled.
             let _ = self.done().recv_timeout(timeout);

@@ -63,8 +63,8 @@ use super::cause::CancelError;
 use super::deadline::{self, TimerKey};
 use crate::live::{self, Counter};
 use crate::loom::{Arc, AtomicBool, AtomicU8, AtomicU32, Mutex, Ordering, fence, lock};
-use crate::observe;
 use crate::slab::Slab;
+use crate::telemetry;
 use crossbeam_channel::{Receiver, Sender};
 use std::any::Any;
 use std::convert::Infallible;
@@ -185,8 +185,8 @@ pub(crate) struct Fired {
     /// The first is kept inline: a cancellation usually disarms zero or one deadline.
     timer: Option<(TimerKey, usize)>,
     more_timers: Vec<(TimerKey, usize)>,
-    /// The report to observers, if this cancellation started here (`observe`, invariant 2).
-    observed: observe::Cancellation,
+    /// The report to observers, if this cancellation started here (`telemetry`, invariant 2).
+    observed: telemetry::Cancellation,
 }
 
 impl Fired {
@@ -198,7 +198,7 @@ impl Fired {
             settles: Settles(Vec::new()),
             timer: None,
             more_timers: Vec::new(),
-            observed: observe::Cancellation::default(),
+            observed: telemetry::Cancellation::default(),
         }
     }
 
@@ -578,7 +578,7 @@ fn propagate(root: &Arc<Core>, err: CancelError, cause: Cause) -> Fired {
         // every descendant of that node cancelled too.
         closed.extend(mark_cancelled(&core, &mut inner, err, &cause, &mut fired));
         if Arc::ptr_eq(&core, root) {
-            fired.observed.set_origin(err, &cause); // only where it started (`observe`, invariant 2)
+            fired.observed.set_origin(err, &cause); // only where it started (`telemetry`, invariant 2)
         }
     }
     drop(closed); // disconnects every `done()` receiver of the subtree, outside every core lock

@@ -69,6 +69,8 @@ pub(crate) trait Job: Send + Sync {
     /// Whether a thread has claimed the job: this copy is then stale, and dropping it runs no
     /// user code.
     fn is_claimed(&self) -> bool;
+    /// What a dump reads of the job, if it is a scope's child (`scope/observe.rs`).
+    fn observe(&self) -> Option<crate::scope::observe::RawChild>;
 }
 
 /// A queued job. `'static` only by erasure: see `task.rs`, `Scope::spawn_task_with`.

@@ -4,9 +4,13 @@
 use super::error::ScopeError;
 use super::exit;
 use super::handle::Scope;
+use super::observe::{BoundKey, MetaConfig, ScopeMeta};
 use super::state::ScopeState;
+use super::watchdog::{self, OnHang};
 use crate::ambient;
 use crate::context::Context;
+use crate::dump::{Dump, registry};
+use crate::telemetry::ScopeObs;
 use crate::value::{Key, KeyId, Value};
 use std::fmt;
 use std::panic::Location;
@@ -103,7 +107,11 @@ pub struct ScopeBuilder {
     parent: Option<Context>,
     deadline: Option<Instant>,
     values: Vec<(KeyId, Value)>,
+    /// The bound keys as a dump shows them (`Key::shown`).
+    shown: Vec<BoundKey>,
     limit: Option<usize>,
+    name: Option<String>,
+    watchdog: Option<(Duration, OnHang)>,
 }
 
 // ===== impl ScopeBuilder =====
@@ -194,7 +202,9 @@ impl ScopeBuilder {
     /// .unwrap();
     /// ```
     pub fn value<T: Send + Sync + 'static>(mut self, key: &'static Key<T>, value: T) -> ScopeBuilder {
-        self.values.push((key.id(), Arc::new(value) as Value));
+        let value = Arc::new(value) as Value;
+        self.shown.push(BoundKey { name: key.name(), show: key.show().map(|show| (show, value.clone())) });
+        self.values.push((key.id(), value));
         self
     }
 
@@ -233,6 +243,75 @@ impl ScopeBuilder {
         self
     }
 
+    /// Names the scope, for dumps ([`crate::dump()`]) and watchdog reports.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// tether::ScopeBuilder::new().name("ingest").run(|_| {
+    ///     assert!(tether::dump().scopes().iter().any(|s| s.name.as_deref() == Some("ingest")));
+    /// })
+    /// .unwrap();
+    /// ```
+    pub fn name(mut self, name: impl Into<String>) -> ScopeBuilder {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Watches for a hang: once the scope has been cancelled (by its exit, a deadline, a parent,
+    /// a failure) for `after` and still has running children, `on_hang` is called, once, with
+    /// the dump of the scope and the scopes below it: each child still running, where it was
+    /// spawned and where it is blocked.
+    ///
+    /// `on_hang` runs on a thread of the shared timer driver (no thread per scope); it should
+    /// return soon (a slow one delays other deadlines' callbacks) and may outlive the scope (it
+    /// is dropped where the timer drops it). A scope whose children all finish in time reports
+    /// nothing.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    /// use std::time::Duration;
+    ///
+    /// let (report, hang) = mpsc::channel();
+    /// let (release, stuck) = mpsc::channel::<()>();
+    /// let report = std::sync::Mutex::new(report);
+    /// tether::ScopeBuilder::new()
+    ///     .watchdog(Duration::from_millis(10), move |dump| {
+    ///         report.lock().unwrap().send(dump.to_string()).unwrap();
+    ///     })
+    ///     .run(|s| {
+    ///         s.spawn(move |_| stuck.recv()); // ignores cancellation
+    ///         s.cancel();
+    ///         let text = hang.recv().unwrap();
+    ///         assert!(text.contains("1 running"));
+    ///         release.send(()).unwrap();
+    ///     })
+    ///     .unwrap();
+    /// ```
+    pub fn watchdog(
+        mut self,
+        after: Duration,
+        on_hang: impl Fn(&Dump) + Send + Sync + 'static,
+    ) -> ScopeBuilder {
+        self.watchdog = Some((after, Arc::new(on_hang)));
+        self
+    }
+
+    /// [`watchdog`](Self::watchdog) with the default report: the dump, printed to stderr (once).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let n = tether::ScopeBuilder::new().watchdog_to_stderr(Duration::from_secs(5)).run(|_| 1).unwrap();
+    /// assert_eq!(n, 1);
+    /// ```
+    pub fn watchdog_to_stderr(self, after: Duration) -> ScopeBuilder {
+        self.watchdog(after, watchdog::to_stderr)
+    }
+
     /// Runs `f` in the configured scope: see [`scope`](crate::scope()).
     ///
     /// # Errors
@@ -257,9 +336,9 @@ impl ScopeBuilder {
         exit::run_body_then_exit(self.into_state(Location::caller()), f)
     }
 
-    /// The scope's state: its context (below the parent, with the deadline and values) and
-    /// limit; `site` is where the scope opened. Not inlined, so that its frame is not on the
-    /// stack while the body runs.
+    /// The scope's state: its context (below the parent, with the deadline and values), limit
+    /// and what dumps show of it (opened at `site`), registered for dumps. Not inlined, so that
+    /// its frame is not on the stack while the body runs.
     #[inline(never)]
     fn into_state(self, site: &'static Location<'static>) -> Arc<ScopeState> {
         let parent = self.parent.unwrap_or_else(ambient::current);
@@ -272,7 +351,16 @@ impl ScopeBuilder {
                 self.values.into_iter().fold(ctx.values().clone(), |values, (key, v)| values.with(key, v));
             ctx = ctx.with_values(values);
         }
-        Arc::new(ScopeState::new(ctx, self.limit, site))
+        let mut meta =
+            ScopeMeta::new(MetaConfig { name: self.name, site, limit: self.limit, values: self.shown });
+        let obs = ScopeObs::open(site, meta.id, meta.name());
+        if let Some((after, on_hang)) = self.watchdog {
+            meta.watchdog = Some(watchdog::arm(&ctx, meta.id, after, on_hang));
+        }
+        let id = meta.id;
+        let state = Arc::new(ScopeState::new(ctx, self.limit, meta, obs));
+        registry::register(id, state.clone());
+        state
     }
 }
 
@@ -283,6 +371,8 @@ impl fmt::Debug for ScopeBuilder {
             .field("deadline", &self.deadline)
             .field("values", &self.values.len())
             .field("limit", &self.limit)
+            .field("name", &self.name)
+            .field("watchdog", &self.watchdog.as_ref().map(|(after, _)| after))
             .finish()
     }
 }

@@ -34,6 +34,7 @@ use super::handle::Scope;
 use super::state::ScopeState;
 use crate::ambient;
 use crate::cancel::{Cause, SharedError};
+use crate::dump::registry::{self, WorkingFor};
 use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -50,9 +51,10 @@ where
     // Children may hold `&'scope Scope`: `scope` lives in this frame until the count is closed
     // (`join_and_settle` borrows it), not only while the body runs.
     let scope = Scope { state: &state, scope: PhantomData, env: PhantomData };
-    // The body and the exit run in the scope's span (`observe`): its cancellation event too.
+    // The body and the exit run in the scope's span (`crate::telemetry`): its cancellation event too.
     let span = state.obs.enter();
     let body = {
+        let _working_for = WorkingFor::enter(state.meta.id);
         let _ambient = ambient::enter(&state.ctx);
         catch_unwind(AssertUnwindSafe(|| f(&scope)))
     };
@@ -98,6 +100,9 @@ fn join_and_settle(scope: &Scope<'_, '_>, body_panic: Option<Payload>) -> Ended 
     if let Some(settle) = &state.settle {
         settle.wait();
     }
+    // The scope is no longer live for dumps; the registry lets go of its reference, so that the
+    // release finds the owner's the only one (`dump/registry.rs`, invariant 1).
+    registry::unregister(state.meta.id);
     // Every child has counted itself out after recording its failures, and the wait
     // synchronized with that, so these are all that will ever be recorded.
     let (panics, errors) = state.take_failures().into_parts();

@@ -10,7 +10,8 @@ use super::task::{self, TaskHandle};
 use super::thread::{ChildBuilder, ScopedJoinHandle};
 use crate::block_on::block_on;
 use crate::context::Context;
-use crate::observe::{self, ChildKind};
+use crate::dump::{BlockingSite, ChildKind};
+use crate::telemetry;
 use std::error::Error;
 use std::fmt;
 use std::future::Future;
@@ -161,11 +162,13 @@ impl<'scope, 'env> Scope<'scope, 'env> {
     /// .unwrap();
     /// assert!(finished, "wait_all does not cancel");
     /// ```
+    #[track_caller]
     pub fn wait_all(&self) {
         assert!(
             !child::is_child_of(self.state),
             "tether: wait_all called from a child of the same scope would wait for itself"
         );
+        let _blocked = BlockingSite::enter(Location::caller());
         self.state.wait_idle();
     }
 
@@ -401,8 +404,9 @@ impl<'scope, 'env> Scope<'scope, 'env> {
         F: FnOnce(&Context) -> T + Send + 'scope,
         T: Send + 'scope,
     {
+        let site = Location::caller();
         let slot = self.state.wait_for_slot_helping();
-        task::spawn(self.state, slot, f, Location::caller())
+        task::spawn(self.state, slot, f, site)
     }
 
     /// Spawns a pool task whose `Err` fails the scope, as [`spawn_fallible`](Self::spawn_fallible)
@@ -470,7 +474,7 @@ impl<'scope> Scope<'scope, '_> {
     ) -> Result<H, TrySpawnError<F>> {
         match self.state.try_take_slot() {
             Err(LimitFull) => {
-                observe::try_spawn_rejected(kind);
+                telemetry::try_spawn_rejected(kind);
                 Err(TrySpawnError::new(f))
             }
             Ok(slot) => Ok(spawn(slot, f)),

@@ -26,7 +26,10 @@
 //!   guard that counts it, the marker of the scope it runs for;
 //! - `task_state.rs`: a task's claimed / done / released bits (who drops a task's data);
 //! - `task_queue.rs`: the scope's own queue of its tasks (helping, freeing) and the per-worker
-//!   task contexts.
+//!   task contexts, and the ledger of its tasks for dumps;
+//! - `observe.rs`: what a scope records for [`crate::dump()`] (its meta, each child's spawn site,
+//!   time and thread, the ledgers) and how it describes itself (design/0008-dump.md);
+//! - `watchdog.rs`: the hang watchdog, armed by the scope's cancellation on the timer driver.
 //!
 //! # Invariants
 //! 1. No child outlives its scope: `scope` does not return (nor unwind: the body's panic is
@@ -65,11 +68,13 @@ mod error;
 mod exit;
 pub(crate) mod failures;
 mod handle;
+pub(crate) mod observe;
 mod state;
 mod task;
 mod task_queue;
 pub(crate) mod task_state;
 mod thread;
+mod watchdog;
 
 pub use builder::{ScopeBuilder, scope};
 pub use error::{JoinError, ScopeError, TrySpawnError};

@@ -9,12 +9,13 @@
 
 use super::count::{Refused, RunningCount};
 use super::failures::{FailureLog, Failures, Payload};
+use super::observe::ScopeMeta;
 use super::task_queue::ScopeTasks;
 use crate::cancel::tree::Settle;
 use crate::cancel::{Canceller, Cause};
 use crate::context::Context;
-use crate::observe::{self, ScopeObs, Site};
 use crate::pool;
+use crate::telemetry::{self, ScopeObs};
 use crossbeam_channel::{Receiver, Sender, select};
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
@@ -45,7 +46,9 @@ pub(crate) struct ScopeState {
     /// Set once the cancellation that reached the scope's node has run the callbacks it collected
     /// (scope invariant 5); `None` if the node was cancelled already when the scope began.
     pub(super) settle: Option<Arc<Settle>>,
-    /// The scope's span and gauge (`observe`; nothing without its features).
+    /// What the scope records for dumps (`observe.rs`).
+    pub(super) meta: ScopeMeta,
+    /// The scope's span and gauge (`crate::telemetry`; nothing without its features).
     pub(super) obs: ScopeObs,
 }
 
@@ -64,7 +67,7 @@ pub(super) enum Slot {
 pub(super) struct LimitFull;
 
 impl ScopeState {
-    pub(super) fn new(ctx: Context, limit: Option<usize>, site: Site) -> ScopeState {
+    pub(super) fn new(ctx: Context, limit: Option<usize>, meta: ScopeMeta, obs: ScopeObs) -> ScopeState {
         let settle = Arc::new(Settle::default());
         let settle = ctx.attach_settle(&settle).then_some(settle);
         let slots = limit.map(|n| {
@@ -84,7 +87,8 @@ impl ScopeState {
             slots,
             tasks: ScopeTasks::default(),
             settle,
-            obs: ScopeObs::open(site),
+            meta,
+            obs,
         }
     }
 
@@ -200,7 +204,7 @@ impl ScopeState {
 
     /// Records a fallible child's error, cancels the scope with it, and hands it back shared.
     pub(super) fn fail_with<E: std::error::Error + Send + Sync + 'static>(&self, error: E) -> Arc<E> {
-        observe::child_failed(&error);
+        telemetry::child_failed(&error);
         self.failures.fail_with(&self.ctx, error)
     }
 
@@ -249,6 +253,11 @@ impl ScopeState {
             None => Ok(Slot::NotHeld),
             Some((_, free)) => free.try_recv().map(|()| Slot::Held).map_err(|_| LimitFull),
         }
+    }
+
+    /// With a limit, how many of its slots are taken now (for dumps).
+    pub(super) fn slots_in_use(&self) -> Option<usize> {
+        self.slots.as_ref().map(|(tx, free)| tx.capacity().unwrap_or(0).saturating_sub(free.len()))
     }
 
     /// Gives back the slot a finished child held, if it held one.

@@ -53,15 +53,19 @@
 
 use super::child::{ChildOf, Kind, Outcome, Running};
 use super::error::JoinError;
+use super::observe::{ChildRecord, Phase, RawChild};
 use super::state::{ScopeState, Slot};
 use super::task_state::{LetGo, TaskState};
 use crate::ambient;
 use crate::cancel::{Canceller, Cause};
 use crate::context::Context;
-use crate::observe::{self, ChildKind, Site};
+use crate::dump::registry::WorkingFor;
+use crate::dump::{BlockingSite, ChildKind};
 use crate::pool::{self, Job, JobRef};
+use crate::telemetry;
 use std::cell::UnsafeCell;
 use std::fmt;
+use std::panic::Location;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{Ordering::SeqCst, fence};
 use std::sync::{Arc, OnceLock};
@@ -83,6 +87,8 @@ struct Task<F, T> {
     ctx: UnsafeCell<OnceLock<Context>>,
     /// The thread blocked in [`TaskHandle::join`], set before it checks `state` the last time.
     joiner: OnceLock<Thread>,
+    /// Its spawn site and time and the thread running it, for dumps (`observe.rs`).
+    record: ChildRecord,
 }
 
 // SAFETY: `Task` is `!Sync` only because of its `UnsafeCell`s, and every access to them is
@@ -136,18 +142,18 @@ pub struct TaskHandle<'scope, T> {
 }
 
 /// Step 1 of the module docs: what [`Scope::spawn_task`](super::Scope::spawn_task) and its
-/// variants do once they hold a slot (or know they need none), for a task spawned at `site`.
+/// variants do once they hold a slot (or know they need none).
 pub(super) fn spawn<'scope, F, T>(
     state: &'scope Arc<ScopeState>,
     slot: Slot,
     f: F,
-    site: Site,
+    site: &'static Location<'static>,
 ) -> TaskHandle<'scope, T>
 where
     F: FnOnce(&Context) -> T + Send + 'scope,
     T: Send + 'scope,
 {
-    let f = observe::instrument(&state.obs, ChildKind::Task, None, site, f);
+    let f = telemetry::instrument(&state.obs, ChildKind::Task, None, site, f);
     let task = Arc::new(Task {
         lifecycle: TaskState::new(),
         f: UnsafeCell::new(Some(f)),
@@ -155,6 +161,7 @@ where
         outcome: UnsafeCell::new(None),
         ctx: UnsafeCell::new(OnceLock::new()),
         joiner: OnceLock::new(),
+        record: state.meta.child_record(site),
     });
     let job: Arc<dyn Job + 'scope> = task.clone();
     // SAFETY: erasing `'scope` lets the pool and the scope's queue hold the job, which
@@ -209,6 +216,17 @@ where
     fn is_claimed(&self) -> bool {
         self.lifecycle.is_claimed()
     }
+
+    fn observe(&self) -> Option<RawChild> {
+        let phase =
+            match (self.lifecycle.is_claimed(), self.lifecycle.is_done(), self.lifecycle.is_released()) {
+                (_, true, true) => Phase::Gone,
+                (_, true, false) => Phase::Finished,
+                (true, false, _) => Phase::Running,
+                (false, false, _) => Phase::Queued,
+            };
+        Some(self.record.raw(ChildKind::Task, None, phase))
+    }
 }
 
 impl<F, T> Task<F, T>
@@ -230,6 +248,7 @@ where
         let (f, mut running) =
             (f.expect("tether: a task ran twice"), running.expect("tether: a task ran twice"));
         running.begin_task();
+        self.record.started_here();
         let state = running.state();
         // 2. Skip if already cancelled (the scope, or this task through its handle), else run
         //    with the context ambient. The task's node is made now unless the handle made it.
@@ -252,6 +271,7 @@ where
             };
             let result = {
                 let _child_of = ChildOf::task(state);
+                let _working_for = WorkingFor::enter(state.meta.id);
                 let _ambient = ambient::enter(ctx);
                 catch_unwind(AssertUnwindSafe(|| f(ctx)))
             };
@@ -364,12 +384,14 @@ impl<T> TaskHandle<'_, T> {
     /// })
     /// .unwrap();
     /// ```
+    #[track_caller]
     pub fn join(self) -> Result<T, JoinError> {
         let task = &*self.task;
         // Still queued: run it here, as a sequential call would (this also keeps the stack of a
         // recursive divide-and-conquer as deep as its recursion, not deeper). Otherwise wait for
         // this task alone ("Helping"): the thread running it makes progress without us.
         if !task.is_done() && !task.run_inline() {
+            let _blocked = BlockingSite::enter(Location::caller());
             let _ = task.joiner().set(std::thread::current());
             // Pairs with the fence in `Task::execute` (after `DONE`, before reading `joiner`).
             fence(SeqCst);

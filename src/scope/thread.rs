@@ -26,11 +26,15 @@
 use super::child::{ChildOf, Kind, Outcome, Running, fail_scope_on_err};
 use super::error::JoinError;
 use super::handle::Scope;
+use super::observe::{HandleHook, ThreadHook};
 use super::state::{ScopeState, Slot};
 use crate::ambient;
 use crate::context::Context;
+use crate::dump::BlockingSite;
+use crate::dump::ChildKind;
+use crate::dump::registry::WorkingFor;
 use crate::live;
-use crate::observe::{self, ChildKind, Site};
+use crate::telemetry;
 use std::cell::UnsafeCell;
 use std::error::Error;
 use std::fmt;
@@ -116,6 +120,8 @@ pub struct ScopedJoinHandle<'scope, T> {
     state: &'scope ScopeState,
     ctx: Context,
     name: Option<Arc<str>>,
+    /// Marks the child released for dumps when the handle goes (`observe.rs`).
+    _hook: HandleHook,
 }
 
 /// Configures one child before spawning it: its thread's name and stack size.
@@ -148,6 +154,7 @@ struct Child<F, T> {
     packet: Arc<Packet<T>>,
     ctx: Context,
     name: Option<Arc<str>>,
+    hook: ThreadHook,
     running: Running,
 }
 
@@ -189,8 +196,9 @@ impl<'scope, 'env> ChildBuilder<'scope, 'scope, 'env> {
         F: FnOnce(&Context) -> T + Send + 'scope,
         T: Send + 'scope,
     {
+        let site = Location::caller();
         let slot = self.scope.state.wait_for_slot();
-        self.spawn_holding(slot, f, Location::caller())
+        self.spawn_holding(slot, f, site)
     }
 
     /// Spawns a fallible child, as [`Scope::spawn_fallible`].
@@ -219,13 +227,13 @@ impl<'scope, 'env> ChildBuilder<'scope, 'scope, 'env> {
         self.spawn(fail_scope_on_err(state, f))
     }
 
-    /// Spawns the child holding a slot of the limit (`slot`) or not, spawned at `site`. Steps 1
-    /// to 5 of the module docs.
+    /// Spawns the child holding a slot of the limit (`slot`) or not, as spawned at `site`. Steps
+    /// 1 to 5 of the module docs.
     pub(super) fn spawn_holding<F, T>(
         self,
         slot: Slot,
         f: F,
-        site: Site,
+        site: &'static Location<'static>,
     ) -> io::Result<ScopedJoinHandle<'scope, T>>
     where
         F: FnOnce(&Context) -> T + Send + 'scope,
@@ -233,17 +241,20 @@ impl<'scope, 'env> ChildBuilder<'scope, 'scope, 'env> {
     {
         let state: &'scope Arc<ScopeState> = self.scope.state;
         let name: Option<Arc<str>> = self.name.as_deref().map(Arc::from);
-        let f = observe::instrument(&state.obs, ChildKind::Thread, name.as_deref(), site, f);
+        let f = telemetry::instrument(&state.obs, ChildKind::Thread, name.as_deref(), site, f);
         // 1. The child's node, and its count as running (given back by `Running::drop`, also when
         //    the OS refuses the thread and std drops the closure).
         let ctx = state.ctx.child_for_spawn();
         let registry_id = live::thread_started(name.clone());
         let packet = Arc::new(Packet { result: UnsafeCell::new(None) });
+        let hook = state.meta.thread_spawned(site, name.clone());
+        let handle_hook = hook.for_handle();
         let child = Child {
             f: MaybeDangling::new(f),
             packet: packet.clone(),
             ctx: ctx.clone(),
             name: name.clone(),
+            hook,
             running: Running::start(state, slot, Kind::Thread { registry_id }),
         };
         let mut builder = std::thread::Builder::new();
@@ -276,7 +287,7 @@ impl<'scope, 'env> ChildBuilder<'scope, 'scope, 'env> {
         // - 'scope cannot be shrunk to a shorter-lived borrow: `Scope` is invariant in it, as
         //   std's is (see `Scope`).
         let native = unsafe { builder.spawn_unchecked(move || run(child))? };
-        Ok(ScopedJoinHandle { native, packet, state, ctx, name })
+        Ok(ScopedJoinHandle { native, packet, state, ctx, name, _hook: handle_hook })
     }
 }
 
@@ -285,9 +296,11 @@ fn run<F, T>(child: Child<F, T>)
 where
     F: FnOnce(&Context) -> T,
 {
-    let Child { f, packet, ctx, name, running } = child;
+    let Child { f, packet, ctx, name, hook, running } = child;
     let state = running.state();
     let _child_of = ChildOf::thread(state);
+    let _working_for = WorkingFor::enter(state.meta.id);
+    hook.started();
     // 2. Run, with the context ambient; `f` is consumed by this call.
     let result = {
         let _ambient = ambient::enter(&ctx);
@@ -306,6 +319,7 @@ where
     // packet; the handle reads it only through the last `Arc`, after this thread dropped its own
     // (see `Packet`'s `Sync`), so nothing reads or writes it concurrently.
     unsafe { *packet.result.get() = Some(outcome) };
+    hook.finished();
     // If the handle is gone, drop the outcome now, while it may still use what it borrowed from
     // `'scope` (std's "only after the result has been dropped"). Its destructor is user code; a
     // panic there is the child's, reported by the scope.
@@ -334,10 +348,15 @@ impl<T> ScopedJoinHandle<'_, T> {
     /// })
     /// .unwrap(); // the panic was taken by `join`: the scope does not re-raise it
     /// ```
+    #[track_caller]
     pub fn join(self) -> Result<T, JoinError> {
-        let ScopedJoinHandle { native, mut packet, state, ctx, name } = self;
+        let ScopedJoinHandle { native, mut packet, state, ctx, name, _hook } = self;
         drop(ctx);
-        if let Err(payload) = native.join() {
+        let joined = {
+            let _blocked = BlockingSite::enter(Location::caller());
+            native.join()
+        };
+        if let Err(payload) = joined {
             // Unreachable: `run` catches every panic of user code (scope invariant 2).
             resume_unwind(payload);
         }

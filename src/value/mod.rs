@@ -79,8 +79,13 @@ pub struct Key<T: 'static> {
     inheritance: Inheritance,
     /// Interior mutability that forbids constant promotion of `&KEY` (invariant 1); never written.
     _pinned: AtomicU8,
+    /// Set by [`Key::shown`]: how a dump writes a bound value.
+    show: Option<ShowFn>,
     _type: PhantomData<fn() -> T>,
 }
+
+/// Writes a bound value for a dump (the `Debug` of a [`Key::shown`] key's type).
+pub(crate) type ShowFn = fn(&(dyn Any + Send + Sync)) -> String;
 
 impl<T: 'static> Key<T> {
     /// A key whose bindings spawned children inherit. `name` is for `Debug` output only.
@@ -92,7 +97,13 @@ impl<T: 'static> Key<T> {
     /// assert_eq!(REQUEST_ID.name(), "request_id");
     /// ```
     pub const fn new(name: &'static str) -> Self {
-        Key { name, inheritance: Inheritance::Inherited, _pinned: AtomicU8::new(0), _type: PhantomData }
+        Key {
+            name,
+            inheritance: Inheritance::Inherited,
+            _pinned: AtomicU8::new(0),
+            show: None,
+            _type: PhantomData,
+        }
     }
 
     /// A key whose bindings spawned children do *not* inherit: they start with the key unbound.
@@ -104,7 +115,18 @@ impl<T: 'static> Key<T> {
     /// assert_eq!(BUFFER.inheritance(), tether::Inheritance::NotInherited);
     /// ```
     pub const fn not_inherited(name: &'static str) -> Self {
-        Key { name, inheritance: Inheritance::NotInherited, _pinned: AtomicU8::new(0), _type: PhantomData }
+        Key {
+            name,
+            inheritance: Inheritance::NotInherited,
+            _pinned: AtomicU8::new(0),
+            show: None,
+            _type: PhantomData,
+        }
+    }
+
+    /// How a dump writes a value bound to this key, if the key opts in ([`Key::shown`]).
+    pub(crate) fn show(&self) -> Option<ShowFn> {
+        self.show
     }
 
     /// The name given at declaration.
@@ -159,6 +181,37 @@ impl<T: 'static> Key<T> {
     /// ```
     pub fn get_in<'v, V: Valuer + ?Sized>(&'static self, valuer: &'v V) -> Option<&'v T> {
         valuer.lookup(self.id())?.downcast_ref::<T>()
+    }
+}
+
+impl<T: fmt::Debug + Send + Sync + 'static> Key<T> {
+    /// Opts this key in to showing its values in dumps ([`crate::dump()`]), with their `Debug`.
+    /// Without it, a dump shows only the key's name: values may be secrets (tokens, user data).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tether::{Key, ScopeBuilder};
+    /// static TENANT: Key<&str> = Key::new("tenant").shown();
+    /// static TOKEN: Key<&str> = Key::new("token");
+    ///
+    /// ScopeBuilder::new().value(&TENANT, "acme").value(&TOKEN, "s3cret").run(|_| {
+    ///     let text = tether::dump().to_string();
+    ///     assert!(text.contains(r#"tenant = "acme""#));
+    ///     assert!(text.contains("token") && !text.contains("s3cret"));
+    /// })
+    /// .unwrap();
+    /// ```
+    pub const fn shown(self) -> Self {
+        Key { show: Some(show_value::<T>), ..self }
+    }
+}
+
+/// A [`ShowFn`] for `T`.
+fn show_value<T: fmt::Debug + 'static>(value: &(dyn Any + Send + Sync)) -> String {
+    match value.downcast_ref::<T>() {
+        Some(value) => format!("{value:?}"),
+        None => "<?>".to_owned(), // unreachable: invariant 2
     }
 }
 

@@ -16,8 +16,9 @@
 //! The gauges move by increments and decrements (invariant 3 of `observe`), never by setting a
 //! value read elsewhere, so concurrent updates commute.
 
-use super::ChildKind;
+use super::kind_str;
 use crate::cancel::Cause;
+use crate::dump::ChildKind;
 use crate::live::Counter;
 use metrics::{counter, gauge};
 
@@ -43,8 +44,8 @@ pub(super) fn live_changed(kind: Counter, delta: isize) {
         Counter::Children => gauge!("tether_registered_children"),
         Counter::Timers => gauge!("tether_timers"),
         Counter::Callbacks => gauge!("tether_callbacks"),
-        Counter::Threads => gauge!("tether_children", "kind" => ChildKind::Thread.as_str()),
-        Counter::Tasks => gauge!("tether_children", "kind" => ChildKind::Task.as_str()),
+        Counter::Threads => gauge!("tether_children", "kind" => kind_str(ChildKind::Thread)),
+        Counter::Tasks => gauge!("tether_children", "kind" => kind_str(ChildKind::Task)),
     };
     gauge.increment(delta as f64);
 }
@@ -54,5 +55,5 @@ pub(super) fn cancelled(cause: &Cause) {
 }
 
 pub(super) fn try_spawn_rejected(kind: ChildKind) {
-    counter!("tether_try_spawn_rejected_total", "kind" => kind.as_str()).increment(1);
+    counter!("tether_try_spawn_rejected_total", "kind" => kind_str(kind)).increment(1);
 }

@@ -22,6 +22,7 @@ mod tracing;
 
 use crate::cancel::{CancelError, Cause};
 use crate::context::Context;
+use crate::dump::ChildKind;
 use crate::live::Counter;
 use std::panic::Location;
 
@@ -29,21 +30,12 @@ use std::panic::Location;
 /// (`#[track_caller]`), so that a wrapper never hides the user's line.
 pub(crate) type Site = &'static Location<'static>;
 
-/// Which kind of child a span describes.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum ChildKind {
-    Thread,
-    Task,
-}
-
-impl ChildKind {
-    /// The value of the `kind` field and label.
-    #[cfg_attr(not(any(feature = "tracing", feature = "metrics")), allow(dead_code))]
-    fn as_str(self) -> &'static str {
-        match self {
-            ChildKind::Thread => "thread",
-            ChildKind::Task => "task",
-        }
+/// The value of a child's `kind` field and label.
+#[cfg_attr(not(any(feature = "tracing", feature = "metrics")), allow(dead_code))]
+fn kind_str(kind: ChildKind) -> &'static str {
+    match kind {
+        ChildKind::Thread => "thread",
+        ChildKind::Task => "task",
     }
 }
 
@@ -57,13 +49,13 @@ pub(crate) struct ScopeObs {
 }
 
 impl ScopeObs {
-    /// A scope opens at `site`.
+    /// A scope opens at `site`, with its dump id and its name, if any.
     #[inline]
-    pub(crate) fn open(site: Site) -> ScopeObs {
-        let _ = site;
+    pub(crate) fn open(site: Site, id: u64, name: Option<&str>) -> ScopeObs {
+        let _ = (site, id, name);
         ScopeObs {
             #[cfg(feature = "tracing")]
-            span: tracing::ScopeSpan::open(site),
+            span: tracing::ScopeSpan::open(site, id, name),
             #[cfg(feature = "metrics")]
             _alive: metrics::ScopeAlive::open(),
         }

@@ -9,9 +9,10 @@
 //! that one: the caller's span still reaches every child thread and pool task (tracing#1391,
 //! rayon#1018), at the cost of one reference count per child.
 
-use super::{ChildKind, Site};
+use super::{Site, kind_str};
 use crate::cancel::{CancelError, Cause, PanicSummary};
 use crate::context::Context;
+use crate::dump::ChildKind;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use tracing::{Level, Span};
 
@@ -19,11 +20,13 @@ use tracing::{Level, Span};
 pub(super) struct ScopeSpan(Span);
 
 impl ScopeSpan {
-    pub(super) fn open(site: Site) -> ScopeSpan {
+    pub(super) fn open(site: Site, id: u64, name: Option<&str>) -> ScopeSpan {
         let span = tracing::span!(
             target: "tether",
             Level::INFO,
             "scope",
+            scope.id = id,
+            name = name,
             loc.file = site.file(),
             loc.line = site.line(),
             loc.col = site.column(),
@@ -53,7 +56,7 @@ where
         parent: &scope.0,
         Level::INFO,
         "child",
-        kind = kind.as_str(),
+        kind = kind_str(kind),
         name = name,
         loc.file = site.file(),
         loc.line = site.line(),
