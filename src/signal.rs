@@ -2,7 +2,9 @@
 //! whose context is cancelled by the first of the chosen signals, with a [`Signal`] cause that
 //! names it and, when the OS tells, the process that sent it. Go's `signal.NotifyContext`, with
 //! the cause Go cannot give (golang/go#60756), a policy for the second signal, and a `stop` that
-//! cannot be forgotten: dropping the guard. Design: design/0009-tracing-metrics-signals.md.
+//! cannot be forgotten: dropping the guard. And [`dump_on`]: a [`dump`](crate::dump()) of every
+//! live scope on SIGQUIT or SIGUSR1, to standard error or a file, as a JVM's thread dump.
+//! Design: design/0009-tracing-metrics-signals.md.
 //!
 //! ```no_run
 //! use tether::signal::{self, SIGINT, SIGTERM};
@@ -26,8 +28,9 @@
 //!
 //! # How a signal arrives
 //! signal-hook's handler (async-signal-safe) writes the signal and its `siginfo` to a self-pipe;
-//! one thread per guard, `tether-signal`, reads the pipe and does what may not be done in a
-//! handler: cancel the context (running its callbacks), or apply the second-signal policy.
+//! one thread per guard (`tether-signal`, or `tether-dump`) reads the pipe and does what may not
+//! be done in a handler: cancel the context (running its callbacks), apply the second-signal
+//! policy, or take and write a dump.
 //!
 //! # Invariants
 //! 1. While a guard listens for a signal, the signal does not have its default effect: every
@@ -49,14 +52,17 @@
 use crate::cancel::Cause;
 use crate::context::Context;
 use signal_hook::iterator::SignalsInfo;
+use signal_hook::iterator::exfiltrator::Exfiltrator;
 use signal_hook::iterator::exfiltrator::origin::{Origin, WithOrigin};
 use signal_hook::low_level::signal_name;
 use std::collections::HashMap;
 use std::fmt;
 use std::io;
+use std::io::Write;
 use std::os::raw::c_int;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
@@ -143,6 +149,34 @@ pub enum NotifyError {
 pub struct SignalGuard {
     ctx: Context,
     shield: Context,
+    /// Taken by the drop, which stops listening before it cancels.
+    listening: Option<Listening>,
+}
+
+/// Listens for a signal until dropped: writes a [`dump`](crate::dump()) of every live scope each
+/// time it arrives. Returned by [`dump_on`].
+#[must_use = "dropping the guard stops listening at once"]
+pub struct DumpGuard {
+    written: Arc<AtomicU64>,
+    listening: Listening,
+}
+
+/// Where [`dump_on`] writes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DumpTo {
+    /// The text form, to standard error (a goroutine dump's place).
+    Stderr,
+    /// The text form, to this file, replaced by each dump (the latest dump).
+    File(PathBuf),
+    /// The JSON form ([`Dump::to_json`](crate::dump::Dump::to_json)), to this file, replaced by
+    /// each dump.
+    JsonFile(PathBuf),
+}
+
+/// A thread reading signal-hook's pipe for some signals, and those signals' count of guards
+/// (invariant 1): what both kinds of guard hold.
+struct Listening {
     signals: Vec<c_int>,
     /// Closes the pipe the thread reads.
     handle: signal_hook::iterator::Handle,
@@ -172,12 +206,12 @@ pub struct Notify {
 
 /// Per signal, the guards listening for it, and the flag that lets the default-disposition
 /// action registered for it act (invariant 1). Registered once per signal, for the process.
-struct Listening {
+struct Disposition {
     guards: usize,
     default_on: Arc<AtomicBool>,
 }
 
-static LISTENING: Mutex<Option<HashMap<c_int, Listening>>> = Mutex::new(None);
+static DISPOSITIONS: Mutex<Option<HashMap<c_int, Disposition>>> = Mutex::new(None);
 
 /// Returns a guard whose context, a child of `parent`, is cancelled by the first of `signals` to
 /// arrive, with a [`Signal`] cause; a second signal exits the process with status 128 + its
@@ -310,36 +344,123 @@ impl Notify {
     ///
     /// See [`Notify`].
     pub fn start(self, parent: &Context) -> Result<SignalGuard, NotifyError> {
-        if let Some(&forbidden) = self.signals.iter().find(|s| signal_hook::consts::FORBIDDEN.contains(s)) {
+        let (ctx, shield) = (parent.child(), Context::new());
+        let listener = Listener { ctx: ctx.clone(), shield: shield.clone(), second: self.second };
+        let run = move |signals| listener.run(signals);
+        let listening = Listening::start::<WithOrigin, _>(self.signals, "tether-signal", run)?;
+        Ok(SignalGuard { ctx, shield, listening: Some(listening) })
+    }
+}
+
+/// Writes a [`dump`](crate::dump()) of every live scope to `to` each time `signal` arrives
+/// (SIGQUIT, as a JVM or a Go program does, or SIGUSR1), until the guard drops: then the
+/// signal has its default disposition back, unless another guard listens for it.
+///
+/// A dump is written by a thread of its own (`tether-dump`), never in the signal handler. A
+/// failure to write a file is reported on standard error, once per dump.
+///
+/// # Errors
+///
+/// As [`notify`].
+///
+/// # Examples
+///
+/// ```
+/// use signal_hook::low_level::raise;
+/// use tether::signal::{self, DumpTo, SIGUSR1};
+///
+/// let path = std::env::temp_dir().join(format!("tether-dump-{}.json", std::process::id()));
+/// let dumps = signal::dump_on(SIGUSR1, DumpTo::JsonFile(path.clone())).unwrap();
+/// tether::ScopeBuilder::new().name("ingest").run(|_| {
+///     raise(SIGUSR1).unwrap();
+///     while dumps.written() == 0 {
+///         std::thread::yield_now();
+///     }
+/// })
+/// .unwrap();
+/// assert!(std::fs::read_to_string(&path).unwrap().contains("\"ingest\""));
+/// # std::fs::remove_file(path).unwrap();
+/// ```
+pub fn dump_on(signal: c_int, to: DumpTo) -> Result<DumpGuard, NotifyError> {
+    let written = Arc::new(AtomicU64::new(0));
+    let count = written.clone();
+    let run = move |mut signals: SignalsInfo| {
+        for _ in signals.forever() {
+            write_dump(&to);
+            // SeqCst: pairs with `written`'s load; publishes that the dump is out.
+            count.fetch_add(1, SeqCst);
+        }
+    };
+    let listening = Listening::start(vec![signal], "tether-dump", run)?;
+    Ok(DumpGuard { written, listening })
+}
+
+/// Writes one dump to `to`; a failure goes to standard error (there is no caller to return it to).
+fn write_dump(to: &DumpTo) {
+    let dump = crate::dump();
+    let result = match to {
+        DumpTo::Stderr => writeln!(io::stderr().lock(), "{dump}"),
+        DumpTo::File(path) => std::fs::write(path, dump.to_string()),
+        DumpTo::JsonFile(path) => std::fs::write(path, dump.to_json()),
+    };
+    if let Err(err) = result {
+        eprintln!("tether: cannot write the dump to {to:?}: {err}");
+    }
+}
+
+// ===== impl Listening =====
+
+impl Listening {
+    /// Listens for `signals` on a thread named `name` running `run` over signal-hook's iterator,
+    /// and turns their default disposition off (invariant 1).
+    fn start<E, F>(signals: Vec<c_int>, name: &str, run: F) -> Result<Listening, NotifyError>
+    where
+        E: Exfiltrator + Default,
+        F: FnOnce(SignalsInfo<E>) + Send + 'static,
+    {
+        if let Some(&forbidden) = signals.iter().find(|s| signal_hook::consts::FORBIDDEN.contains(s)) {
             return Err(NotifyError::Forbidden(forbidden));
         }
         // Our action first, then the default turned off: a signal in between reaches the pipe.
-        let signals = SignalsInfo::<WithOrigin>::new(&self.signals)?;
-        let handle = signals.handle();
-        if let Err(err) = listen(&self.signals) {
+        let iterator = SignalsInfo::<E>::new(&signals)?;
+        let handle = iterator.handle();
+        if let Err(err) = listen(&signals) {
             handle.close();
             return Err(err);
         }
-        let (ctx, shield) = (parent.child(), Context::new());
-        let listener = Listener { ctx: ctx.clone(), shield: shield.clone(), second: self.second };
-        let thread =
-            std::thread::Builder::new().name("tether-signal".into()).spawn(move || listener.run(signals));
+        let thread = std::thread::Builder::new().name(name.into()).spawn(move || run(iterator));
         let thread = match thread {
             Ok(thread) => thread,
             Err(err) => {
-                unlisten(&self.signals);
+                unlisten(&signals);
                 handle.close();
                 return Err(err.into());
             }
         };
-        Ok(SignalGuard { ctx, shield, signals: self.signals, handle, thread: Some(thread) })
+        Ok(Listening { signals, handle, thread: Some(thread) })
+    }
+}
+
+impl Drop for Listening {
+    /// Stops listening (invariants 1 and 3).
+    fn drop(&mut self) {
+        // The default first: a signal from here on has its default effect (invariant 1).
+        unlisten(&self.signals);
+        self.handle.close();
+        if let Some(thread) = self.thread.take() {
+            if thread.thread().id() != std::thread::current().id() {
+                // The thread only forwards signals (a callback's panic is caught): it does not
+                // unwind, and it ends once the pipe is closed.
+                let _ = thread.join();
+            }
+        }
     }
 }
 
 /// Counts one more guard for each of `signals`, turning their default disposition off
 /// (invariant 1); registers the default-disposition action of a signal the first time.
 fn listen(signals: &[c_int]) -> Result<(), NotifyError> {
-    let mut listening = LISTENING.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut listening = DISPOSITIONS.lock().unwrap_or_else(PoisonError::into_inner);
     let listening = listening.get_or_insert_with(HashMap::new);
     for (i, &signal) in signals.iter().enumerate() {
         if !listening.contains_key(&signal) {
@@ -348,7 +469,7 @@ fn listen(signals: &[c_int]) -> Result<(), NotifyError> {
                 release(listening, &signals[..i]);
                 return Err(err.into());
             }
-            listening.insert(signal, Listening { guards: 0, default_on });
+            listening.insert(signal, Disposition { guards: 0, default_on });
         }
         let entry = listening.get_mut(&signal).expect("inserted above");
         entry.guards += 1;
@@ -361,14 +482,14 @@ fn listen(signals: &[c_int]) -> Result<(), NotifyError> {
 /// Counts one guard less for each of `signals`, turning the default disposition back on for
 /// those no guard listens for any more (invariant 1).
 fn unlisten(signals: &[c_int]) {
-    let mut listening = LISTENING.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut listening = DISPOSITIONS.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some(listening) = listening.as_mut() {
         release(listening, signals);
     }
 }
 
 /// [`unlisten`], under the lock.
-fn release(listening: &mut HashMap<c_int, Listening>, signals: &[c_int]) {
+fn release(listening: &mut HashMap<c_int, Disposition>, signals: &[c_int]) {
     for signal in signals {
         if let Some(entry) = listening.get_mut(signal) {
             entry.guards -= 1;
@@ -452,18 +573,9 @@ impl SignalGuard {
 }
 
 impl Drop for SignalGuard {
-    /// Stops listening (invariants 1 and 3) and cancels the context and the shield.
+    /// Stops listening (invariants 1 and 3), then cancels the context and the shield.
     fn drop(&mut self) {
-        // The default first: a signal from here on has its default effect (invariant 1).
-        unlisten(&self.signals);
-        self.handle.close();
-        if let Some(thread) = self.thread.take() {
-            if thread.thread().id() != std::thread::current().id() {
-                // The thread only forwards signals (a callback's panic is caught): it does not
-                // unwind, and it ends once the pipe is closed.
-                let _ = thread.join();
-            }
-        }
+        drop(self.listening.take());
         self.ctx.cancel();
         self.shield.cancel();
     }
@@ -472,8 +584,31 @@ impl Drop for SignalGuard {
 impl fmt::Debug for SignalGuard {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SignalGuard")
-            .field("signals", &self.signals)
+            .field("signals", &self.listening.as_ref().map(|l| &l.signals))
             .field("context", &self.ctx)
             .finish_non_exhaustive()
+    }
+}
+
+// ===== impl DumpGuard =====
+
+impl DumpGuard {
+    /// How many dumps this guard has written (or failed to write) so far.
+    ///
+    /// # Examples
+    ///
+    /// See [`dump_on`].
+    pub fn written(&self) -> u64 {
+        // SeqCst: pairs with the listening thread's increment, after its write.
+        self.written.load(SeqCst)
+    }
+}
+
+impl fmt::Debug for DumpGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DumpGuard")
+            .field("signals", &self.listening.signals)
+            .field("written", &self.written())
+            .finish()
     }
 }

@@ -11,7 +11,7 @@ mod scenarios {
     use std::os::unix::process::ExitStatusExt;
     use std::process::{Command, ExitStatus};
     use std::time::Duration;
-    use tether::signal::{self, Notify, SIGINT, SIGTERM, SIGUSR1, SecondSignal, Signal};
+    use tether::signal::{self, DumpTo, Notify, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SecondSignal, Signal};
     use tether::{Canceller, Cause, Context};
 
     const CHILD: &str = "TETHER_SIGNAL_CHILD";
@@ -56,6 +56,21 @@ mod scenarios {
             "a_signal_still_listened_for_by_another_guard_keeps_its_handler",
             one_guard_dropped_one_listening,
             |status, out| assert_eq!(status.code(), Some(PASSED), "{out}"),
+        ),
+        (
+            "a_dump_on_sigquit_goes_to_stderr_naming_the_scope_and_the_childs_spawn_site",
+            dump_to_stderr,
+            |status, out| {
+                assert_eq!(status.code(), Some(PASSED), "{out}");
+                let line = out.lines().find_map(|l| l.strip_prefix("spawned at line ")).expect("the line");
+                assert!(out.contains("\"stuck-service\""), "the scope's name: {out}");
+                assert!(out.contains(&format!("spawned at {}:{line}:", file!())), "the spawn site: {out}");
+            },
+        ),
+        (
+            "the_dump_signal_has_its_default_disposition_back_once_the_guard_drops",
+            dump_guard_dropped,
+            |status, out| assert_eq!(status.signal(), Some(SIGUSR1), "killed by SIGUSR1: {out}"),
         ),
     ];
 
@@ -148,6 +163,27 @@ mod scenarios {
         drop(dropped);
         raise(SIGUSR1).unwrap();
         assert_eq!(signal_of(&listening.context().wait()).number(), SIGUSR1);
+    }
+
+    fn dump_to_stderr() {
+        let dumps = signal::dump_on(SIGQUIT, DumpTo::Stderr).unwrap();
+        tether::ScopeBuilder::new()
+            .name("stuck-service")
+            .run(|s| {
+                println!("spawned at line {}", line!() + 1);
+                s.spawn(|ctx| ctx.wait());
+                raise(SIGQUIT).unwrap();
+                while dumps.written() == 0 {
+                    std::thread::yield_now();
+                }
+            })
+            .unwrap();
+    }
+
+    fn dump_guard_dropped() {
+        drop(signal::dump_on(SIGUSR1, DumpTo::Stderr).unwrap());
+        raise(SIGUSR1).unwrap();
+        std::thread::sleep(CHILD_LIMIT);
     }
 }
 
