@@ -216,6 +216,12 @@ pub struct Design0005Doctests;
 #[doc = include_str!("../design/0008-dump.md")]
 pub struct Design0008Doctests;
 
+/// design/0009's code blocks (its Surface pins `tether::signal`'s signatures; they are compiled
+/// with the `signal` feature, on Unix), compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../design/0009-tracing-metrics-signals.md")]
+pub struct Design0009Doctests;
+
 /// design/0006's code blocks (its Surface pins the async signatures; the feature-gated ones are
 /// pinned by the doc tests of `tokio_scope.rs` and `token.rs`), compiled as doc tests.
 #[cfg(doctest)]

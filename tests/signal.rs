@@ -21,8 +21,11 @@ mod scenarios {
     /// What a scenario that ran to its end exits with.
     const PASSED: i32 = 0;
 
+    /// A scenario: its name, what the child runs, and how the parent judges the child's end.
+    type Scenario = (&'static str, fn(), fn(ExitStatus, &str));
+
     /// The scenarios: each runs in its own child process, and `check` judges how it ended.
-    pub(crate) const ALL: &[(&str, fn(), fn(ExitStatus, &str))] = &[
+    pub(crate) const ALL: &[Scenario] = &[
         (
             "the_first_signal_cancels_with_a_cause_naming_it_and_its_sender",
             cause_names_the_signal,
