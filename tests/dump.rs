@@ -49,7 +49,7 @@ fn child_named<'a>(scope: &'a ScopeDump, name: &str) -> &'a ChildDump {
 fn a_dump_shows_each_child_with_its_spawn_site_state_and_wait_site() {
     let _counts = counts();
     let (tx, rx) = crossbeam_channel::unbounded::<()>();
-    let run_line = line!() + 1;
+    let run_line = line!() + 4;
     ScopeBuilder::new()
         .name("sites")
         .limit(4)

@@ -17,6 +17,7 @@
 //! name. Spawning takes only one ledger; opening or closing a scope only `SCOPES`.
 
 use super::ScopeDump;
+use super::site::{self, RunningTask};
 use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -27,7 +28,8 @@ use std::time::Instant;
 pub(crate) trait Observed: Send + Sync {
     /// The scope's state now (weakly consistent: design/0008, "Consistency"). May run user code
     /// (the `Debug` of shown values); never called under `SCOPES`' lock (invariant 2).
-    fn observe(&self, now: Instant) -> ScopeDump;
+    /// `running` are the pool tasks running now, of every scope (`site::running_tasks`).
+    fn observe(&self, now: Instant, running: &[RunningTask]) -> ScopeDump;
 }
 
 /// Every live scope, by id (ids increase with creation, so a parent comes before its children).
@@ -90,13 +92,15 @@ pub(crate) fn unregister(id: u64) {
 /// The live scopes, by id: clones taken under the lock, observed after it (invariant 2).
 pub(crate) fn observe_all(now: Instant) -> Vec<ScopeDump> {
     let live: Vec<Arc<dyn Observed>> = scopes().values().cloned().collect();
-    live.iter().map(|scope| scope.observe(now)).collect()
+    let running = site::running_tasks();
+    live.iter().map(|scope| scope.observe(now, &running)).collect()
 }
 
 /// The live scopes opened since scope id `first`.
 pub(crate) fn observe_since(first: u64, now: Instant) -> Vec<ScopeDump> {
     let live: Vec<Arc<dyn Observed>> = scopes().range(first..).map(|(_, s)| s.clone()).collect();
-    live.iter().map(|scope| scope.observe(now)).collect()
+    let running = site::running_tasks();
+    live.iter().map(|scope| scope.observe(now, &running)).collect()
 }
 
 /// Scope `id` and the scopes below it, if it is still registered.
@@ -106,11 +110,12 @@ pub(crate) fn observe_below(id: u64, now: Instant) -> Option<Vec<ScopeDump>> {
         scopes.get(&id)?;
         scopes.range(id..).map(|(_, s)| s.clone()).collect()
     };
+    let running = site::running_tasks();
     let mut below = vec![id];
     let mut out = Vec::new();
     // Ids increase from parent to child, so one pass in id order finds every descendant.
     for scope in live {
-        let seen = scope.observe(now);
+        let seen = scope.observe(now, &running);
         if seen.id == id || seen.parent.is_some_and(|p| below.contains(&p)) {
             below.push(seen.id);
             out.push(seen);

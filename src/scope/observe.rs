@@ -2,25 +2,31 @@
 //! (id, name, parent, site, owner, values, watchdog), each child's record (spawn site and time,
 //! the thread that runs it), and the ledgers that list them. Design: design/0008-dump.md.
 //!
-//! # Ledgers
-//! A scope lists its children in two ledgers: its thread children's records (`threads`, here)
-//! and its tasks (`task_queue.rs`, under the lock a task spawn takes anyway). A spawn pushes one
-//! entry; nothing is removed when a child finishes (that would be a second lock per child):
-//! instead a push sweeps out the entries of children that are finished and released once the
-//! ledger has doubled since the last sweep (amortized O(1) per child), and a dump skips them.
+//! # Where a dump finds each child
+//! - **Thread children**: in the scope's ledger of thread records (`threads`). A spawn pushes one
+//!   entry; nothing is removed when a child finishes (that would be a second lock per child):
+//!   instead a push sweeps out the entries of children that are finished and released once the
+//!   ledger has doubled since the last sweep (amortized O(1) per child), and a dump skips them.
+//!   The cost is next to an OS thread's creation.
+//! - **Queued tasks**: in the scope's own task queue (`task_queue.rs`), which holds every task
+//!   not yet claimed anyway; the record is in the task's allocation.
+//! - **Running tasks**: in the cell of the thread running them (`dump/site.rs`, `TaskActivity`),
+//!   so that a task costs its scope nothing shared beyond what it cost before (no ledger entry,
+//!   no reference kept alive). A finished task whose handle has not joined it is not listed.
 //!
 //! # Invariants
 //! 1. A child's record is written by its spawner before the child is published (the ledger's
-//!    lock, the queue's push, the thread's start), except `runner` (the thread cell, set by the
-//!    thread that runs it, Release; read by dumps, Acquire) and a thread child's `phase`.
-//! 2. A listed child is one that was spawned and is not both finished and released (its handle
-//!    joined or dropped); entries for such children may linger until a sweep, and are skipped.
+//!    lock, the queue's push, the thread's start), except a thread record's `runner` (the thread
+//!    cell, set by the child's thread, Release; read by dumps, Acquire) and its `phase`.
+//! 2. A listed thread child is one that was spawned and is not both finished and released (its
+//!    handle joined or dropped); ledger entries of such children may linger until a sweep, and
+//!    are skipped.
 
 use super::state::ScopeState;
 use super::watchdog::Armed;
 use crate::cancel::Canceller;
 use crate::dump::registry::{self, Observed};
-use crate::dump::site::{self, ThreadCell};
+use crate::dump::site::{self, RunningTask, ThreadCell};
 use crate::dump::{ChildDump, ChildKind, ChildState, ScopeDump, ThreadRef, ValueDump};
 use crate::value::{ShowFn, Value};
 use std::panic::{AssertUnwindSafe, Location, catch_unwind};
@@ -119,17 +125,17 @@ pub(crate) enum Phase {
 
 /// What every child records at its spawn (invariant 1).
 pub(crate) struct ChildRecord {
-    id: u64,
-    site: &'static Location<'static>,
-    born: Instant,
-    /// The cell of the thread running it; null until it starts.
-    runner: AtomicPtr<ThreadCell>,
+    pub(super) id: u64,
+    pub(super) site: &'static Location<'static>,
+    pub(super) born: Instant,
 }
 
 /// A thread child's record: shared by the child, its handle and the ledger.
 pub(crate) struct ThreadRecord {
     record: ChildRecord,
     name: Option<Arc<str>>,
+    /// The cell of the child's thread; null until it starts.
+    runner: AtomicPtr<ThreadCell>,
     /// `STARTED`, `FINISHED` (by the child) and `RELEASED` (by the handle) bits.
     phase: AtomicU8,
 }
@@ -166,7 +172,7 @@ impl ScopeMeta {
     pub(super) fn child_record(&self, site: &'static Location<'static>) -> ChildRecord {
         // Relaxed: only uniqueness is needed.
         let id = self.next_child.fetch_add(1, Relaxed);
-        ChildRecord { id, site, born: Instant::now(), runner: AtomicPtr::new(std::ptr::null_mut()) }
+        ChildRecord { id, site, born: Instant::now() }
     }
 
     /// Records a new thread child in the ledger.
@@ -175,8 +181,12 @@ impl ScopeMeta {
         site: &'static Location<'static>,
         name: Option<Arc<str>>,
     ) -> ThreadHook {
-        let record =
-            Arc::new(ThreadRecord { record: self.child_record(site), name, phase: AtomicU8::new(0) });
+        let record = Arc::new(ThreadRecord {
+            record: self.child_record(site),
+            name,
+            runner: AtomicPtr::new(std::ptr::null_mut()),
+            phase: AtomicU8::new(0),
+        });
         let gone = self
             .threads
             .lock()
@@ -188,27 +198,17 @@ impl ScopeMeta {
 }
 
 impl ChildRecord {
-    /// The child starts running on this thread.
-    #[inline]
-    pub(super) fn started_here(&self) {
-        if let Some(cell) = site::current() {
-            // Release: pairs with the Acquire in `raw`, so a dump sees an initialized cell.
-            self.runner.store(std::ptr::from_ref(cell).cast_mut(), Release);
+    /// A queued task, as a dump reads it from its scope's queue.
+    pub(super) fn queued_task(&self) -> RawChild {
+        RawChild {
+            id: self.id,
+            name: None,
+            kind: ChildKind::Task,
+            site: self.site,
+            born: self.born,
+            runner: None,
+            phase: Phase::Queued,
         }
-    }
-
-    pub(super) fn raw(&self, kind: ChildKind, name: Option<Arc<str>>, phase: Phase) -> RawChild {
-        // Acquire: pairs with the Release in `started_here`.
-        let runner = self.runner.load(Acquire);
-        // SAFETY: a non-null `runner` came from a `&'static ThreadCell` (`started_here`).
-        let runner = unsafe { runner.as_ref() };
-        RawChild { id: self.id, name, kind, site: self.site, born: self.born, runner, phase }
-    }
-}
-
-impl RawChild {
-    pub(crate) fn phase(&self) -> Phase {
-        self.phase
     }
 }
 
@@ -224,7 +224,20 @@ impl ThreadRecord {
     }
 
     fn raw(&self) -> RawChild {
-        self.record.raw(ChildKind::Thread, self.name.clone(), self.phase())
+        // Acquire: pairs with the Release in `ThreadHook::started`.
+        let runner = self.runner.load(Acquire);
+        // SAFETY: a non-null `runner` came from a `&'static ThreadCell` (`ThreadHook::started`).
+        let runner = unsafe { runner.as_ref() };
+        let r = &self.record;
+        RawChild {
+            id: r.id,
+            name: self.name.clone(),
+            kind: ChildKind::Thread,
+            site: r.site,
+            born: r.born,
+            runner,
+            phase: self.phase(),
+        }
     }
 }
 
@@ -235,7 +248,10 @@ pub(super) struct ThreadHook(Arc<ThreadRecord>);
 impl ThreadHook {
     /// The child's thread starts (step 2).
     pub(super) fn started(&self) {
-        self.0.record.started_here();
+        if let Some(cell) = site::current() {
+            // Release: pairs with the Acquire in `ThreadRecord::raw`: a dump sees the cell whole.
+            self.0.runner.store(std::ptr::from_ref(cell).cast_mut(), Release);
+        }
         self.0.phase.fetch_or(STARTED, Release); // Release: pairs with the Acquire in `phase`
     }
 
@@ -269,15 +285,23 @@ impl Drop for HandleHook {
 // ===== The scope describes itself =====
 
 impl Observed for ScopeState {
-    fn observe(&self, now: Instant) -> ScopeDump {
+    fn observe(&self, now: Instant, running: &[RunningTask]) -> ScopeDump {
         let meta = &self.meta;
         let mut raw: Vec<RawChild> = {
             let threads = meta.threads.lock().unwrap_or_else(PoisonError::into_inner);
             threads.iter().map(|r| r.raw()).filter(|r| r.phase != Phase::Gone).collect()
         };
         self.tasks.observe_into(&mut raw);
-        raw.sort_by_key(|r| r.id);
-        let children = raw.into_iter().map(|r| child_dump(r, now)).collect();
+        let mut children: Vec<ChildDump> = raw.into_iter().map(|r| child_dump(r, now)).collect();
+        children.extend(running.iter().filter(|t| t.scope == meta.id).map(|t| running_task(t, now)));
+        children.sort_by_key(|c| c.id);
+        // A task seen queued and then running (it started during the dump): keep the later view.
+        children.dedup_by(|later, earlier| {
+            later.id == earlier.id && {
+                std::mem::swap(later, earlier);
+                true
+            }
+        });
         let ctx = &self.ctx;
         ScopeDump {
             id: meta.id,
@@ -295,6 +319,22 @@ impl Observed for ScopeState {
             values: meta.values.iter().map(value_dump).collect(),
             children,
         }
+    }
+}
+
+fn running_task(task: &RunningTask, now: Instant) -> ChildDump {
+    let state = match task.thread.blocked {
+        Some((site, since)) => ChildState::Blocked { site, for_: now.saturating_duration_since(since) },
+        None => ChildState::Running,
+    };
+    ChildDump {
+        id: task.id,
+        name: None,
+        kind: ChildKind::Task,
+        thread: Some(task.thread.clone().into()),
+        site: task.site,
+        age: now.saturating_duration_since(task.born),
+        state,
     }
 }
 

@@ -53,13 +53,14 @@
 
 use super::child::{ChildOf, Kind, Outcome, Running};
 use super::error::JoinError;
-use super::observe::{ChildRecord, Phase, RawChild};
+use super::observe::{ChildRecord, RawChild};
 use super::state::{ScopeState, Slot};
 use super::task_state::{LetGo, TaskState};
 use crate::ambient;
 use crate::cancel::{Canceller, Cause};
 use crate::context::Context;
 use crate::dump::registry::WorkingFor;
+use crate::dump::site::TaskActivity;
 use crate::dump::{BlockingSite, ChildKind};
 use crate::pool::{self, Job, JobRef};
 use crate::telemetry;
@@ -218,14 +219,8 @@ where
     }
 
     fn observe(&self) -> Option<RawChild> {
-        let phase =
-            match (self.lifecycle.is_claimed(), self.lifecycle.is_done(), self.lifecycle.is_released()) {
-                (_, true, true) => Phase::Gone,
-                (_, true, false) => Phase::Finished,
-                (true, false, _) => Phase::Running,
-                (false, false, _) => Phase::Queued,
-            };
-        Some(self.record.raw(ChildKind::Task, None, phase))
+        // A claimed task is running (its thread's cell lists it) or done: not listed here.
+        (!self.lifecycle.is_claimed()).then(|| self.record.queued_task())
     }
 }
 
@@ -248,7 +243,6 @@ where
         let (f, mut running) =
             (f.expect("tether: a task ran twice"), running.expect("tether: a task ran twice"));
         running.begin_task();
-        self.record.started_here();
         let state = running.state();
         // 2. Skip if already cancelled (the scope, or this task through its handle), else run
         //    with the context ambient. The task's node is made now unless the handle made it.
@@ -272,6 +266,8 @@ where
             let result = {
                 let _child_of = ChildOf::task(state);
                 let _working_for = WorkingFor::enter(state.meta.id);
+                let r = &self.record;
+                let _activity = TaskActivity::enter(state.meta.id, r.id, r.site, r.born);
                 let _ambient = ambient::enter(ctx);
                 catch_unwind(AssertUnwindSafe(|| f(ctx)))
             };

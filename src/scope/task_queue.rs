@@ -44,7 +44,7 @@
 //! saves the allocation, registration and release of a node for tasks that only read their
 //! context.
 
-use super::observe::{Ledger, Phase, RawChild};
+use super::observe::RawChild;
 use crate::context::Context;
 use crate::pool::{self, JobRef};
 use crossbeam_utils::CachePadded;
@@ -74,8 +74,6 @@ struct TaskQueue {
     jobs: VecDeque<JobRef>,
     /// The length at which the next spawn sweeps out the claimed ones.
     sweep_at: usize,
-    /// Every task not yet finished and released, for dumps (`observe.rs`, "Ledgers").
-    ledger: Ledger<JobRef>,
 }
 
 /// What a scope keeps per pool worker ("Task contexts"): the node the contexts of the tasks the
@@ -102,11 +100,9 @@ impl ScopeTasks {
     /// front, or all of them once the queue has doubled since the last sweep ("Freeing tasks").
     pub(super) fn enqueue(&self, job: &JobRef) {
         let mut claimed: [Option<JobRef>; FREE_PER_SPAWN] = Default::default();
-        let gone;
         let sweep = {
             let mut queue = self.lock();
             queue.jobs.push_back(job.clone());
-            gone = queue.ledger.push(job.clone(), |j| j.observe().is_none_or(|r| r.phase() == Phase::Gone));
             for slot in &mut claimed {
                 if !queue.jobs.front().is_some_and(|j| j.is_claimed()) {
                     break;
@@ -115,7 +111,7 @@ impl ScopeTasks {
             }
             queue.jobs.len() >= queue.sweep_at.max(SWEEP_MIN)
         };
-        drop((claimed, gone)); // outside the lock
+        drop(claimed); // outside the lock
         if sweep {
             let claimed: VecDeque<JobRef> = {
                 let mut queue = self.lock();
@@ -142,10 +138,12 @@ impl ScopeTasks {
         }
     }
 
-    /// Appends what a dump reads of each listed task (`observe.rs`, invariant 2).
+    /// Appends what a dump reads of each queued task (`observe.rs`: running tasks are found in
+    /// their threads' cells). The copy is the only work done under the lock.
     pub(super) fn observe_into(&self, out: &mut Vec<RawChild>) {
         let queue = self.lock();
-        out.extend(queue.ledger.iter().filter_map(|j| j.observe()).filter(|r| r.phase() != Phase::Gone));
+        out.reserve(queue.jobs.len());
+        out.extend(queue.jobs.iter().filter_map(|j| j.observe()));
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, TaskQueue> {
