@@ -1,32 +1,23 @@
 //! Graceful shutdown on SIGINT or SIGTERM. The signal cancels the server's context with a cause
-//! that names it. Workers stop taking new jobs and finish the job they hold, and the scope joins
-//! every thread before `main` returns. This is Go's `signal.NotifyContext(ctx, os.Interrupt,
-//! syscall.SIGTERM)`, plus a typed cause and threads that cannot outlive `main`'s scope.
+//! that names it and its sender. Workers stop taking new jobs and finish the job they hold, and
+//! the scope joins every thread before `main` returns. This is Go's `signal.NotifyContext(ctx,
+//! os.Interrupt, syscall.SIGTERM)`, plus a typed cause and threads that cannot outlive `main`'s
+//! scope.
 //!
-//! Run with `cargo run --release --example graceful_shutdown`: after a moment the program sends
-//! itself SIGTERM, so it ends by itself. Run it with `-- --wait` to wait for a real signal
-//! instead: press Ctrl-C, or run `kill -TERM <pid>` from another terminal.
+//! Run with `cargo run --release --features signal --example graceful_shutdown`: after a moment
+//! the program sends itself SIGTERM, so it ends by itself. Run it with `-- --wait` to wait for a
+//! real signal instead: press Ctrl-C, or run `kill -TERM <pid>` from another terminal.
 //!
-//! Signals come from the `signal-hook` crate, the usual choice in Rust for this job. A signal
-//! handler may only do async-signal-safe work. signal-hook's handler writes to a self-pipe, and
-//! an ordinary thread (`Signals::forever`) reads the pipe and may then do anything, such as
-//! cancelling a context.
+//! Signals come from `tether::signal` (feature `signal`): `notify` returns a guard whose context
+//! the first signal cancels, with a `Signal` cause; a second Ctrl-C exits at once with status
+//! 130; dropping the guard at the end of `main` gives the signals their default disposition back.
 
 use crossbeam_channel::Receiver;
-use signal_hook::consts::{SIGINT, SIGTERM};
-use signal_hook::iterator::Signals;
-use signal_hook::low_level::{raise, signal_name};
+use signal_hook::low_level::raise;
 use std::time::{Duration, Instant};
 use tether::blocking::{self, RecvError};
-use tether::{Canceller, Cause, Context, ScopeBuilder};
-
-/// The cause of a shutdown: the signal that asked for it.
-#[derive(Debug, thiserror::Error)]
-#[error("received {name} (signal {number})")]
-struct Shutdown {
-    number: i32,
-    name: &'static str,
-}
+use tether::signal::{self, SIGINT, SIGTERM, Signal};
+use tether::{Canceller, Context, ScopeBuilder};
 
 const WORKERS: usize = 3;
 /// A new job arrives this often.
@@ -66,30 +57,19 @@ fn worker(ctx: &Context, id: usize, jobs: &Receiver<u32>) -> usize {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let wait_for_signal = std::env::args().any(|arg| arg == "--wait");
     let start = Instant::now();
-    let server = Context::new();
 
-    // Register the handlers before starting any work, so that no signal is missed.
-    let mut signals = Signals::new([SIGINT, SIGTERM])?;
-    let listening = signals.handle();
+    // Listen before starting any work, so that no signal is missed.
+    let shutdown = signal::notify(&Context::new(), &[SIGINT, SIGTERM])?;
+    let server = shutdown.context().clone();
     println!("server (pid {}) started {WORKERS} workers", std::process::id());
     if wait_for_signal {
         println!("waiting for Ctrl-C or `kill -TERM {}`", std::process::id());
     }
 
     let (queued, done) = ScopeBuilder::new().parent(&server).run(|s| {
-        // However the scope ends (a signal, a panic, the body returning), stop listening:
-        // `close` ends the `forever()` loop, so the signal thread can be joined.
-        let _close = s.context().on_cancel(move |_| listening.close());
-
-        // The signal thread turns the first signal into a cancellation that names it.
-        let shutdown = server.clone();
-        s.builder().name("signals").spawn(move |_| {
-            if let Some(number) = signals.forever().next() {
-                let name = signal_name(number).unwrap_or("an unknown signal");
-                println!("{:>4} ms: {name} received: shutting down", start.elapsed().as_millis());
-                shutdown.cancel_with(Cause::custom(Shutdown { number, name }));
-            }
-        })?;
+        let _announce = server.on_cancel(move |cause| {
+            println!("{:>4} ms: {cause}: shutting down", start.elapsed().as_millis());
+        });
 
         // Without `--wait`, send ourselves SIGTERM after a moment, unless the server stopped first.
         if !wait_for_signal {
@@ -125,8 +105,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         start.elapsed().as_millis()
     );
     println!("cause: {cause}");
-    if let Some(shutdown) = cause.downcast_ref::<Shutdown>() {
-        println!("(a real server would now exit with status {})", 128 + shutdown.number);
+    if let Some(signal) = cause.downcast_ref::<Signal>() {
+        println!("(a real server would now exit with status {})", 128 + signal.number());
     }
+    drop(shutdown); // stop listening: a signal from now on has its default effect
     Ok(())
 }

@@ -125,6 +125,8 @@
 //! | [`blocking`] | cancellable sleep and channel receives | handle |
 //! | [`dump`](mod@dump) | [`dump()`], [`Dump`]: a snapshot of live scopes and children, as text and JSON; `registry` (the live scopes), `site` (per-thread cells, the wait-site hook), `json` | handle / engine |
 //! | [`go`] | Go's `context` API on the tree, checked against Go | handle over the tree |
+//! | `telemetry` | the hooks for `tracing` spans and events and `metrics` gauges and counters (features `tracing`, `metrics`) | engine |
+//! | `signal` | `signal::notify`: signals as typed causes (feature `signal`, Unix) | handle / engine |
 //! | `live`, `unhandled` | the process-wide live counts and thread registry; the sink for panics with no caller | engine |
 //! | `watcher`, `block_on` | one thread waiting on many done channels; a thread driving one future | engine |
 //! | [`testing`] | the leak checker and [`testing::take_unhandled_panics`] | handle |
@@ -151,7 +153,10 @@ mod live;
 mod loom;
 pub mod pool;
 mod scope;
+#[cfg(all(feature = "signal", unix))]
+pub mod signal;
 mod slab;
+mod telemetry;
 pub mod testing;
 #[cfg(feature = "tokio-util")]
 pub mod token;
@@ -225,6 +230,12 @@ pub struct Design0005Doctests;
 #[cfg(doctest)]
 #[doc = include_str!("../design/0008-dump.md")]
 pub struct Design0008Doctests;
+
+/// design/0009's code blocks (its Surface pins `tether::signal`'s signatures; they are compiled
+/// with the `signal` feature, on Unix), compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../design/0009-tracing-metrics-signals.md")]
+pub struct Design0009Doctests;
 
 /// design/0006's code blocks (its Surface pins the async signatures; the feature-gated ones are
 /// pinned by the doc tests of `tokio_scope.rs` and `token.rs`), compiled as doc tests.

@@ -74,6 +74,7 @@ thread_local! {
 /// Adds `delta` to the count of `kind`.
 #[inline]
 pub(crate) fn add(kind: Counter, delta: isize) {
+    crate::telemetry::live_changed(kind, delta);
     let counted = LOCAL.try_with(|local| {
         let cell = &local.0[kind as usize];
         // Relaxed load and store, not a read-modify-write: this thread is the cell's only writer

@@ -64,6 +64,7 @@ use super::deadline::{self, TimerKey};
 use crate::live::{self, Counter};
 use crate::loom::{Arc, AtomicBool, AtomicU8, AtomicU32, Mutex, Ordering, fence, lock};
 use crate::slab::Slab;
+use crate::telemetry;
 use crossbeam_channel::{Receiver, Sender};
 use std::any::Any;
 use std::convert::Infallible;
@@ -184,6 +185,8 @@ pub(crate) struct Fired {
     /// The first is kept inline: a cancellation usually disarms zero or one deadline.
     timer: Option<(TimerKey, usize)>,
     more_timers: Vec<(TimerKey, usize)>,
+    /// The report to observers, if this cancellation started here (`telemetry`, invariant 2).
+    observed: telemetry::Cancellation,
 }
 
 impl Fired {
@@ -195,6 +198,7 @@ impl Fired {
             settles: Settles(Vec::new()),
             timer: None,
             more_timers: Vec::new(),
+            observed: telemetry::Cancellation::default(),
         }
     }
 
@@ -515,6 +519,7 @@ pub(crate) fn cancel(core: &Arc<Core>, err: CancelError, cause: Cause) -> Fired 
         if core.state.load(Ordering::Relaxed) == OPEN && inner.children.len() == 0 {
             let mut fired = Fired::nothing();
             let done_tx = mark_cancelled(core, &mut inner, err, &cause, &mut fired);
+            fired.observed.set_origin(err, &cause);
             drop(inner);
             drop(done_tx);
             return fired;
@@ -572,6 +577,9 @@ fn propagate(root: &Arc<Core>, err: CancelError, cause: Cause) -> Fired {
         // Kept until the whole subtree is marked: a thread woken by a node's `done()` must find
         // every descendant of that node cancelled too.
         closed.extend(mark_cancelled(&core, &mut inner, err, &cause, &mut fired));
+        if Arc::ptr_eq(&core, root) {
+            fired.observed.set_origin(err, &cause); // only where it started (`telemetry`, invariant 2)
+        }
     }
     drop(closed); // disconnects every `done()` receiver of the subtree, outside every core lock
     fired
@@ -612,11 +620,15 @@ impl Fired {
     /// Disarms the timers and runs the callbacks; re-raises callback panics after all have run:
     /// the payload itself when one panicked, a [`CallbackPanics`] when several did.
     pub(crate) fn run(self) {
-        let Fired { callback, more_callbacks, settles, timer, more_timers } = self;
+        let Fired { callback, more_callbacks, settles, timer, more_timers, observed } = self;
         for (key, core) in timer.into_iter().chain(more_timers) {
             deadline::remove(key, core);
         }
         let mut panics = Vec::new();
+        // A subscriber or recorder is user code: its panic is re-raised like a callback's.
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| observed.emit())) {
+            panics.push(payload);
+        }
         for (callback, cause) in callback.into_iter().chain(more_callbacks) {
             if let Err(payload) = catch_unwind(AssertUnwindSafe(|| callback.notify(&cause))) {
                 panics.push(payload);

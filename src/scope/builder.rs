@@ -10,6 +10,7 @@ use super::watchdog::{self, OnHang};
 use crate::ambient;
 use crate::context::Context;
 use crate::dump::{Dump, registry};
+use crate::telemetry::ScopeObs;
 use crate::value::{Key, KeyId, Value};
 use std::fmt;
 use std::panic::Location;
@@ -352,11 +353,12 @@ impl ScopeBuilder {
         }
         let mut meta =
             ScopeMeta::new(MetaConfig { name: self.name, site, limit: self.limit, values: self.shown });
+        let obs = ScopeObs::open(site, meta.id, meta.name());
         if let Some((after, on_hang)) = self.watchdog {
             meta.watchdog = Some(watchdog::arm(&ctx, meta.id, after, on_hang));
         }
         let id = meta.id;
-        let state = Arc::new(ScopeState::new(ctx, self.limit, meta));
+        let state = Arc::new(ScopeState::new(ctx, self.limit, meta, obs));
         registry::register(id, state.clone());
         state
     }

@@ -52,6 +52,8 @@ where
     // Children may hold `&'scope Scope`: `scope` lives in this frame until the count is closed
     // (`join_and_settle` borrows it), not only while the body runs.
     let scope = Scope { state: &state, scope: PhantomData, env: PhantomData };
+    // The body and the exit run in the scope's span (`crate::telemetry`): its cancellation event too.
+    let span = state.obs.enter();
     let body = {
         let _working_for = WorkingFor::enter(state.meta.id);
         let _ambient = ambient::enter(&state.ctx);
@@ -62,6 +64,7 @@ where
         Err(payload) => (None, Some(payload)),
     };
     let mut ended = join_and_settle(&scope, body_panic);
+    drop(span);
     // Every child has finished and the count is closed: nothing uses `scope` any more.
     ended.release(state);
     std::mem::forget(backstop);

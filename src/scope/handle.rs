@@ -10,7 +10,8 @@ use super::task::{self, TaskHandle};
 use super::thread::{ChildBuilder, ScopedJoinHandle};
 use crate::block_on::block_on;
 use crate::context::Context;
-use crate::dump::BlockingSite;
+use crate::dump::{BlockingSite, ChildKind};
+use crate::telemetry;
 use std::error::Error;
 use std::fmt;
 use std::future::Future;
@@ -284,7 +285,7 @@ impl<'scope, 'env> Scope<'scope, 'env> {
         T: Send + 'scope,
     {
         let site = Location::caller();
-        self.with_free_slot(f, |slot, f| {
+        self.with_free_slot(ChildKind::Thread, f, |slot, f| {
             self.builder().spawn_holding(slot, f, site).expect("tether: failed to spawn a thread")
         })
     }
@@ -458,7 +459,7 @@ impl<'scope, 'env> Scope<'scope, 'env> {
         T: Send + 'scope,
     {
         let site = Location::caller();
-        self.with_free_slot(f, |slot, f| task::spawn(self.state, slot, f, site))
+        self.with_free_slot(ChildKind::Task, f, |slot, f| task::spawn(self.state, slot, f, site))
     }
 }
 
@@ -467,11 +468,15 @@ impl<'scope> Scope<'scope, '_> {
     /// hands `f` back: the `try_` spawns.
     fn with_free_slot<F, H>(
         &'scope self,
+        kind: ChildKind,
         f: F,
         spawn: impl FnOnce(Slot, F) -> H,
     ) -> Result<H, TrySpawnError<F>> {
         match self.state.try_take_slot() {
-            Err(LimitFull) => Err(TrySpawnError::new(f)),
+            Err(LimitFull) => {
+                telemetry::try_spawn_rejected(kind);
+                Err(TrySpawnError::new(f))
+            }
             Ok(slot) => Ok(spawn(slot, f)),
         }
     }

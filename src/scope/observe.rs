@@ -163,6 +163,11 @@ impl ScopeMeta {
         }
     }
 
+    /// The scope's name, if the builder gave one (for its span, `crate::telemetry`).
+    pub(crate) fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
     /// A new child's record (invariant 1).
     pub(super) fn child_record(&self, site: &'static Location<'static>) -> ChildRecord {
         // Relaxed: only uniqueness is needed.

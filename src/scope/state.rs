@@ -15,6 +15,7 @@ use crate::cancel::tree::Settle;
 use crate::cancel::{Canceller, Cause};
 use crate::context::Context;
 use crate::pool;
+use crate::telemetry::{self, ScopeObs};
 use crossbeam_channel::{Receiver, Sender, select};
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
@@ -47,6 +48,8 @@ pub(crate) struct ScopeState {
     pub(super) settle: Option<Arc<Settle>>,
     /// What the scope records for dumps (`observe.rs`).
     pub(super) meta: ScopeMeta,
+    /// The scope's span and gauge (`crate::telemetry`; nothing without its features).
+    pub(super) obs: ScopeObs,
 }
 
 /// Whether a child holds one of the limit's slots, which it gives back when it finishes.
@@ -64,7 +67,7 @@ pub(super) enum Slot {
 pub(super) struct LimitFull;
 
 impl ScopeState {
-    pub(super) fn new(ctx: Context, limit: Option<usize>, meta: ScopeMeta) -> ScopeState {
+    pub(super) fn new(ctx: Context, limit: Option<usize>, meta: ScopeMeta, obs: ScopeObs) -> ScopeState {
         let settle = Arc::new(Settle::default());
         let settle = ctx.attach_settle(&settle).then_some(settle);
         let slots = limit.map(|n| {
@@ -85,6 +88,7 @@ impl ScopeState {
             tasks: ScopeTasks::default(),
             settle,
             meta,
+            obs,
         }
     }
 
@@ -200,6 +204,7 @@ impl ScopeState {
 
     /// Records a fallible child's error, cancels the scope with it, and hands it back shared.
     pub(super) fn fail_with<E: std::error::Error + Send + Sync + 'static>(&self, error: E) -> Arc<E> {
+        telemetry::child_failed(&error);
         self.failures.fail_with(&self.ctx, error)
     }
 

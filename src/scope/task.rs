@@ -59,10 +59,11 @@ use super::task_state::{LetGo, TaskState};
 use crate::ambient;
 use crate::cancel::{Canceller, Cause};
 use crate::context::Context;
-use crate::dump::BlockingSite;
 use crate::dump::registry::WorkingFor;
 use crate::dump::site::TaskActivity;
+use crate::dump::{BlockingSite, ChildKind};
 use crate::pool::{self, Job, JobRef};
+use crate::telemetry;
 use std::cell::UnsafeCell;
 use std::fmt;
 use std::panic::Location;
@@ -153,6 +154,7 @@ where
     F: FnOnce(&Context) -> T + Send + 'scope,
     T: Send + 'scope,
 {
+    let f = telemetry::instrument(&state.obs, ChildKind::Task, None, site, f);
     let task = Arc::new(Task {
         lifecycle: TaskState::new(),
         f: UnsafeCell::new(Some(f)),

@@ -31,8 +31,10 @@ use super::state::{ScopeState, Slot};
 use crate::ambient;
 use crate::context::Context;
 use crate::dump::BlockingSite;
+use crate::dump::ChildKind;
 use crate::dump::registry::WorkingFor;
 use crate::live;
+use crate::telemetry;
 use std::cell::UnsafeCell;
 use std::error::Error;
 use std::fmt;
@@ -239,6 +241,7 @@ impl<'scope, 'env> ChildBuilder<'scope, 'scope, 'env> {
     {
         let state: &'scope Arc<ScopeState> = self.scope.state;
         let name: Option<Arc<str>> = self.name.as_deref().map(Arc::from);
+        let f = telemetry::instrument(&state.obs, ChildKind::Thread, name.as_deref(), site, f);
         // 1. The child's node, and its count as running (given back by `Running::drop`, also when
         //    the OS refuses the thread and std drops the closure).
         let ctx = state.ctx.child_for_spawn();
