@@ -382,7 +382,9 @@ impl<T> std::fmt::Debug for SendError<T> {
 /// })
 /// .unwrap();
 /// ```
+#[track_caller]
 pub fn send<T, C: Canceller + ?Sized>(ctx: &C, tx: &Sender<T>, msg: T) -> Result<(), SendError<T>> {
+    let _blocked = crate::dump::BlockingSite::enter(std::panic::Location::caller());
     if ctx.is_cancelled() {
         return Err(SendError::Cancelled(msg, cause_of(ctx)));
     }

@@ -499,3 +499,45 @@ fn a_pool_task_blocked_in_a_helper_is_woken_by_the_scope_exit() {
     assert_eq!(causes, vec![Cause::ScopeExited; tasks]);
     assert_eq!(registered(), before);
 }
+
+/// A dump shows a child blocked in a helper as blocked at the helper's call in the user's code.
+#[test]
+fn a_dump_shows_the_helper_call_as_the_wait_site() {
+    let _counts = counts();
+    let (state, changed) = (Mutex::new(()), Condvar::new());
+    let (_tx, rx) = mpsc::channel::<u8>();
+    let before = registered();
+    tether::ScopeBuilder::new()
+        .name("blocking-wait-sites")
+        .run(|s| {
+            let condvar_line = line!() + 3;
+            s.builder()
+                .name("condvar")
+                .spawn(|ctx| {
+                    let guard = state.lock().unwrap();
+                    let _ = blocking::sync::wait_while(ctx, &state, &changed, guard, |()| true).map(drop);
+                })
+                .unwrap();
+            let park_line = line!() + 1;
+            s.builder().name("park").spawn(|ctx| while blocking::park(ctx).is_ok() {}).unwrap();
+            let recv_line = line!() + 1;
+            s.builder().name("mpsc").spawn(|ctx| mpsc::recv(ctx, &rx).map(drop)).unwrap();
+            wait_armed(before + 1); // both arming helpers have armed
+            let blocked_at = |name: &str| {
+                let dump = tether::dump();
+                let scope =
+                    dump.scopes().iter().find(|s| s.name.as_deref() == Some("blocking-wait-sites")).unwrap();
+                scope.children.iter().find(|c| c.name.as_deref() == Some(name)).and_then(|c| match c.state {
+                    tether::dump::ChildState::Blocked { site, .. } => {
+                        Some((site.file().to_string(), site.line()))
+                    }
+                    _ => None,
+                })
+            };
+            for (name, line) in [("condvar", condvar_line), ("park", park_line), ("mpsc", recv_line)] {
+                wait_for("the child to show as blocked", || blocked_at(name).is_some());
+                assert_eq!(blocked_at(name), Some((file!().to_string(), line)), "{name}");
+            }
+        })
+        .unwrap();
+}

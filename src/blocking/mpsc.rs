@@ -82,7 +82,9 @@ impl<T> SyncSender<T> {
     /// # Errors
     ///
     /// The message, if the receiver is gone.
+    #[track_caller]
     pub fn send(&self, msg: T) -> Result<(), std_mpsc::SendError<T>> {
+        let _blocked = crate::dump::BlockingSite::enter(std::panic::Location::caller());
         self.0.send(msg).map_err(|cb::SendError(msg)| std_mpsc::SendError(msg))
     }
 
@@ -106,7 +108,9 @@ impl<T> Receiver<T> {
     /// # Errors
     ///
     /// If the channel is empty and every sender is gone.
+    #[track_caller]
     pub fn recv(&self) -> Result<T, std_mpsc::RecvError> {
+        let _blocked = crate::dump::BlockingSite::enter(std::panic::Location::caller());
         self.0.recv().map_err(|cb::RecvError| std_mpsc::RecvError)
     }
 
@@ -128,7 +132,9 @@ impl<T> Receiver<T> {
     /// # Errors
     ///
     /// `Timeout`, or `Disconnected` if the channel is empty and every sender is gone.
+    #[track_caller]
     pub fn recv_timeout(&self, timeout: Duration) -> Result<T, std_mpsc::RecvTimeoutError> {
+        let _blocked = crate::dump::BlockingSite::enter(std::panic::Location::caller());
         self.0.recv_timeout(timeout).map_err(|err| match err {
             cb::RecvTimeoutError::Timeout => std_mpsc::RecvTimeoutError::Timeout,
             cb::RecvTimeoutError::Disconnected => std_mpsc::RecvTimeoutError::Disconnected,
@@ -221,6 +227,7 @@ impl<T> fmt::Debug for Receiver<T> {
 /// .unwrap();
 /// drop(tx);
 /// ```
+#[track_caller]
 pub fn recv<T, C: Canceller + ?Sized>(ctx: &C, rx: &Receiver<T>) -> Result<T, RecvError> {
     super::recv(ctx, &rx.0)
 }
@@ -239,6 +246,7 @@ pub fn recv<T, C: Canceller + ?Sized>(ctx: &C, rx: &Receiver<T>) -> Result<T, Re
 /// let ctx = tether::Context::new();
 /// assert!(tether::blocking::mpsc::recv_timeout(&ctx, &rx, Duration::ZERO).unwrap_err().is_timeout());
 /// ```
+#[track_caller]
 pub fn recv_timeout<T, C: Canceller + ?Sized>(
     ctx: &C,
     rx: &Receiver<T>,
@@ -272,6 +280,7 @@ pub fn recv_timeout<T, C: Canceller + ?Sized>(
 /// .unwrap();
 /// drop(rx);
 /// ```
+#[track_caller]
 pub fn send<T, C: Canceller + ?Sized>(
     ctx: &C,
     tx: &SyncSender<T>,

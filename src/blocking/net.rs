@@ -167,11 +167,13 @@ where
 /// })
 /// .unwrap();
 /// ```
+#[track_caller]
 pub fn read<C, S>(ctx: &C, stream: &S, buf: &mut [u8]) -> io::Result<usize>
 where
     C: Canceller + ?Sized,
     S: Stream,
 {
+    let _blocked = crate::dump::BlockingSite::enter(std::panic::Location::caller());
     let empty = buf.is_empty();
     guarded(ctx, || stream.shut_down(), || stream.read_once(buf), |&n| n > 0 || empty)
 }
@@ -198,11 +200,13 @@ where
 /// server.read_exact(&mut got).unwrap();
 /// assert_eq!(&got, b"hi");
 /// ```
+#[track_caller]
 pub fn write<C, S>(ctx: &C, stream: &S, buf: &[u8]) -> io::Result<usize>
 where
     C: Canceller + ?Sized,
     S: Stream,
 {
+    let _blocked = crate::dump::BlockingSite::enter(std::panic::Location::caller());
     let empty = buf.is_empty();
     guarded(ctx, || stream.shut_down(), || stream.write_once(buf), |&n| n > 0 || empty)
 }
@@ -327,10 +331,12 @@ mod listening {
     /// })
     /// .unwrap();
     /// ```
+    #[track_caller]
     pub fn accept<C: Canceller + ?Sized>(
         ctx: &C,
         listener: &TcpListener,
     ) -> io::Result<(TcpStream, SocketAddr)> {
+        let _blocked = crate::dump::BlockingSite::enter(std::panic::Location::caller());
         let fd = listener.as_raw_fd();
         guarded(ctx, move || shut_down_reading(fd), || listener.accept(), |_| true)
     }
@@ -340,10 +346,12 @@ mod listening {
     /// # Errors
     ///
     /// As [`accept`].
+    #[track_caller]
     pub fn accept_unix<C: Canceller + ?Sized>(
         ctx: &C,
         listener: &UnixListener,
     ) -> io::Result<(UnixStream, unix::SocketAddr)> {
+        let _blocked = crate::dump::BlockingSite::enter(std::panic::Location::caller());
         let fd = listener.as_raw_fd();
         guarded(ctx, move || shut_down_reading(fd), || listener.accept(), |_| true)
     }
@@ -369,11 +377,13 @@ mod listening {
     /// })
     /// .unwrap();
     /// ```
+    #[track_caller]
     pub fn recv_from<C: Canceller + ?Sized>(
         ctx: &C,
         socket: &UdpSocket,
         buf: &mut [u8],
     ) -> io::Result<(usize, SocketAddr)> {
+        let _blocked = crate::dump::BlockingSite::enter(std::panic::Location::caller());
         let fd = socket.as_raw_fd();
         guarded(ctx, move || shut_down_reading(fd), || socket.recv_from(buf), |&(n, _)| n > 0)
     }

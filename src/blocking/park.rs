@@ -33,7 +33,9 @@ use std::time::Duration;
 /// })
 /// .unwrap();
 /// ```
+#[track_caller]
 pub fn park<C: Canceller + ?Sized>(ctx: &C) -> Result<(), Cause> {
+    let _blocked = crate::dump::BlockingSite::enter(std::panic::Location::caller());
     park_until(ctx, None)
 }
 
@@ -53,7 +55,9 @@ pub fn park<C: Canceller + ?Sized>(ctx: &C) -> Result<(), Cause> {
 /// ctx.cancel();
 /// assert!(tether::blocking::park_timeout(&ctx, Duration::from_secs(3600)).is_err());
 /// ```
+#[track_caller]
 pub fn park_timeout<C: Canceller + ?Sized>(ctx: &C, timeout: Duration) -> Result<(), Cause> {
+    let _blocked = crate::dump::BlockingSite::enter(std::panic::Location::caller());
     park_until(ctx, Some(timeout))
 }
 

@@ -103,11 +103,13 @@ const LONGEST_PAUSE: Duration = Duration::from_millis(10);
 /// .unwrap();
 /// # }
 /// ```
+#[track_caller]
 pub fn wait<C: Canceller + ?Sized>(
     ctx: &C,
     child: &mut Child,
     on_cancel: OnCancel,
 ) -> Result<ExitStatus, ChildWaitError> {
+    let _blocked = crate::dump::BlockingSite::enter(std::panic::Location::caller());
     if ctx.is_cancelled() {
         return Err(apply(child, on_cancel, super::cause_of(ctx))?);
     }

@@ -152,6 +152,7 @@ pub enum WaitTimeoutError<G> {
 /// })
 /// .unwrap();
 /// ```
+#[track_caller]
 pub fn wait_while<'a, T, C, F>(
     ctx: &C,
     mutex: &'a Mutex<T>,
@@ -164,6 +165,7 @@ where
     C: Canceller + ?Sized,
     F: FnMut(&mut T) -> bool,
 {
+    let _blocked = crate::dump::BlockingSite::enter(std::panic::Location::caller());
     match wait_inner(ctx, mutex, condvar, guard, condition, None) {
         Ok(guard) => Ok(guard),
         Err(WaitTimeoutError::Wait(err)) => Err(err),
@@ -189,6 +191,7 @@ where
 /// let waited = wait_timeout_while(&ctx, &flag, &cv, flag.lock().unwrap(), Duration::ZERO, |f| !*f);
 /// assert!(matches!(waited, Err(WaitTimeoutError::TimedOut(_))));
 /// ```
+#[track_caller]
 pub fn wait_timeout_while<'a, T, C, F>(
     ctx: &C,
     mutex: &'a Mutex<T>,
@@ -202,6 +205,7 @@ where
     C: Canceller + ?Sized,
     F: FnMut(&mut T) -> bool,
 {
+    let _blocked = crate::dump::BlockingSite::enter(std::panic::Location::caller());
     wait_inner(ctx, mutex, condvar, guard, condition, Some(Instant::now() + timeout))
 }
 
@@ -415,11 +419,13 @@ impl<G> std::error::Error for LockError<G> {
 /// })
 /// .unwrap();
 /// ```
+#[track_caller]
 pub fn lock<'a, T, C>(ctx: &C, mutex: &'a Mutex<T>) -> Result<MutexGuard<'a, T>, LockError<MutexGuard<'a, T>>>
 where
     T: ?Sized,
     C: Canceller + ?Sized,
 {
+    let _blocked = crate::dump::BlockingSite::enter(std::panic::Location::caller());
     acquire(ctx, || mutex.try_lock())
 }
 
@@ -436,6 +442,7 @@ where
 /// let ctx = tether::Context::new();
 /// assert_eq!(*tether::blocking::sync::read(&ctx, &config).unwrap(), "v1");
 /// ```
+#[track_caller]
 pub fn read<'a, T, C>(
     ctx: &C,
     lock: &'a RwLock<T>,
@@ -444,6 +451,7 @@ where
     T: ?Sized,
     C: Canceller + ?Sized,
 {
+    let _blocked = crate::dump::BlockingSite::enter(std::panic::Location::caller());
     acquire(ctx, || lock.try_read())
 }
 
@@ -461,6 +469,7 @@ where
 /// *tether::blocking::sync::write(&ctx, &config).unwrap() = "v2";
 /// assert_eq!(*config.read().unwrap(), "v2");
 /// ```
+#[track_caller]
 pub fn write<'a, T, C>(
     ctx: &C,
     lock: &'a RwLock<T>,
@@ -469,6 +478,7 @@ where
     T: ?Sized,
     C: Canceller + ?Sized,
 {
+    let _blocked = crate::dump::BlockingSite::enter(std::panic::Location::caller());
     acquire(ctx, || lock.try_write())
 }
 
