@@ -11,11 +11,14 @@
 //! Signals come from `tether::signal` (feature `signal`): `notify` returns a guard whose context
 //! the first signal cancels, with a `Signal` cause; a second Ctrl-C exits at once with status
 //! 130; dropping the guard at the end of `main` gives the signals their default disposition back.
+//!
+//! The job queue is a bounded `std::sync::mpsc`-style channel from `tether::blocking::mpsc`: the
+//! workers wait in `mpsc::recv` and the producer in `mpsc::send` when the queue is full, and the
+//! shutdown wakes both, wherever they wait.
 
-use crossbeam_channel::Receiver;
 use signal_hook::low_level::raise;
 use std::time::{Duration, Instant};
-use tether::blocking::{self, RecvError};
+use tether::blocking::{self, RecvError, mpsc};
 use tether::signal::{self, SIGINT, SIGTERM, Signal};
 use tether::{Canceller, Context, ScopeBuilder};
 
@@ -30,11 +33,11 @@ const JOB_TIMEOUT: Duration = Duration::from_secs(2);
 const SELF_SIGNAL_AFTER: Duration = Duration::from_millis(400);
 
 /// A worker takes jobs until the server shuts down, and finishes the job it holds.
-fn worker(ctx: &Context, id: usize, jobs: &Receiver<u32>) -> usize {
+fn worker(ctx: &Context, id: usize, jobs: &mpsc::Receiver<u32>) -> usize {
     let mut done = 0;
     loop {
         // Wait for a job, or for the shutdown, whichever comes first.
-        let job = match blocking::recv(ctx, jobs) {
+        let job = match mpsc::recv(ctx, jobs) {
             Ok(job) => job,
             Err(RecvError::Cancelled(cause)) => {
                 println!("  worker-{id}: takes no more jobs ({cause})");
@@ -66,6 +69,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("waiting for Ctrl-C or `kill -TERM {}`", std::process::id());
     }
 
+    // A queue of at most one job per worker: a producer that outpaces them waits for room.
+    let (tx, jobs) = mpsc::sync_channel(WORKERS);
     let (queued, done) = ScopeBuilder::new().parent(&server).run(|s| {
         let _announce = server.on_cancel(move |cause| {
             println!("{:>4} ms: {cause}: shutting down", start.elapsed().as_millis());
@@ -80,22 +85,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             });
         }
 
-        let (tx, jobs) = crossbeam_channel::unbounded();
+        let jobs = &jobs;
         let workers: Vec<_> = (0..WORKERS)
-            .map(|id| {
-                let jobs = jobs.clone();
-                s.builder().name(format!("worker-{id}")).spawn(move |ctx| worker(ctx, id, &jobs))
-            })
+            .map(|id| s.builder().name(format!("worker-{id}")).spawn(move |ctx| worker(ctx, id, jobs)))
             .collect::<Result<_, _>>()?;
 
-        // The body hands out jobs until the shutdown.
+        // The body hands out jobs until the shutdown, which also ends a wait for room.
         let mut next = 0;
         while blocking::sleep(s.context(), ARRIVAL).is_ok() {
-            tx.send(next).expect("the workers hold the receiver");
-            next += 1;
+            match mpsc::send(s.context(), &tx, next) {
+                Ok(()) => next += 1,
+                Err(err) => {
+                    let why = err.to_string();
+                    println!("  producer: job {} not queued ({why})", err.into_inner());
+                }
+            }
         }
         let done: usize = workers.into_iter().map(|w| w.join().expect("workers do not panic")).sum();
-        Ok::<_, std::io::Error>((jobs.len(), done))
+        Ok::<_, std::io::Error>((jobs.try_iter().count(), done))
     })??;
 
     // Every thread of the scope has been joined: nothing runs past this line.
