@@ -507,14 +507,16 @@ fn a_dump_shows_the_helper_call_as_the_wait_site() {
     let (state, changed) = (Mutex::new(()), Condvar::new());
     let (_tx, rx) = mpsc::channel::<u8>();
     let before = registered();
+    // Set by the child itself: the line of its call, whatever the formatting around it.
+    let condvar_line = std::sync::OnceLock::new();
     tether::ScopeBuilder::new()
         .name("blocking-wait-sites")
         .run(|s| {
-            let condvar_line = line!() + 3;
             s.builder()
                 .name("condvar")
                 .spawn(|ctx| {
                     let guard = state.lock().unwrap();
+                    condvar_line.set(line!() + 1).unwrap();
                     let _ = blocking::sync::wait_while(ctx, &state, &changed, guard, |()| true).map(drop);
                 })
                 .unwrap();
@@ -534,6 +536,8 @@ fn a_dump_shows_the_helper_call_as_the_wait_site() {
                     _ => None,
                 })
             };
+            wait_for("the condvar child to start", || condvar_line.get().is_some());
+            let condvar_line = *condvar_line.get().unwrap();
             for (name, line) in [("condvar", condvar_line), ("park", park_line), ("mpsc", recv_line)] {
                 wait_for("the child to show as blocked", || blocked_at(name).is_some());
                 assert_eq!(blocked_at(name), Some((file!().to_string(), line)), "{name}");
