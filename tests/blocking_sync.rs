@@ -545,3 +545,40 @@ fn a_dump_shows_the_helper_call_as_the_wait_site() {
         })
         .unwrap();
 }
+
+/// A condition that panics while the cancellation's late notification waits for the mutex: the
+/// panic unwinds out of the wait (it does not deadlock on that notification).
+#[test]
+fn condvar_a_panicking_condition_during_a_late_notification_unwinds() {
+    let _counts = counts();
+    shared::quiet_panics();
+    let shared = std::sync::Arc::new((Mutex::new(()), Condvar::new()));
+    let ctx = Context::new();
+    let (in_condition_tx, in_condition_rx) = crossbeam_channel::bounded::<()>(0);
+    let (cancelled_tx, cancelled_rx) = crossbeam_channel::bounded::<()>(0);
+    let (finished_tx, finished_rx) = crossbeam_channel::bounded(1);
+    // Not a scoped thread: if it deadlocks, the watchdog below still fails the test.
+    let waiter = {
+        let (shared, ctx) = (shared.clone(), ctx.clone());
+        std::thread::spawn(move || {
+            let (state, changed) = &*shared;
+            let waited = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let guard = state.lock().unwrap();
+                let _ = blocking::sync::wait_while(&ctx, state, changed, guard, |()| {
+                    // The waiter holds the mutex here: the cancellation finds it held.
+                    in_condition_tx.send(()).unwrap();
+                    cancelled_rx.recv().unwrap();
+                    std::panic::panic_any(shared::Injected)
+                })
+                .map(drop);
+            }));
+            finished_tx.send(waited.is_err()).unwrap();
+        })
+    };
+    in_condition_rx.recv().unwrap();
+    ctx.cancel(); // the notification cannot take the mutex: it goes to a thread of its own
+    cancelled_tx.send(()).unwrap();
+    let unwound = finished_rx.recv_timeout(Duration::from_secs(120)).expect("watchdog: the wait deadlocked");
+    assert!(unwound, "the condition's panic came out of the wait");
+    waiter.join().unwrap();
+}

@@ -214,7 +214,7 @@ fn wait_inner<'a, T, C, F>(
     ctx: &C,
     mutex: &'a Mutex<T>,
     condvar: &Condvar,
-    mut guard: MutexGuard<'a, T>,
+    guard: MutexGuard<'a, T>,
     mut condition: F,
     deadline: Option<Instant>,
 ) -> Result<MutexGuard<'a, T>, WaitTimeoutError<MutexGuard<'a, T>>>
@@ -232,6 +232,10 @@ where
         Ok(armed) => armed,
         Err(cause) => return Err(WaitTimeoutError::Wait(WaitError::Cancelled(guard, cause))),
     };
+    // Declared after `armed`, so dropped before it if `condition` panics: a late notification
+    // that waits for the mutex gets it, and `armed`'s drop, which waits for that notification,
+    // does not deadlock.
+    let mut guard = guard;
     let mut poisoned = false;
     let mut timed_out = false;
     // Cancellation first (it is set before the notification is sent), then the condition.

@@ -94,3 +94,20 @@ pub fn cancelled() -> Context {
 pub fn cause(ctx: &Context) -> Cause {
     ctx.cause().expect("cancelled")
 }
+
+/// The payload of a panic a test injects on purpose.
+#[derive(Debug)]
+pub struct Injected;
+
+/// Silences the panics whose payload is [`Injected`]; the others still print.
+pub fn quiet_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if info.payload().downcast_ref::<Injected>().is_none() {
+                default(info);
+            }
+        }));
+    });
+}
