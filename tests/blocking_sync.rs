@@ -472,28 +472,49 @@ fn a_pool_task_blocked_in_a_helper_is_woken_by_the_scope_exit() {
     let tasks = tether::pool::threads().min(2);
     let before = registered();
     let (causes_tx, causes_rx) = crossbeam_channel::unbounded();
-    tether::scope(|s| {
-        let causes_tx = &causes_tx;
-        s.spawn_task(|ctx| {
-            // A worker's own unpark tokens make spurious wake-ups likelier here: loop.
-            let cause = loop {
-                if let Err(cause) = blocking::park(ctx) {
-                    break cause;
-                }
-            };
-            causes_tx.send(cause).unwrap();
-        });
-        if tasks == 2 {
+    tether::ScopeBuilder::new()
+        .name("blocked-pool-tasks")
+        .run(|s| {
+            let causes_tx = &causes_tx;
             s.spawn_task(|ctx| {
-                let guard = state.lock().unwrap();
-                let err = blocking::sync::wait_while(ctx, &state, &changed, guard, |()| true).unwrap_err();
-                causes_tx.send(err.cause().cloned().unwrap()).unwrap();
+                // A worker's own unpark tokens make spurious wake-ups likelier here: loop.
+                let cause = loop {
+                    if let Err(cause) = blocking::park(ctx) {
+                        break cause;
+                    }
+                };
+                causes_tx.send(cause).unwrap();
             });
-        }
-        // Once every task has armed its wake-up, the body ends and the exit cancels them.
-        wait_for("the tasks to arm", || registered() >= before + tasks);
-    })
-    .unwrap();
+            if tasks == 2 {
+                s.spawn_task(|ctx| {
+                    let guard = state.lock().unwrap();
+                    let err =
+                        blocking::sync::wait_while(ctx, &state, &changed, guard, |()| true).unwrap_err();
+                    causes_tx.send(err.cause().cloned().unwrap()).unwrap();
+                });
+            }
+            // Once every task has armed its wake-up, the body ends and the exit cancels them.
+            wait_for("the tasks to arm", || registered() >= before + tasks);
+            // A dump reads running tasks from their workers' thread cells (what Miri checks here).
+            let blocked_tasks = || {
+                let dump = tether::dump();
+                let scope =
+                    dump.scopes().iter().find(|s| s.name.as_deref() == Some("blocked-pool-tasks")).cloned();
+                scope.map_or(0, |scope| {
+                    let blocked = |c: &&tether::dump::ChildDump| {
+                        matches!(c.state, tether::dump::ChildState::Blocked { .. })
+                    };
+                    scope
+                        .children
+                        .iter()
+                        .filter(|c| c.kind == tether::dump::ChildKind::Task)
+                        .filter(blocked)
+                        .count()
+                })
+            };
+            wait_for("the dump to show the tasks blocked", || blocked_tasks() == tasks);
+        })
+        .unwrap();
     drop(causes_tx);
     let causes: Vec<Cause> = causes_rx.iter().collect();
     assert_eq!(causes, vec![Cause::ScopeExited; tasks]);
