@@ -87,6 +87,12 @@ pub fn current() -> Context {
     with_ambient(|ctx| ctx.cloned()).unwrap_or_else(Context::background)
 }
 
+/// A new node below the ambient context (a fresh root outside any scope), seeing the bindings
+/// that cross a spawn: the context of a [`crate::join`].
+pub(crate) fn child_of_current() -> Context {
+    with_ambient(|ctx| ctx.map_or_else(Context::new, Context::child_for_spawn))
+}
+
 /// Runs `f` with `ctx` as this thread's ambient context, restoring the previous one after (also
 /// when `f` panics). A child uses it to rebind values for the code it calls.
 ///

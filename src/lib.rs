@@ -149,6 +149,7 @@ pub mod dump;
 pub mod go;
 #[cfg(feature = "http")]
 pub mod http;
+mod join;
 mod live;
 mod loom;
 pub mod pool;
@@ -180,6 +181,7 @@ pub use cancel::{
 };
 pub use context::Context;
 pub use dump::{Dump, dump};
+pub use join::{join, try_join};
 pub use live::{LiveCounts, live};
 pub use scope::{
     ChildBuilder, JoinError, Scope, ScopeBuilder, ScopeError, ScopedJoinHandle, TaskHandle, TrySpawnError,

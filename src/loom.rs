@@ -3,8 +3,8 @@
 //! Under `cfg(loom)` the mutexes, atomics and `Arc` come from [loom](https://docs.rs/loom), which
 //! explores every interleaving of the models in `src/tests/`; otherwise they are `std`'s. Only the
 //! cancellation tree (`cancel::tree`), a pool task's state (`scope::task_state`) and a scope's
-//! running count (`scope::count`) and the armed action of a blocking helper (`blocking::armed`) go
-//! through this shim. The timer driver, the live counters
+//! running count (`scope::count`), the armed action of a blocking helper (`blocking::armed`) and
+//! the latch a `join` waits on (`pool::stack_job`, with [`thread`]) go through this shim. The timer driver, the live counters
 //! and the lazily created done channels use `std` directly: they are not part of the modelled races
 //! (the models create no deadlines, and a counter or a channel disconnect never blocks).
 
@@ -19,6 +19,21 @@ pub(crate) use std::sync::{
     Arc, Condvar, Mutex, MutexGuard,
     atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicUsize, Ordering, fence},
 };
+
+/// Parking: `std`'s, or loom's, where a bounded park is modelled as an unbounded one (so a model
+/// that loses a wake-up deadlocks instead of being rescued by the timeout).
+pub(crate) mod thread {
+    #[cfg(loom)]
+    pub(crate) use loom::thread::{Thread, current};
+    #[cfg(not(loom))]
+    pub(crate) use std::thread::{Thread, current, park_timeout};
+
+    /// `park_timeout`, modelled without the timeout.
+    #[cfg(loom)]
+    pub(crate) fn park_timeout(_: std::time::Duration) {
+        loom::thread::park();
+    }
+}
 
 /// Locks `mutex`, ignoring poisoning.
 ///

@@ -53,13 +53,18 @@
 //! [`Scope::spawn_task`]: crate::Scope::spawn_task
 //! [`TaskHandle::join`]: crate::TaskHandle::join
 
+mod stack_job;
+
+pub(crate) use stack_job::{Latch, Owner, Payload, StackJob, StackRef};
+
 use crossbeam_deque::{Injector, Steal, Stealer, Worker};
 use crossbeam_utils::Backoff;
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed, Ordering::SeqCst, fence};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst, fence};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
+use std::thread::Thread;
 
 /// A unit of work on the pool: a scope task, type-erased.
 pub(crate) trait Job: Send + Sync {
@@ -76,10 +81,20 @@ pub(crate) trait Job: Send + Sync {
 /// A queued job. `'static` only by erasure: see `task.rs`, `Scope::spawn_task_with`.
 pub(crate) type JobRef = Arc<dyn Job>;
 
-/// The pool: the injector, every worker's stealer, and the sleep state.
+/// The pool: the injector, every worker's stealers and thread, and the sleep state.
 struct Pool {
     injector: Injector<JobRef>,
     stealers: Box<[Stealer<JobRef>]>,
+    /// The stealers of the workers' `joins` deques (join halves, see "Join" above).
+    join_stealers: Box<[Stealer<StackRef>]>,
+    /// Each worker's thread, set by the worker itself before it runs any job: what a thief
+    /// unparks when it finishes a stolen join half of that worker (`stack_job.rs`, invariant 3).
+    threads: Box<[OnceLock<Thread>]>,
+    /// Per worker: parked while it waits for a stolen join half, and not yet claimed by a
+    /// pusher to be woken for a new one ("Join" above: invariant 6).
+    join_sleepers: Box<[AtomicBool]>,
+    /// How many `join_sleepers` are set: a pusher's fast filter.
+    join_sleeping: AtomicUsize,
     /// Sleeping workers not yet claimed by a pusher (invariant 3).
     idle: AtomicUsize,
     sleep: Mutex<Sleep>,
@@ -92,10 +107,18 @@ struct Sleep {
     wakes: usize,
 }
 
-/// The worker-thread side of a worker: its own deque and its index among the stealers.
+/// The worker-thread side of a worker: its own deques and its index among the stealers.
 struct Local {
     deque: Worker<JobRef>,
+    /// The second halves of the joins this worker is in, innermost on top ("Join" above).
+    joins: Worker<StackRef>,
     index: usize,
+}
+
+/// A job a worker found: a task (or a `join` sent from outside the pool), or a join half.
+enum Found {
+    Job(JobRef),
+    Join(StackRef),
 }
 
 static POOL: OnceLock<&'static Pool> = OnceLock::new();
@@ -201,6 +224,13 @@ fn wanted_threads() -> usize {
     }
 }
 
+/// Whether a worker is asleep in its loop, not yet woken by a pusher: a job queued now will be
+/// taken. A hint (it may change at once), for a join sent from outside the pool (`join.rs`).
+pub(crate) fn has_idle_worker() -> bool {
+    // Relaxed: a hint; the sender re-reads it on every round of its wait.
+    pool().idle.load(Relaxed) > 0
+}
+
 /// Whether the pool has started (some task was spawned).
 pub(crate) fn started() -> bool {
     POOL.get().is_some()
@@ -218,7 +248,7 @@ pub(crate) fn push(job: JobRef) {
         // frame, which is live while it is non-null (invariant 5).
         unsafe { &*local }.deque.push(job);
     }
-    pool.notify();
+    let _ = pool.notify();
 }
 
 /// This thread's index among the pool's workers, or `None` if it is not a worker.
@@ -228,12 +258,105 @@ pub(crate) fn worker_index() -> Option<usize> {
     (!local.is_null()).then(|| unsafe { &*local }.index)
 }
 
+/// Calls `f` with this thread's worker state, if it is a pool worker.
+fn with_local<R>(f: impl FnOnce(&Local) -> R) -> Option<R> {
+    let local = LOCAL.with(Cell::get);
+    // SAFETY: as in `push`.
+    (!local.is_null()).then(|| f(unsafe { &*local }))
+}
+
+/// Queues the second half of a join on this worker's `joins` deque, for a thief; `false` (and
+/// nothing queued) if this thread is not a pool worker.
+pub(crate) fn push_join(half: StackRef) -> bool {
+    let pushed = with_local(|local| local.joins.push(half)).is_some();
+    if pushed {
+        let pool = pool();
+        if !pool.notify() {
+            pool.notify_join_sleeper();
+        }
+    }
+    pushed
+}
+
+/// Takes back the most recently queued join half of this worker, if no thief took it: the
+/// one its innermost join queued (see "Join" above).
+pub(crate) fn pop_join() -> Option<StackRef> {
+    with_local(|local| local.joins.pop()).flatten()
+}
+
+/// Runs one join half while this worker waits for its own stolen half: its own newest (queued
+/// by the halves it ran meanwhile), else another worker's oldest. Whether it ran one. Runs no
+/// task ("Join" above: a join wait runs join halves only).
+pub(crate) fn help_join() -> bool {
+    let Some(half) = with_local(|local| {
+        local.joins.pop().or_else(|| {
+            loop {
+                match pool().steal_join(Some(local.index)) {
+                    Steal::Success(half) => break Some(half),
+                    Steal::Empty => break None,
+                    Steal::Retry => {}
+                }
+            }
+        })
+    })
+    .flatten() else {
+        return false;
+    };
+    half.execute();
+    true
+}
+
+/// The longest a worker waiting for a stolen join half parks before it looks for work again:
+/// a backstop only, since both the half's latch and a new join half wake it (invariant 6).
+const JOIN_PARK: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Blocks this worker until `latch` is set (its stolen join half is done), running other join
+/// halves meanwhile ([`help_join`]); with none to run it snoozes, then parks until the latch is
+/// set or another worker queues a join half (invariant 6).
+pub(crate) fn wait_join(latch: &Latch) {
+    let pool = pool();
+    let index = worker_index().expect("tether: wait_join runs on a worker");
+    let backoff = Backoff::new();
+    while !latch.probe() {
+        if help_join() {
+            backoff.reset();
+        } else if !backoff.is_completed() {
+            backoff.snooze();
+        } else if latch.announce_sleep() {
+            pool.join_sleep(index, latch);
+            latch.end_sleep();
+            backoff.reset();
+        }
+    }
+}
+
+/// Wakes worker `index`, parked while it waits for a stolen join half (`stack_job.rs`).
+fn unpark_worker(index: usize) {
+    if let Some(thread) = pool().threads[index].get() {
+        thread.unpark();
+    }
+}
+
+/// The index of this thread among the workers, as a latch's [`Owner`], if it is a worker.
+pub(crate) fn worker_owner() -> Option<Owner> {
+    worker_index().map(Owner::Worker)
+}
+
 /// Runs `job` on this thread. Nothing escapes: a panic that a job let through (none does, by
 /// construction) is recorded as an unhandled panic rather than lost, and never unwinds into a
 /// worker's loop or a helping wait.
 pub(crate) fn run_job(job: JobRef) {
     if let Err(payload) = catch_unwind(AssertUnwindSafe(move || job.run())) {
         crate::unhandled::record(payload);
+    }
+}
+
+/// Called by a job that is not a scope's task (a join sent from outside the pool) as it starts:
+/// it finishes in no count, so the worker reports its late finishes first, and a task nested in
+/// it reports its own finish at once (invariant 4).
+pub(crate) fn begin_untracked_job() {
+    if MAY_FINISH_LATE.with(|m| m.replace(false)) {
+        report_late_finishes();
     }
 }
 
@@ -304,17 +427,22 @@ fn pool() -> &'static Pool {
     POOL.get_or_init(|| {
         let n = wanted_threads();
         let deques: Vec<Worker<JobRef>> = (0..n).map(|_| Worker::new_lifo()).collect();
+        let joins: Vec<Worker<StackRef>> = (0..n).map(|_| Worker::new_lifo()).collect();
         let pool: &'static Pool = Box::leak(Box::new(Pool {
             injector: Injector::new(),
             stealers: deques.iter().map(Worker::stealer).collect(),
+            join_stealers: joins.iter().map(Worker::stealer).collect(),
+            threads: (0..n).map(|_| OnceLock::new()).collect(),
+            join_sleepers: (0..n).map(|_| AtomicBool::new(false)).collect(),
+            join_sleeping: AtomicUsize::new(0),
             idle: AtomicUsize::new(0),
             sleep: Mutex::new(Sleep { wakes: 0 }),
             wake: Condvar::new(),
         }));
-        for (index, deque) in deques.into_iter().enumerate() {
+        for (index, (deque, joins)) in deques.into_iter().zip(joins).enumerate() {
             std::thread::Builder::new()
                 .name(format!("tether-pool-{index}"))
-                .spawn(move || worker_main(pool, Local { deque, index }))
+                .spawn(move || worker_main(pool, Local { deque, joins, index }))
                 .expect("tether: failed to start a pool worker");
         }
         pool
@@ -323,6 +451,7 @@ fn pool() -> &'static Pool {
 
 /// A worker's life: run jobs, sleep when there are none.
 fn worker_main(pool: &'static Pool, local: Local) {
+    let _ = pool.threads[local.index].set(std::thread::current());
     LOCAL.with(|l| l.set(&local));
     // Invariant 5: cleared before `local` goes, whatever way this frame ends.
     scopeguard::defer! {
@@ -331,10 +460,17 @@ fn worker_main(pool: &'static Pool, local: Local) {
     let backoff = Backoff::new();
     loop {
         match pool.find_job(Some(&local)) {
-            Some(job) => {
+            Some(Found::Job(job)) => {
                 MAY_FINISH_LATE.with(|m| m.set(true));
                 run_job(job);
                 MAY_FINISH_LATE.with(|m| m.set(false));
+                backoff.reset();
+                continue;
+            }
+            Some(Found::Join(half)) => {
+                // Not a job of any scope's count (invariant 4): report before it runs.
+                report_late_finishes();
+                half.execute();
                 backoff.reset();
                 continue;
             }
@@ -352,10 +488,12 @@ fn worker_main(pool: &'static Pool, local: Local) {
 // ===== impl Pool =====
 
 impl Pool {
-    /// Finds a job: the own deque, then the injector, then the other workers (invariant 1).
-    fn find_job(&self, local: Option<&Local>) -> Option<JobRef> {
+    /// Finds a job: the own deque, then the injector, then the other workers' join halves and
+    /// then their jobs (invariant 1). The own `joins` deque is empty here: a worker's loop runs
+    /// only when no join of its own is under way.
+    fn find_job(&self, local: Option<&Local>) -> Option<Found> {
         if let Some(job) = local.and_then(|l| l.deque.pop()) {
-            return Some(job);
+            return Some(Found::Job(job));
         }
         let start = local.map_or(0, |l| l.index + 1);
         loop {
@@ -369,10 +507,15 @@ impl Pool {
                     if local.is_some_and(|l| !l.deque.is_empty()) {
                         // The batch now sits in this deque, which no push announced: wake a
                         // sleeper to steal from it, or it could wait behind this job.
-                        self.notify();
+                        let _ = self.notify();
                     }
-                    return Some(job);
+                    return Some(Found::Job(job));
                 }
+                Steal::Retry => retry = true,
+                Steal::Empty => {}
+            }
+            match self.steal_join(local.map(|l| l.index)) {
+                Steal::Success(half) => return Some(Found::Join(half)),
                 Steal::Retry => retry = true,
                 Steal::Empty => {}
             }
@@ -382,7 +525,7 @@ impl Pool {
                     continue;
                 }
                 match self.stealers[i].steal() {
-                    Steal::Success(job) => return Some(job),
+                    Steal::Success(job) => return Some(Found::Job(job)),
                     Steal::Retry => retry = true,
                     Steal::Empty => {}
                 }
@@ -393,23 +536,81 @@ impl Pool {
         }
     }
 
-    fn has_work(&self) -> bool {
-        !self.injector.is_empty() || self.stealers.iter().any(|s| !s.is_empty())
+    /// Steals the oldest join half of another worker than `own` (the first worker after `own`
+    /// that has one).
+    fn steal_join(&self, own: Option<usize>) -> Steal<StackRef> {
+        let n = self.join_stealers.len();
+        let start = own.map_or(0, |i| i + 1);
+        let mut retry = false;
+        for i in (0..n).map(|k| (start + k) % n) {
+            if own == Some(i) {
+                continue;
+            }
+            match self.join_stealers[i].steal() {
+                Steal::Success(half) => return Steal::Success(half),
+                Steal::Retry => retry = true,
+                Steal::Empty => {}
+            }
+        }
+        if retry { Steal::Retry } else { Steal::Empty }
     }
 
-    /// Wakes one sleeping worker, if any is sleeping unclaimed (invariants 2 and 3).
-    fn notify(&self) {
-        // Pairs with the fence in `sleep`: the push before it, the `idle` read after it.
+    fn has_work(&self) -> bool {
+        !self.injector.is_empty()
+            || self.stealers.iter().any(|s| !s.is_empty())
+            || self.join_stealers.iter().any(|s| !s.is_empty())
+    }
+
+    /// Wakes one sleeping worker, if any is sleeping unclaimed (invariants 2 and 3); whether
+    /// it woke one.
+    fn notify(&self) -> bool {
+        // Pairs with the fence in `sleep` (and in `join_sleep`): the push before it, the `idle`
+        // (and `join_sleeping`) read after it.
         fence(SeqCst);
         // Relaxed: a fast filter only; the claim below is the read that counts (it is ordered
         // after the fence, and a zero seen here was written before the sleeper's fence).
         if self.idle.load(Relaxed) == 0 {
-            return;
+            return false;
         }
         if self.idle.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1)).is_ok() {
             let mut sleep = self.sleep.lock().unwrap_or_else(PoisonError::into_inner);
             sleep.wakes += 1;
             self.wake.notify_one();
+            return true;
+        }
+        false
+    }
+
+    /// Parks worker `index`, which waits for `latch` (announced as sleeping on it), until the
+    /// latch's setter or a pusher of a join half unparks it, unless a join half is already
+    /// queued elsewhere (invariant 6); [`JOIN_PARK`] at most.
+    fn join_sleep(&self, index: usize, latch: &Latch) {
+        self.join_sleepers[index].store(true, SeqCst);
+        self.join_sleeping.fetch_add(1, SeqCst);
+        // Pairs with the fence in `notify`: the announcement before it, the deques' reads after.
+        fence(SeqCst);
+        let stealable = self.join_stealers.iter().enumerate().any(|(i, s)| i != index && !s.is_empty());
+        if !stealable && !latch.probe() {
+            crate::loom::thread::park_timeout(JOIN_PARK);
+        }
+        // Take the announcement back, unless a pusher claimed it (and took its count) already.
+        if self.join_sleepers[index].swap(false, SeqCst) {
+            self.join_sleeping.fetch_sub(1, SeqCst);
+        }
+    }
+
+    /// Wakes one worker parked in [`Pool::join_sleep`], if any (invariant 6): the pusher's side,
+    /// after its fence.
+    fn notify_join_sleeper(&self) {
+        if self.join_sleeping.load(SeqCst) == 0 {
+            return;
+        }
+        for (i, sleeper) in self.join_sleepers.iter().enumerate() {
+            if sleeper.swap(false, SeqCst) {
+                self.join_sleeping.fetch_sub(1, SeqCst);
+                unpark_worker(i);
+                return;
+            }
         }
     }
 
