@@ -11,15 +11,14 @@
 use crate::ambient::WithContext;
 use crate::cancel::tree::{self, Core, Node, Settle};
 use crate::cancel::{
-    CallbackHandle, CancelError, CancelledOwned, Canceller, Cause, Registration, RunUntilCancelled, Waiter,
+    CallbackHandle, CancelError, CancelledOwned, Canceller, Cause, Done, Registration, RunUntilCancelled,
+    Waiter,
 };
 use crate::live::{self, LiveCounts};
 use crate::loom::Arc;
 use crate::value::Key;
 use crate::value::{KeyId, Valuer, Values};
-use crossbeam_channel::Receiver;
 use std::any::Any;
-use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
 use std::task::{self, Poll};
@@ -488,10 +487,12 @@ impl Canceller for Context {
         self.node.as_ref()?.deadline()
     }
 
-    fn done(&self) -> Receiver<Infallible> {
+    /// Borrows the node: no lock, no reference count (see [`Done`]).
+    #[inline]
+    fn done(&self) -> Done<'_> {
         match &self.node {
-            Some(node) => node.core().done(),
-            None => crossbeam_channel::never(),
+            Some(node) => Done::node(node.core()),
+            None => Done::never(),
         }
     }
 
