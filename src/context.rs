@@ -500,6 +500,32 @@ impl Canceller for Context {
         self.node.is_some()
     }
 
+    /// Parks on the node (one `unpark` by the cancellation wakes it), rather than blocking on
+    /// `done()`'s channel: see [`Canceller::wait`].
+    #[track_caller]
+    fn wait(&self) -> Cause {
+        let _blocked = crate::dump::BlockingSite::enter(std::panic::Location::caller());
+        let Some(node) = &self.node else {
+            panic!("tether: wait() on a context that can never be cancelled would block forever");
+        };
+        tree::wait(node.core(), None).expect("tether: a live handle's node is cancelled before wait returns")
+    }
+
+    /// Parks on the node until cancelled or until `timeout` has passed: see
+    /// [`Canceller::wait_timeout`].
+    #[track_caller]
+    fn wait_timeout(&self, timeout: Duration) -> Option<Cause> {
+        let _blocked = crate::dump::BlockingSite::enter(std::panic::Location::caller());
+        let Some(node) = &self.node else {
+            std::thread::sleep(timeout); // never cancelled: the whole timeout passes, as on `never()`
+            return None;
+        };
+        match Instant::now().checked_add(timeout) {
+            Some(deadline) => tree::wait(node.core(), Some(deadline)),
+            None => tree::wait(node.core(), None),
+        }
+    }
+
     /// Registers the waker in this context's node (no thread, no allocation beyond the waker's
     /// clone): see [`Canceller::poll_cancelled`].
     fn poll_cancelled(&self, cx: &mut task::Context<'_>, waiter: &mut Waiter) -> Poll<Cause> {

@@ -20,6 +20,24 @@ pub(crate) use std::sync::{
     atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicUsize, Ordering, fence},
 };
 
+#[cfg(loom)]
+pub(crate) use loom::thread::{Thread, current as current_thread, park};
+
+#[cfg(not(loom))]
+pub(crate) use std::thread::{Thread, current as current_thread, park};
+
+/// `std::thread::park_timeout`; under loom, which models no time, a spurious wake-up (which the
+/// callers' loops must tolerate anyway, as `park`'s contract allows).
+pub(crate) fn park_timeout(timeout: std::time::Duration) {
+    #[cfg(loom)]
+    {
+        let _ = timeout;
+        loom::thread::yield_now();
+    }
+    #[cfg(not(loom))]
+    std::thread::park_timeout(timeout);
+}
+
 /// Locks `mutex`, ignoring poisoning.
 ///
 /// No code in this crate panics while holding a tree lock (user code, such as callbacks and value

@@ -103,6 +103,12 @@ pub trait Canceller {
 
     /// Blocks until cancelled and returns the cause.
     ///
+    /// The provided method blocks on [`done`](Self::done); [`crate::Context`] overrides it (and
+    /// [`wait_timeout`](Self::wait_timeout)) to park on its node, which the cancellation unparks
+    /// first, before it runs callbacks: the latency of std's park/unpark. A thread woken that way
+    /// may leave a spurious wake-up for its next `thread::park` (as `park` allows) if a timed
+    /// wait races a cancellation.
+    ///
     /// # Panics
     ///
     /// If the context can never be cancelled: the wait could never end.
