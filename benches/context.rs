@@ -131,6 +131,10 @@ fn deep_value(c: &mut Criterion) {
         group.bench_function(format!("same_thread/depth={depth}"), |b| {
             b.iter(|| black_box(black_box(&ctx).value(&MISSING)))
         });
+        // A hit: the key bound first (at the root of the chain), read through the whole chain.
+        group.bench_function(format!("same_thread_hit/depth={depth}"), |b| {
+            b.iter(|| black_box(black_box(&ctx).value(&KEYS[0])))
+        });
         if depth == 1 || depth == 100 {
             group.bench_function(format!("same_thread_64_missing_keys/depth={depth}"), |b| {
                 let mut i = 0;
