@@ -2,7 +2,12 @@
 //! so the numbers compare one to one (`benches/compare.sh` runs Go's next to these).
 //!
 //! Go's `b.RunParallel` runs the body on GOMAXPROCS goroutines; [`parallel`] does the same with
-//! one OS thread per core and reports wall time per operation, as Go does.
+//! `BENCH_THREADS` OS threads (default 2) and reports wall time per operation, as Go does.
+//!
+//! **Thread count.** The parallel rows (`common_parent_cancel`, `with_timeout/*`,
+//! `context_cancel_done`) run on `BENCH_THREADS` threads, 2 when unset; at any other count their
+//! ids end in `/threads=N`. Compare with Go at the same count:
+//! `BENCH_THREADS=8 cargo bench --bench context` next to `go test -bench ... -cpu 8`.
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
@@ -10,7 +15,7 @@ use std::time::Duration;
 use tether::{Canceller, Context, Key};
 
 mod common;
-use common::{parallel, spin};
+use common::{parallel, spin, threads_suffix};
 
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -19,7 +24,7 @@ static KEY: Key<&'static str> = Key::new("key");
 fn common_parent_cancel(c: &mut Criterion) {
     let root = Context::background().with_value(&KEY, "value");
     let shared = root.child();
-    c.bench_function("common_parent_cancel", |b| {
+    c.bench_function(&format!("common_parent_cancel{}", threads_suffix()), |b| {
         b.iter_custom(|iters| {
             parallel(iters, || {
                 let ctx = shared.child();
@@ -39,7 +44,8 @@ fn with_timeout(c: &mut Criterion) {
         let root = Context::background();
         // Pending timers held for the whole measurement, as Go's benchmark does.
         let pending: Vec<Context> = (0..concurrency).map(|_| root.with_timeout(HOUR)).collect();
-        group.bench_function(BenchmarkId::from_parameter(format!("concurrency={concurrency}")), |b| {
+        let id = format!("concurrency={concurrency}{}", threads_suffix());
+        group.bench_function(BenchmarkId::from_parameter(id), |b| {
             b.iter_custom(|iters| {
                 parallel(iters, || {
                     let batch: [Context; 10] = std::array::from_fn(|_| root.with_timeout(HOUR));
@@ -99,18 +105,18 @@ fn check_cancelled(c: &mut Criterion) {
     let mut group = c.benchmark_group("check_cancelled");
     group.bench_function("err", |b| b.iter(|| black_box(black_box(&ctx).err())));
     group.bench_function("is_cancelled", |b| b.iter(|| black_box(black_box(&ctx).is_cancelled())));
-    let done = ctx.done();
-    group.bench_function("done", |b| b.iter(|| black_box(black_box(&done).try_recv().is_err())));
+    // Go's `select { case <-ctx.Done(): default: }` asks for `Done()` every time: so does this.
+    group.bench_function("done", |b| b.iter(|| black_box(black_box(&ctx).done().try_recv().is_err())));
     group.finish();
 }
 
 fn context_cancel_done(c: &mut Criterion) {
     let ctx = Context::new();
-    let done = ctx.done();
-    c.bench_function("context_cancel_done", |b| {
+    c.bench_function(&format!("context_cancel_done{}", threads_suffix()), |b| {
         b.iter_custom(|iters| {
             parallel(iters, || {
-                black_box(done.try_recv().is_err());
+                // Go's body: `select { case <-ctx.Done(): default: }`, `Done()` called each time.
+                black_box(black_box(&ctx).done().try_recv().is_err());
             })
         })
     });
@@ -130,6 +136,10 @@ fn deep_value(c: &mut Criterion) {
         }
         group.bench_function(format!("same_thread/depth={depth}"), |b| {
             b.iter(|| black_box(black_box(&ctx).value(&MISSING)))
+        });
+        // A hit: the key bound first (at the root of the chain), read through the whole chain.
+        group.bench_function(format!("same_thread_hit/depth={depth}"), |b| {
+            b.iter(|| black_box(black_box(&ctx).value(&KEYS[0])))
         });
         if depth == 1 || depth == 100 {
             group.bench_function(format!("same_thread_64_missing_keys/depth={depth}"), |b| {

@@ -8,7 +8,9 @@
 //! - `pool_tasks/tasks=1000/*`: `rayon::scope` spawning 1,000 no-op tasks.
 //! - `value_lookup/*`: a `thread_local!` and a tokio `task_local!` read next to `Context::value`.
 //!
-//! Run with `cargo bench --bench peers`.
+//! Run with `cargo bench --bench peers`. The parallel row (`cancellation_token/common_parent_cancel`)
+//! runs on `BENCH_THREADS` threads, 2 when unset; at any other count its id ends in `/threads=N`
+//! (see `benches/context.rs`).
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::cell::Cell;
@@ -18,7 +20,7 @@ use tether::{Context, Key};
 use tokio_util::sync::CancellationToken;
 
 mod common;
-use common::{parallel, spin};
+use common::{parallel, spin, threads_suffix};
 
 /// A chain of `depth` child tokens below `root`; the leaf keeps the chain registered.
 fn token_chain(root: &CancellationToken, depth: usize) -> CancellationToken {
@@ -106,7 +108,7 @@ fn cancellation_token(c: &mut Criterion) {
     // Go's CommonParentCancel: every core creates a child of one shared parent and cancels it.
     // A token carries no values, so the peer skips Go's (and tether's) `Value` lookup.
     let shared = CancellationToken::new();
-    group.bench_function("common_parent_cancel", |b| {
+    group.bench_function(format!("common_parent_cancel{}", threads_suffix()), |b| {
         b.iter_custom(|iters| {
             parallel(iters, || {
                 let token = shared.child_token();

@@ -3,6 +3,11 @@
 //! with tokio-util's `CancellationToken` in the same group. `*/cancel_drop` times only the cancel
 //! and the drop (the tree is built in `iter_batched`'s untimed setup).
 //!
+//! `scale/wide=*/*/build_parallel_cancel_drop` builds the wide tree from `BENCH_THREADS` threads
+//! at once (default 2; each makes its share of the children of the one root, so they contend on
+//! it), then cancels the root and drops the tree; at a thread count other than 2 the id ends in
+//! `/threads=N`.
+//!
 //! Each iteration takes a noticeable fraction of a second, so the groups use criterion's minimum
 //! of 10 flat samples of one iteration each. Run with `cargo bench --bench scale`.
 //!
@@ -15,7 +20,19 @@ use std::time::Duration;
 use tether::Context;
 use tokio_util::sync::CancellationToken;
 
+mod common;
+use common::{threads, threads_suffix};
+
 const N: usize = 1_000_000;
+
+/// `N` children of `root` made by `threads()` threads at once, each making its share.
+fn in_parallel<T: Send>(make: impl Fn() -> T + Sync) -> Vec<Vec<T>> {
+    let n = threads();
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..n).map(|_| s.spawn(|| (0..N / n).map(|_| make()).collect())).collect();
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
+    })
+}
 
 fn tether_wide(root: &Context) -> Vec<Context> {
     (0..N).map(|_| root.child()).collect()
@@ -107,6 +124,24 @@ fn scale(c: &mut Criterion) {
                 BatchSize::PerIteration,
             )
         });
+        if shape == "wide" {
+            group.bench_function(format!("tether/build_parallel_cancel_drop{}", threads_suffix()), |b| {
+                b.iter(|| {
+                    let root = Context::new();
+                    let tree = in_parallel(|| root.child());
+                    root.cancel();
+                    drop(tree);
+                })
+            });
+            group.bench_function(format!("tokio_util/build_parallel_cancel_drop{}", threads_suffix()), |b| {
+                b.iter(|| {
+                    let root = CancellationToken::new();
+                    let tree = in_parallel(|| root.child_token());
+                    root.cancel();
+                    drop(tree);
+                })
+            });
+        }
         group.finish();
     }
 }

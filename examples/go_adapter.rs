@@ -9,10 +9,10 @@
 //!
 //! Run with `cargo run --release --example go_adapter`.
 
-use crossbeam_channel::{after, never, select};
+use crossbeam_channel::{after, select};
 use scopeguard::defer;
 use std::time::Duration;
-use tether::{CancelError, Cause, Key, blocking, go};
+use tether::{CancelError, Cause, Done, Key, blocking, go};
 
 /// `var errRateLimited = errors.New("rate limited")`
 #[derive(Debug, thiserror::Error)]
@@ -29,8 +29,8 @@ struct RateLimited;
 // }
 fn fetch(ctx: &go::Ctx, name: &str, latency: Duration) -> Result<String, Cause> {
     // Go's `Done()` is nil for a context that is never done, and a nil channel blocks forever
-    // in a select. Here `done()` returns `None`, and `never()` plays the nil channel.
-    let done = ctx.done().unwrap_or_else(never);
+    // in a select. Here `done()` returns `None`, and `Done::never()` plays the nil channel.
+    let done = ctx.done().unwrap_or_else(Done::never);
     select! {
         recv(after(latency)) -> _ => Ok(format!("{name}: ok")),
         recv(done) -> _ => Err(go::cause(ctx).expect("Done is closed, so there is a cause")),

@@ -11,15 +11,14 @@
 use crate::ambient::WithContext;
 use crate::cancel::tree::{self, Core, Node, Settle};
 use crate::cancel::{
-    CallbackHandle, CancelError, CancelledOwned, Canceller, Cause, Registration, RunUntilCancelled, Waiter,
+    CallbackHandle, CancelError, CancelledOwned, Canceller, Cause, Done, Registration, RunUntilCancelled,
+    Waiter,
 };
 use crate::live::{self, LiveCounts};
 use crate::loom::Arc;
 use crate::value::Key;
 use crate::value::{KeyId, Valuer, Values};
-use crossbeam_channel::Receiver;
 use std::any::Any;
-use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
 use std::task::{self, Poll};
@@ -488,15 +487,43 @@ impl Canceller for Context {
         self.node.as_ref()?.deadline()
     }
 
-    fn done(&self) -> Receiver<Infallible> {
+    /// Borrows the node: no lock, no reference count (see [`Done`]).
+    #[inline]
+    fn done(&self) -> Done<'_> {
         match &self.node {
-            Some(node) => node.core().done(),
-            None => crossbeam_channel::never(),
+            Some(node) => Done::node(node.core()),
+            None => Done::never(),
         }
     }
 
     fn can_be_cancelled(&self) -> bool {
         self.node.is_some()
+    }
+
+    /// Parks on the node (one `unpark` by the cancellation wakes it), rather than blocking on
+    /// `done()`'s channel: see [`Canceller::wait`].
+    #[track_caller]
+    fn wait(&self) -> Cause {
+        let _blocked = crate::dump::BlockingSite::enter(std::panic::Location::caller());
+        let Some(node) = &self.node else {
+            panic!("tether: wait() on a context that can never be cancelled would block forever");
+        };
+        tree::wait(node.core(), None).expect("tether: a live handle's node is cancelled before wait returns")
+    }
+
+    /// Parks on the node until cancelled or until `timeout` has passed: see
+    /// [`Canceller::wait_timeout`].
+    #[track_caller]
+    fn wait_timeout(&self, timeout: Duration) -> Option<Cause> {
+        let _blocked = crate::dump::BlockingSite::enter(std::panic::Location::caller());
+        let Some(node) = &self.node else {
+            std::thread::sleep(timeout); // never cancelled: the whole timeout passes, as on `never()`
+            return None;
+        };
+        match Instant::now().checked_add(timeout) {
+            Some(deadline) => tree::wait(node.core(), Some(deadline)),
+            None => tree::wait(node.core(), None),
+        }
     }
 
     /// Registers the waker in this context's node (no thread, no allocation beyond the waker's

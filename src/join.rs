@@ -365,9 +365,9 @@ fn wait_for_worker<F: FnOnce() -> R + Send, R: Send>(job: &SentJoin<F, R>) {
         }
         if job.latch.announce_sleep() {
             if job.is_claimed() {
-                crate::loom::thread::park_timeout(CLAIMED_PARK);
+                crate::loom::park_backstop(CLAIMED_PARK);
             } else {
-                crate::loom::thread::park_timeout(park);
+                crate::loom::park_timeout(park);
                 park = (park * 2).min(UNCLAIMED_PARK_MAX);
             }
             job.latch.end_sleep();
@@ -382,7 +382,7 @@ fn send_to_pool<F: FnOnce() -> R + Send, R: Send>(f: F) -> R {
         claimed: AtomicBool::new(false),
         f: UnsafeCell::new(Some(f)),
         result: UnsafeCell::new(None),
-        latch: pool::Latch::new(Owner::Thread(crate::loom::thread::current())),
+        latch: pool::Latch::new(Owner::Thread(crate::loom::current_thread())),
     });
     let erased: Arc<dyn Job + '_> = job.clone();
     // SAFETY: erasing the lifetime lets the pool's injector hold the job, which borrows this

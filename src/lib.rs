@@ -176,8 +176,8 @@ mod tests;
 pub use ambient::{WithContext, current, propagate, with_current};
 pub use async_scope::{AsyncJoinHandle, AsyncScope, AsyncScopeFuture, ScopeBody, async_scope};
 pub use cancel::{
-    CallbackHandle, CallbackPanics, CancelError, Cancelled, CancelledOwned, Canceller, Cause, PanicSummary,
-    RunUntilCancelled, SharedError, Waiter,
+    CallbackHandle, CallbackPanics, CancelError, Cancelled, CancelledOwned, Canceller, Cause, Done,
+    PanicSummary, RunUntilCancelled, SharedError, Waiter,
 };
 pub use context::Context;
 pub use dump::{Dump, dump};

@@ -4,8 +4,8 @@
 //! explores every interleaving of the models in `src/tests/`; otherwise they are `std`'s. Only the
 //! cancellation tree (`cancel::tree`), a pool task's state (`scope::task_state`) and a scope's
 //! running count (`scope::count`), the armed action of a blocking helper (`blocking::armed`) and
-//! the latch a `join` waits on (`pool::stack_job`, with [`thread`]) go through this shim. The timer driver, the live counters
-//! and the lazily created done channels use `std` directly: they are not part of the modelled races
+//! the latch a `join` waits on (`pool::stack_job`, with [`park_backstop`]) go through this shim.
+//! The timer driver, the live counters and the lazily created done channels use `std` directly: they are not part of the modelled races
 //! (the models create no deadlines, and a counter or a channel disconnect never blocks).
 
 #[cfg(loom)]
@@ -20,19 +20,35 @@ pub(crate) use std::sync::{
     atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicUsize, Ordering, fence},
 };
 
-/// Parking: `std`'s, or loom's, where a bounded park is modelled as an unbounded one (so a model
-/// that loses a wake-up deadlocks instead of being rescued by the timeout).
-pub(crate) mod thread {
-    #[cfg(loom)]
-    pub(crate) use loom::thread::{Thread, current};
-    #[cfg(not(loom))]
-    pub(crate) use std::thread::{Thread, current, park_timeout};
+#[cfg(loom)]
+pub(crate) use loom::thread::{Thread, current as current_thread, park};
 
-    /// `park_timeout`, modelled without the timeout.
+#[cfg(not(loom))]
+pub(crate) use std::thread::{Thread, current as current_thread, park};
+
+/// `std::thread::park_timeout`; under loom, which models no time, a spurious wake-up (which the
+/// callers' loops must tolerate anyway, as `park`'s contract allows).
+pub(crate) fn park_timeout(timeout: std::time::Duration) {
     #[cfg(loom)]
-    pub(crate) fn park_timeout(_: std::time::Duration) {
+    {
+        let _ = timeout;
+        loom::thread::yield_now();
+    }
+    #[cfg(not(loom))]
+    std::thread::park_timeout(timeout);
+}
+
+/// A park whose timeout is only a backstop (the waiter is always unparked by whoever it waits
+/// for): `std::thread::park_timeout`; under loom an unbounded park, so that a model that loses
+/// the wake-up deadlocks instead of being rescued by a spurious return.
+pub(crate) fn park_backstop(timeout: std::time::Duration) {
+    #[cfg(loom)]
+    {
+        let _ = timeout;
         loom::thread::park();
     }
+    #[cfg(not(loom))]
+    std::thread::park_timeout(timeout);
 }
 
 /// Locks `mutex`, ignoring poisoning.

@@ -207,8 +207,8 @@ impl Canceller for Foreign {
     fn deadline(&self) -> Option<Instant> {
         None
     }
-    fn done(&self) -> crossbeam_channel::Receiver<Infallible> {
-        self.rx.clone()
+    fn done(&self) -> tether::Done<'_> {
+        tether::Done::from(&self.rx)
     }
     fn can_be_cancelled(&self) -> bool {
         true

@@ -437,7 +437,7 @@ fn a_foreign_canceller_wakes_the_helpers_too() {
         fn deadline(&self) -> Option<std::time::Instant> {
             None
         }
-        fn done(&self) -> crossbeam_channel::Receiver<std::convert::Infallible> {
+        fn done(&self) -> tether::Done<'_> {
             self.0.done()
         }
         fn can_be_cancelled(&self) -> bool {

@@ -30,7 +30,7 @@ use std::any::Any;
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
 use tether::go::{self, AnyKey, Ctx};
-use tether::{CancelError, Cause};
+use tether::{CancelError, Cause, Done};
 
 /// A reasonable duration to block in a test (Go's `shortDuration`).
 const SHORT_DURATION: Duration = Duration::from_millis(1);
@@ -41,7 +41,7 @@ const QUIESCENT: Duration = Duration::from_secs(5);
 
 /// A non-blocking receive on a done channel: true if it is closed. `None` (Go's nil channel)
 /// blocks for ever, so it is never closed.
-fn closed(done: Option<Receiver<Infallible>>) -> bool {
+fn closed(done: Option<Done<'_>>) -> bool {
     done.is_some_and(|rx| matches!(rx.try_recv(), Err(TryRecvError::Disconnected)))
 }
 
@@ -64,7 +64,7 @@ impl<C: go::GoContext + Clone> go::GoContext for OtherContext<C> {
     fn deadline(&self) -> Option<Instant> {
         self.0.deadline()
     }
-    fn done(&self) -> Option<Receiver<Infallible>> {
+    fn done(&self) -> Option<Done<'_>> {
         self.0.done()
     }
     fn err(&self) -> Option<CancelError> {
@@ -691,8 +691,8 @@ mod x_test {
         fn deadline(&self) -> Option<Instant> {
             self.ctx.deadline()
         }
-        fn done(&self) -> Option<Receiver<Infallible>> {
-            Some(self.donec.clone())
+        fn done(&self) -> Option<Done<'_>> {
+            Some(Done::from(&self.donec))
         }
         fn err(&self) -> Option<CancelError> {
             self.ctx.err()
@@ -718,20 +718,21 @@ mod x_test {
 
     /// Go's `customCauseContext`: its own done channel and error, no values, and a child it
     /// cancels itself.
-    #[derive(Clone, Default)]
-    struct CustomCauseContext(Arc<Mutex<CauseState>>);
+    /// The receiver is kept outside the lock: `done()` lends it.
+    #[derive(Clone)]
+    struct CustomCauseContext(Arc<Mutex<CauseState>>, Receiver<Infallible>);
 
     struct CauseState {
         done_tx: Option<crossbeam_channel::Sender<Infallible>>,
-        done_rx: Receiver<Infallible>,
         err: Option<CancelError>,
         cancel_child: Option<go::CancelFunc>,
     }
 
-    impl Default for CauseState {
+    impl Default for CustomCauseContext {
         fn default() -> Self {
             let (tx, rx) = crossbeam_channel::bounded(0);
-            CauseState { done_tx: Some(tx), done_rx: rx, err: None, cancel_child: None }
+            let state = CauseState { done_tx: Some(tx), err: None, cancel_child: None };
+            CustomCauseContext(Arc::new(Mutex::new(state)), rx)
         }
     }
 
@@ -753,8 +754,8 @@ mod x_test {
         fn deadline(&self) -> Option<Instant> {
             None
         }
-        fn done(&self) -> Option<Receiver<Infallible>> {
-            Some(self.0.lock().unwrap().done_rx.clone())
+        fn done(&self) -> Option<Done<'_>> {
+            Some(Done::from(&self.1))
         }
         fn err(&self) -> Option<CancelError> {
             self.0.lock().unwrap().err
@@ -885,11 +886,11 @@ mod x_test {
         fn deadline(&self) -> Option<Instant> {
             self.parent.deadline()
         }
-        fn done(&self) -> Option<Receiver<Infallible>> {
-            Some(self.donec.clone())
+        fn done(&self) -> Option<Done<'_>> {
+            Some(Done::from(&self.donec))
         }
         fn err(&self) -> Option<CancelError> {
-            if closed(Some(self.donec.clone())) { self.state.lock().unwrap().1 } else { None }
+            if closed(Some(Done::from(&self.donec))) { self.state.lock().unwrap().1 } else { None }
         }
         fn value(&self, key: AnyKey<'_>) -> Option<&(dyn Any + Send + Sync)> {
             self.parent.value(key)
@@ -1013,10 +1014,14 @@ mod context_test {
         fn deadline(&self) -> Option<Instant> {
             self.0.deadline()
         }
-        fn done(&self) -> Option<Receiver<Infallible>> {
-            let (tx, rx) = crossbeam_channel::bounded(0);
-            std::mem::forget(tx); // never closed
-            Some(rx)
+        fn done(&self) -> Option<Done<'_>> {
+            // Go makes a fresh channel per call; one shared channel is as open, and can be lent.
+            static NEVER_CLOSED: std::sync::OnceLock<Receiver<Infallible>> = std::sync::OnceLock::new();
+            Some(Done::from(NEVER_CLOSED.get_or_init(|| {
+                let (tx, rx) = crossbeam_channel::bounded(0);
+                std::mem::forget(tx); // never closed
+                rx
+            })))
         }
         fn err(&self) -> Option<CancelError> {
             self.0.err()
@@ -1075,13 +1080,15 @@ mod afterfunc_test {
     struct State {
         after_funcs: HashMap<u64, Fire>,
         next: u64,
-        done: Option<(Option<crossbeam_channel::Sender<Infallible>>, Receiver<Infallible>)>,
+        /// The sender of the done channel, once `done()` has made it (its receiver is lent from
+        /// outside the lock); dropped by the cancellation.
+        done_tx: Option<crossbeam_channel::Sender<Infallible>>,
         err: Option<CancelError>,
     }
 
     /// Go's `afterFuncContext`: a custom context with its own AfterFunc registry.
     #[derive(Clone, Default)]
-    struct AfterFuncContext(Arc<Mutex<State>>);
+    struct AfterFuncContext(Arc<Mutex<State>>, Arc<std::sync::OnceLock<Receiver<Infallible>>>);
 
     impl AfterFuncContext {
         fn cancel(&self, err: CancelError) {
@@ -1091,9 +1098,7 @@ mod afterfunc_test {
                     return;
                 }
                 s.err = Some(err);
-                if let Some((tx, _)) = &mut s.done {
-                    *tx = None;
-                }
+                s.done_tx = None;
                 s.after_funcs.drain().map(|(_, f)| f).collect()
             };
             for f in fired {
@@ -1110,13 +1115,13 @@ mod afterfunc_test {
         fn deadline(&self) -> Option<Instant> {
             None
         }
-        fn done(&self) -> Option<Receiver<Infallible>> {
+        fn done(&self) -> Option<Done<'_>> {
             let mut s = self.0.lock().unwrap();
-            let (_, rx) = s.done.get_or_insert_with(|| {
+            Some(Done::from(self.1.get_or_init(|| {
                 let (tx, rx) = crossbeam_channel::bounded(0);
-                (Some(tx), rx)
-            });
-            Some(rx.clone())
+                s.done_tx = Some(tx);
+                rx
+            })))
         }
         fn err(&self) -> Option<CancelError> {
             self.0.lock().unwrap().err

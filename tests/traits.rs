@@ -46,8 +46,8 @@ impl Canceller for Flag {
     fn deadline(&self) -> Option<Instant> {
         None
     }
-    fn done(&self) -> crossbeam_channel::Receiver<std::convert::Infallible> {
-        crossbeam_channel::never()
+    fn done(&self) -> tether::Done<'_> {
+        tether::Done::never()
     }
     fn can_be_cancelled(&self) -> bool {
         true

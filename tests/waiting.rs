@@ -26,6 +26,25 @@ fn wait_timeout_returns_none_if_not_cancelled_in_time_and_the_cause_if_it_was() 
 }
 
 #[test]
+fn every_thread_waiting_on_a_context_or_its_descendants_is_woken_by_one_cancel() {
+    let root = Context::new();
+    let child = root.child().with_timeout(Duration::from_secs(3600));
+    std::thread::scope(|s| {
+        let waiters = [
+            s.spawn(|| Some(root.wait())),
+            s.spawn(|| Some(root.wait())),
+            s.spawn(|| root.wait_timeout(Duration::from_secs(3600))),
+            s.spawn(|| Some(child.wait())),
+            s.spawn(|| child.wait_timeout(Duration::from_secs(3600))),
+        ];
+        root.cancel_with(Cause::ScopeExited);
+        for waiter in waiters {
+            assert_eq!(waiter.join().unwrap(), Some(Cause::ScopeExited));
+        }
+    });
+}
+
+#[test]
 fn done_becomes_ready_on_cancellation_inside_select_next_to_other_channels() {
     let ctx = Context::new();
     let (tx, rx) = unbounded::<u32>();

@@ -5,15 +5,29 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-/// Threads `parallel` runs on: one per core, as Go's `RunParallel` uses `GOMAXPROCS`.
-pub fn cores() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get())
+/// Threads the scaling benchmarks run on: the `BENCH_THREADS` environment variable, 2 when it is
+/// unset (the development machines' core count). Go's side of such a row runs with the same
+/// `-cpu N` (`RunParallel` uses `GOMAXPROCS` goroutines).
+pub fn threads() -> usize {
+    match std::env::var("BENCH_THREADS") {
+        Ok(n) => n.parse().ok().filter(|&n| n > 0).expect("BENCH_THREADS must be a positive integer"),
+        Err(_) => 2,
+    }
 }
 
-/// Runs `body` `iters` times spread over one thread per core (Go's `RunParallel`); returns the
+/// The suffix of a scaling row's id: none at the default of 2 threads (so the ids stay those
+/// `benches/compare.sh` knows), `/threads=N` otherwise.
+pub fn threads_suffix() -> String {
+    match threads() {
+        2 => String::new(),
+        n => format!("/threads={n}"),
+    }
+}
+
+/// Runs `body` `iters` times spread over [`threads`] threads (Go's `RunParallel`); returns the
 /// wall time.
 pub fn parallel<F: Fn() + Sync>(iters: u64, body: F) -> Duration {
-    let n = cores() as u64;
+    let n = threads() as u64;
     let per_thread = iters.div_ceil(n);
     let start = Instant::now();
     std::thread::scope(|s| {

@@ -147,7 +147,7 @@ impl Waiter {
                 let waker = std::sync::Arc::new(Mutex::new(Some(cx.waker().clone())));
                 let to_wake = waker.clone();
                 let entry = watcher::watch(
-                    canceller.done(),
+                    canceller.done().receiver().clone(),
                     Box::new(move || {
                         let waker = to_wake.lock().unwrap_or_else(PoisonError::into_inner).take();
                         if let Some(waker) = waker {

@@ -4,18 +4,19 @@
 //! - `deadline`: the one timer driver serving every deadline.
 //! - `cause`: [`Cause`] and [`CancelError`].
 //! - `awaited`: awaiting cancellation from async code ([`Cancelled`], [`Waiter`]).
+//! - `done`: the borrowed done channel ([`Done`]).
 
 mod awaited;
 mod cause;
 pub(crate) mod deadline;
+mod done;
 pub(crate) mod tree;
 
 pub use awaited::{Cancelled, CancelledOwned, RunUntilCancelled, Waiter};
 pub use cause::{CancelError, Cause, PanicSummary, SharedError};
+pub use done::Done;
 pub use tree::CallbackPanics;
 
-use crossbeam_channel::Receiver;
-use std::convert::Infallible;
 use std::sync::atomic::AtomicBool;
 use std::task::{self, Poll};
 use std::time::{Duration, Instant};
@@ -79,16 +80,34 @@ pub trait Canceller {
         Some(self.deadline()?.saturating_duration_since(Instant::now()))
     }
 
-    /// A receiver that becomes ready (disconnected) on cancellation, for use in
-    /// [`crossbeam_channel::select!`]. A context that can never be cancelled returns
-    /// [`crossbeam_channel::never()`], which is never ready: the analogue of Go's nil channel.
-    fn done(&self) -> Receiver<Infallible>;
+    /// The done channel, borrowed: it becomes ready (disconnected) on cancellation, and derefs to
+    /// a receiver for use in [`crossbeam_channel::select!`]. A context that can never be
+    /// cancelled returns [`Done::never`], which is never ready: the analogue of Go's nil channel.
+    /// For a [`crate::Context`], asking for it and [`Done::try_recv`] on it read one atomic each
+    /// and write nothing shared; a foreign implementation returns `Done::from(&its_receiver)`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tether::{Canceller, Context};
+    /// let ctx = Context::new();
+    /// assert!(ctx.done().try_recv().is_err() && !ctx.done().is_ready());
+    /// ctx.cancel();
+    /// assert!(ctx.done().recv().is_err(), "disconnected: a done channel carries no message");
+    /// ```
+    fn done(&self) -> Done<'_>;
 
     /// False when this context can never be cancelled (it has no node: a background or detached
     /// context); `done()` then never becomes ready.
     fn can_be_cancelled(&self) -> bool;
 
     /// Blocks until cancelled and returns the cause.
+    ///
+    /// The provided method blocks on [`done`](Self::done); [`crate::Context`] overrides it (and
+    /// [`wait_timeout`](Self::wait_timeout)) to park on its node, which the cancellation unparks
+    /// first, before it runs callbacks: the latency of std's park/unpark. A thread woken that way
+    /// may leave a spurious wake-up for its next `thread::park` (as `park` allows) if a timed
+    /// wait races a cancellation.
     ///
     /// # Panics
     ///

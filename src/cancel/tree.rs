@@ -48,6 +48,12 @@
 //! captured state, releases of `Node`s) never runs while any of these locks is held: callbacks run
 //! after the domain lock is released, and drained entries are dropped outside the core lock.
 //!
+//! # Waiting threads
+//! [`wait`] registers the calling thread as a listener and parks; the cancellation unparks the
+//! threads it drained before anything else it does once the subtree is marked and unlocked
+//! (`Fired::unpark`, called by [`cancel`]), before the done channels disconnect and the callbacks
+//! run. Design note: "Callbacks", "Waiting threads".
+//!
 //! # Where callbacks run
 //! On the thread whose call cancelled the node, after propagation has finished and every lock is
 //! released; for deadlines, on a timer firer thread, never on the driver itself (see
@@ -62,7 +68,10 @@ use super::Cause;
 use super::cause::CancelError;
 use super::deadline::{self, TimerKey};
 use crate::live::{self, Counter};
-use crate::loom::{Arc, AtomicBool, AtomicU8, AtomicU32, Mutex, Ordering, fence, lock};
+use crate::loom::{
+    Arc, AtomicBool, AtomicU8, AtomicU32, Mutex, Ordering, Thread, current_thread, fence, lock, park,
+    park_timeout,
+};
 use crate::slab::Slab;
 use crate::telemetry;
 use crossbeam_channel::{Receiver, Sender};
@@ -90,19 +99,22 @@ const UNREGISTERED: u32 = u32::MAX;
 /// A callback registered with [`on_cancel`].
 pub(crate) type Callback = Box<dyn FnOnce(&Cause) + Send + 'static>;
 
-/// What waits in a node for its cancellation: a callback, or the waker of a pending future
-/// ([`on_cancel_wake`]). Both are user code when run or dropped: never under a lock.
+/// What waits in a node for its cancellation: a callback, the waker of a pending future
+/// ([`on_cancel_wake`]), or a thread blocked in [`wait`]. Callbacks and wakers are user code when
+/// run or dropped: never under a lock. A thread is unparked before either (see [`cancel`]).
 pub(crate) enum Listener {
     Callback(Callback),
     Waker(Waker),
+    Thread(Thread),
 }
 
 impl Listener {
-    /// Runs the callback, or wakes the future.
+    /// Runs the callback, wakes the future, or unparks the thread.
     fn notify(self, cause: &Cause) {
         match self {
             Listener::Callback(callback) => callback(cause),
             Listener::Waker(waker) => waker.wake(),
+            Listener::Thread(thread) => thread.unpark(),
         }
     }
 }
@@ -179,6 +191,11 @@ pub(crate) struct Fired {
     /// usually notifies zero or one (a waiting future, a scope's callback).
     callback: Option<(Listener, Cause)>,
     more_callbacks: Vec<(Listener, Cause)>,
+    /// Threads blocked in [`wait`] on the cancelled nodes, unparked by `cancel` itself as soon as
+    /// the subtree is marked and unlocked, before anything else it does: a wake-up is the one
+    /// thing a blocked thread waits for. The first is kept inline, as for callbacks.
+    thread: Option<Thread>,
+    more_threads: Vec<Thread>,
     /// Set once the callbacks have run (or, if this is dropped unrun, on drop).
     settles: Settles,
     /// Deadlines to disarm, with the address of their core (an identity, never dereferenced).
@@ -195,6 +212,8 @@ impl Fired {
         Fired {
             callback: None,
             more_callbacks: Vec::new(),
+            thread: None,
+            more_threads: Vec::new(),
             settles: Settles(Vec::new()),
             timer: None,
             more_timers: Vec::new(),
@@ -521,6 +540,7 @@ pub(crate) fn cancel(core: &Arc<Core>, err: CancelError, cause: Cause) -> Fired 
             let done_tx = mark_cancelled(core, &mut inner, err, &cause, &mut fired);
             fired.observed.set_origin(err, &cause);
             drop(inner);
+            fired.unpark(); // first: the latency of `wait()` is this path's length
             drop(done_tx);
             return fired;
         }
@@ -581,6 +601,7 @@ fn propagate(root: &Arc<Core>, err: CancelError, cause: Cause) -> Fired {
             fired.observed.set_origin(err, &cause); // only where it started (`telemetry`, invariant 2)
         }
     }
+    fired.unpark(); // the subtree is complete (see above): waiting threads first
     drop(closed); // disconnects every `done()` receiver of the subtree, outside every core lock
     fired
 }
@@ -606,6 +627,13 @@ fn mark_cancelled(
     let extras = inner.extras.as_mut()?; // most nodes have no callbacks or done channel
     for (_, callback) in extras.callbacks.drain() {
         live::add(Counter::Callbacks, -1);
+        if let Listener::Thread(thread) = callback {
+            match fired.thread {
+                None => fired.thread = Some(thread),
+                Some(_) => fired.more_threads.push(thread),
+            }
+            continue;
+        }
         let listener = (callback, cause.clone());
         match fired.callback {
             None => fired.callback = Some(listener),
@@ -617,10 +645,26 @@ fn mark_cancelled(
 }
 
 impl Fired {
+    /// Unparks the threads blocked in [`wait`] on the cancelled nodes. Called with no lock held,
+    /// once every node of the cancelled subtree is marked (a woken thread finds it complete).
+    fn unpark(&mut self) {
+        self.thread.take().into_iter().chain(self.more_threads.drain(..)).for_each(|t| t.unpark());
+    }
+
     /// Disarms the timers and runs the callbacks; re-raises callback panics after all have run:
     /// the payload itself when one panicked, a [`CallbackPanics`] when several did.
-    pub(crate) fn run(self) {
-        let Fired { callback, more_callbacks, settles, timer, more_timers, observed } = self;
+    pub(crate) fn run(mut self) {
+        self.unpark(); // nothing left, normally: `cancel` has unparked them
+        let Fired {
+            callback,
+            more_callbacks,
+            thread: _,
+            more_threads: _,
+            settles,
+            timer,
+            more_timers,
+            observed,
+        } = self;
         for (key, core) in timer.into_iter().chain(more_timers) {
             deadline::remove(key, core);
         }
@@ -744,6 +788,44 @@ fn register_listener(
     let cause = core.cause.get().cloned();
     drop(inner);
     Err((listener, cause))
+}
+
+/// Blocks the calling thread until `core` is cancelled, or until `deadline` passes; returns the
+/// cause if cancelled. Registers the thread in the node, under its lock, and parks: the
+/// cancellation unparks it right after marking the subtree (`Fired::unpark`), so a wake-up costs
+/// the canceller one `unpark` (std's park/unpark, the operating system's floor).
+///
+/// No lost wake-up: the registration and the cancellation's drain of the listeners take the same
+/// lock, so either the registration finds the node cancelled, or the cancellation finds the
+/// thread and unparks it after storing the state; `park` returns at once if that unpark came
+/// first, and a spurious return re-checks the state. On timeout the registration is removed; if a
+/// racing cancellation took it first, its unpark may reach this thread after it returned, which
+/// a later `park` of the caller sees as a spurious wake-up (`park`'s contract allows those).
+pub(crate) fn wait(core: &Arc<Core>, deadline: Option<Instant>) -> Option<Cause> {
+    if let Some(cause) = core.cause() {
+        return Some(cause);
+    }
+    let slot = match register_listener(core, Listener::Thread(current_thread())) {
+        Ok(slot) => slot,
+        // Cancelled since the check (or released, which a live handle rules out).
+        Err((_, cause)) => return cause,
+    };
+    loop {
+        // Acquire (in `cause`): pairs with the Release state store of the cancellation.
+        if let Some(cause) = core.cause() {
+            return Some(cause); // the cancellation drained our registration (invariant 3)
+        }
+        match deadline {
+            None => park(),
+            Some(at) => match at.checked_duration_since(Instant::now()) {
+                Some(left) if !left.is_zero() => park_timeout(left),
+                _ => {
+                    stop(core, slot);
+                    return core.cause();
+                }
+            },
+        }
+    }
 }
 
 /// Replaces the waker registered at `slot` with `waker`, unless it would wake the same task.
@@ -880,6 +962,24 @@ fn detach(parent: &Arc<Core>, slot: u32, child: &Arc<Core>) -> Option<Arc<Core>>
     );
     live::add(Counter::Children, -1);
     removed
+}
+
+#[cfg(all(test, not(loom)))]
+#[test]
+fn a_timed_out_wait_leaves_no_registration_and_a_woken_one_is_drained() {
+    let registered = |core: &Core| lock(&core.inner).extras.as_ref().map_or(0, |e| e.callbacks.len());
+    let node = Node::new(None, None);
+    assert_eq!(wait(node.core(), Some(Instant::now() + Duration::from_millis(1))), None);
+    assert_eq!(registered(node.core()), 0, "the timed-out wait removed its thread");
+    std::thread::scope(|s| {
+        let waiter = s.spawn(|| wait(node.core(), None));
+        while registered(node.core()) == 0 {
+            std::thread::yield_now(); // until the waiter has registered (then it parks, or is about to)
+        }
+        cancel(node.core(), CancelError::Cancelled, Cause::ScopeExited).run();
+        assert_eq!(waiter.join().unwrap(), Some(Cause::ScopeExited));
+    });
+    assert_eq!(registered(node.core()), 0, "the cancellation drained it (invariant 3)");
 }
 
 #[cfg(all(test, not(loom)))]

@@ -3,11 +3,9 @@
 
 use super::any_key::AnyKey;
 use super::stop::AfterFuncStop;
-use crate::cancel::{CancelError, Canceller, Cause};
+use crate::cancel::{CancelError, Canceller, Cause, Done};
 use crate::value::Key;
-use crossbeam_channel::Receiver;
 use std::any::Any;
-use std::convert::Infallible;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Instant;
@@ -26,9 +24,8 @@ use std::time::Instant;
 ///
 /// ```
 /// use std::any::Any;
-/// use std::convert::Infallible;
 /// use std::time::Instant;
-/// use tether::{go, CancelError};
+/// use tether::{go, CancelError, Done};
 /// use tether::go::{AnyKey, GoContext};
 ///
 /// /// Go's `otherContext`: wraps a context and forwards everything.
@@ -37,7 +34,7 @@ use std::time::Instant;
 ///
 /// impl GoContext for Other {
 ///     fn deadline(&self) -> Option<Instant> { self.0.deadline() }
-///     fn done(&self) -> Option<crossbeam_channel::Receiver<Infallible>> { self.0.done() }
+///     fn done(&self) -> Option<Done<'_>> { self.0.done() }
 ///     fn err(&self) -> Option<CancelError> { self.0.err() }
 ///     fn value(&self, key: AnyKey<'_>) -> Option<&(dyn Any + Send + Sync)> { self.0.value(key) }
 /// }
@@ -51,9 +48,10 @@ pub trait GoContext: Send + Sync + 'static {
     /// Go's `Deadline()`: when this context will be cancelled by a deadline, if ever.
     fn deadline(&self) -> Option<Instant>;
 
-    /// Go's `Done()`: `None` (Go's nil channel) if this context can never be done, otherwise a
-    /// receiver that disconnects when it is. Successive calls return the same channel.
-    fn done(&self) -> Option<Receiver<Infallible>>;
+    /// Go's `Done()`: `None` (Go's nil channel) if this context can never be done, otherwise its
+    /// done channel, borrowed ([`Done::from`] a receiver the context keeps), which disconnects
+    /// when it is. Successive calls return the same channel.
+    fn done(&self) -> Option<Done<'_>>;
 
     /// Go's `Err()`: `None` until the done channel is closed, then why.
     fn err(&self) -> Option<CancelError>;
@@ -92,7 +90,7 @@ impl<T: GoContext + ?Sized> GoContext for Arc<T> {
     fn deadline(&self) -> Option<Instant> {
         (**self).deadline()
     }
-    fn done(&self) -> Option<Receiver<Infallible>> {
+    fn done(&self) -> Option<Done<'_>> {
         (**self).done()
     }
     fn err(&self) -> Option<CancelError> {

@@ -21,11 +21,9 @@ use super::go_context::{GoContext, cancel_ctx_key};
 use super::link::subscribe;
 use super::stop::Subscription;
 use super::string::{Layer, LayerKind};
-use crate::cancel::{CancelError, Canceller, Cause, Waiter};
+use crate::cancel::{CancelError, Canceller, Cause, Done, Waiter};
 use crate::value::{Key, KeyId, Valuer};
-use crossbeam_channel::Receiver;
 use std::any::Any;
-use std::convert::Infallible;
 use std::fmt;
 use std::sync::Arc;
 use std::task::Poll;
@@ -260,7 +258,7 @@ impl Ctx {
     /// cancel.cancel();
     /// assert!(done.recv().is_err(), "a done channel is closed, never sent on");
     /// ```
-    pub fn done(&self) -> Option<Receiver<Infallible>> {
+    pub fn done(&self) -> Option<Done<'_>> {
         match self.source() {
             Source::Node(native) => Some(Canceller::done(native)),
             Source::Custom(base) => base.done(),
@@ -375,7 +373,7 @@ impl GoContext for Ctx {
     fn deadline(&self) -> Option<Instant> {
         Ctx::deadline(self)
     }
-    fn done(&self) -> Option<Receiver<Infallible>> {
+    fn done(&self) -> Option<Done<'_>> {
         Ctx::done(self)
     }
     fn err(&self) -> Option<CancelError> {
@@ -409,8 +407,8 @@ impl Canceller for Ctx {
     fn deadline(&self) -> Option<Instant> {
         self.deadline
     }
-    fn done(&self) -> Receiver<Infallible> {
-        Ctx::done(self).unwrap_or_else(crossbeam_channel::never)
+    fn done(&self) -> Done<'_> {
+        Ctx::done(self).unwrap_or_else(Done::never)
     }
     fn can_be_cancelled(&self) -> bool {
         match self.source() {
@@ -454,7 +452,7 @@ impl GoContext for crate::context::Context {
     fn deadline(&self) -> Option<Instant> {
         Canceller::deadline(self)
     }
-    fn done(&self) -> Option<Receiver<Infallible>> {
+    fn done(&self) -> Option<Done<'_>> {
         self.can_be_cancelled().then(|| Canceller::done(self))
     }
     fn err(&self) -> Option<CancelError> {

@@ -39,7 +39,7 @@ pub(crate) fn subscribe(parent: &Arc<dyn GoContext>, fire: Fire) -> Subscription
     match parent.after_func(fire) {
         Ok(stop) => Subscription::Hook(Box::new(stop)),
         Err(fire) => {
-            let entry = watcher::watch(done, fire);
+            let entry = watcher::watch(done.receiver().clone(), fire);
             Subscription::Other(Box::new(move || entry.stop()))
         }
     }

@@ -25,8 +25,8 @@
 //! - `CancelFunc` and `CancelCauseFunc` are [`CancelFunc`] and [`CancelCauseFunc`]: call
 //!   `.cancel()`. Dropping every handle of a context that was never cancelled releases it, as the
 //!   native tree does: Go's `lostcancel` leak cannot happen.
-//! - `Done()` returns `Option<Receiver<Infallible>>`: `None` is Go's nil channel, and the
-//!   receiver disconnects when the context is done.
+//! - `Done()` returns `Option<`[`Done`](crate::Done)`>`: `None` is Go's nil channel, and the
+//!   borrowed channel, which derefs to a crossbeam receiver, disconnects when the context is done.
 //! - `Err()` returns [`CancelError`]; `Cause` returns [`Cause`] (`Cause::Cancelled` and
 //!   `Cause::DeadlineExceeded` are Go's sentinels; user errors are [`Cause::custom`], compared by
 //!   identity as Go compares error values).

@@ -591,7 +591,7 @@ impl Pool {
         fence(SeqCst);
         let stealable = self.join_stealers.iter().enumerate().any(|(i, s)| i != index && !s.is_empty());
         if !stealable && !latch.probe() {
-            crate::loom::thread::park_timeout(JOIN_PARK);
+            crate::loom::park_backstop(JOIN_PARK);
         }
         // Take the announcement back, unless a pusher claimed it (and took its count) already.
         if self.join_sleepers[index].swap(false, SeqCst) {

@@ -14,7 +14,7 @@
 //!    the owner (the owner's worker index, or a clone of its `Thread`) is read before the
 //!    `swap`, and lives outside the job (the pool's static worker table, or the clone).
 
-use crate::loom::thread::Thread;
+use crate::loom::Thread;
 use crate::loom::{AtomicU8, Ordering};
 use std::any::Any;
 use std::cell::UnsafeCell;

@@ -1,11 +1,11 @@
 //! Models of a `join`'s stolen half (`pool/stack_job.rs`): the thief runs the real `StackJob`
 //! through its `StackRef` and sets the real latch while the owner waits on it, announcing its
-//! sleep and parking. The park is modelled without a timeout (`crate::loom::thread`), so a lost
+//! sleep and parking. The park is modelled without a timeout (`crate::loom::park_backstop`), so a lost
 //! wake-up is a deadlock loom reports; the owner frees the job as soon as it sees the latch set,
 //! so a thief that touched the job after setting it would use freed memory.
 
 use super::model;
-use crate::loom::thread::park_timeout;
+use crate::loom::park_backstop;
 use crate::pool::{Owner, StackJob};
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicUsize, Ordering::SeqCst};
@@ -16,7 +16,7 @@ use std::time::Duration;
 fn wait_parked<F: FnOnce() -> u32 + Send>(job: &StackJob<F, u32>) {
     while !job.latch.probe() {
         if job.latch.announce_sleep() {
-            park_timeout(Duration::from_millis(1));
+            park_backstop(Duration::from_millis(1));
             job.latch.end_sleep();
         }
     }

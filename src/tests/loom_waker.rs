@@ -1,6 +1,8 @@
 //! Models of a future awaiting a context (`cancel/awaited.rs`): registration against a racing
 //! cancel (no lost wake-up), dropping a pending waiter against a racing cancel (at most one wake,
-//! nothing left registered), and replacing the waker against a racing cancel.
+//! nothing left registered), and replacing the waker against a racing cancel. And of a thread
+//! blocked in `Context::wait` (`tree::wait`), which parks on the node: a racing cancel of it or of
+//! its parent always unparks it (a lost wake-up would leave it parked: loom reports a deadlock).
 
 use super::model;
 use crate::cancel::{Canceller, Waiter};
@@ -25,6 +27,28 @@ fn counting() -> (Arc<Counting>, Waker) {
 
 fn poll(ctx: &Context, waker: &Waker, waiter: &mut Waiter) -> Poll<crate::cancel::Cause> {
     ctx.poll_cancelled(&mut TaskContext::from_waker(waker), waiter)
+}
+
+#[test]
+fn a_thread_waiting_racing_a_cancel_is_woken_never_lost() {
+    model(|| {
+        let ctx = Context::new();
+        let canceller = ctx.clone();
+        let t = thread::spawn(move || canceller.cancel_with(crate::cancel::Cause::ScopeExited));
+        assert_eq!(ctx.wait(), crate::cancel::Cause::ScopeExited);
+        t.join().unwrap();
+    });
+}
+
+#[test]
+fn a_thread_waiting_on_a_child_racing_the_parents_cancel_is_woken_never_lost() {
+    model(|| {
+        let parent = Context::new();
+        let child = parent.child();
+        let t = thread::spawn(move || parent.cancel());
+        assert_eq!(child.wait(), crate::cancel::Cause::Cancelled);
+        t.join().unwrap();
+    });
 }
 
 #[test]
