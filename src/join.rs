@@ -239,7 +239,7 @@ where
     RB: Send,
 {
     let job = StackJob::new(move || half(ctx, b), owner);
-    let queued = pool::push_join(job.as_ref());
+    let queued = pool::push_join(job.stack_ref());
     debug_assert!(queued, "fork runs on a worker");
     let ra = half(ctx, a);
     let skip_b = ra.as_ref().map_or(true, failed);

@@ -115,7 +115,7 @@ pub(crate) struct StackRef {
 }
 
 // SAFETY: a `StackRef` is a pointer to a `StackJob` whose closure and result are `Send`
-// (`StackJob::as_ref` requires it); the job is run by exactly one thread (invariant 1) while it
+// (`StackJob::stack_ref` requires it); the job is run by exactly one thread (invariant 1) while it
 // is live (invariant 2).
 unsafe impl Send for StackRef {}
 
@@ -152,7 +152,7 @@ where
     }
 
     /// The pointer to queue. The job must then not move, and its frame must follow invariant 2.
-    pub(crate) fn as_ref(&self) -> StackRef {
+    pub(crate) fn stack_ref(&self) -> StackRef {
         StackRef { job: (self as *const Self).cast(), execute: Self::execute }
     }
 

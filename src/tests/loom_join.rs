@@ -34,7 +34,7 @@ fn a_stolen_half_wakes_its_parked_owner_and_its_result_is_seen() {
             },
             Owner::Thread(thread::current()),
         ));
-        let stolen = job.as_ref();
+        let stolen = job.stack_ref();
         let thief = thread::spawn(move || stolen.execute());
         wait_parked(&job);
         // Freed at once, as the owner's frame returns: the thief must be done with it.
@@ -56,7 +56,7 @@ fn a_half_taken_back_by_its_owner_never_runs_elsewhere() {
         let job =
             Box::new(StackJob::new(move || r.fetch_add(1, SeqCst) as u32, Owner::Thread(thread::current())));
         let taken = Arc::new(AtomicUsize::new(0));
-        let (stolen, t) = (job.as_ref(), taken.clone());
+        let (stolen, t) = (job.stack_ref(), taken.clone());
         let thief = thread::spawn(move || {
             if t.compare_exchange(0, 1, SeqCst, SeqCst).is_ok() {
                 stolen.execute();
