@@ -49,6 +49,10 @@ run scale cargo bench --bench scale -- --warm-up-time 1 --measurement-time 1 --n
 run async env LATENCY_SAMPLES="$samples" cargo bench --bench async --features tokio "${crit[@]}"
 # The bench profile, so the examples reuse the benches' build.
 run latency cargo run -q --profile bench --example wakeup_latency -- "$samples" --json
+# Real pool workloads against rayon (issue 17): both pools at their default size, then one worker
+# each; the group ids name the worker count, so both land in the same criterion directory.
+run workloads cargo bench --bench workloads "${crit[@]}"
+run workloads1 env WORKERS=1 cargo bench --bench workloads "${crit[@]}"
 run memory cargo run -q --profile bench --example retained_memory -- --json
 
 if [ -x "$GO" ]; then
@@ -105,8 +109,8 @@ rows = [
     ("err_cancelled (Go ErrCanceled)", "c:err_cancelled", [], "ErrCanceled", ("go", 0.1)),
     ("is_cancelled, cancelled (Go ErrCanceled)", "c:check_cancelled/is_cancelled", [("tokio-util", "c:" + TP + "is_cancelled_cancelled")], "ErrCanceled", ("go", 0.1)),
     ("check_cancelled/err", "c:check_cancelled/err", [], "CheckCanceled/Err", None),
-    ("check_cancelled/done", "c:check_cancelled/done", [], "CheckCanceled/Done", None),
-    ("context_cancel_done", "c:context_cancel_done", [], "ContextCancelDone", None),
+    ("check_cancelled/done", "c:check_cancelled/done", [], "CheckCanceled/Done", ("go", 1.0)),
+    ("context_cancel_done", "c:context_cancel_done", [], "ContextCancelDone", ("go", 1.0)),
     ("common_parent_cancel", "c:common_parent_cancel", [("tokio-util", "c:" + TP + "common_parent_cancel")], "CommonParentCancel", ("go", 0.5)),
 ]
 for c in (40, 4000, 400000):
@@ -115,7 +119,9 @@ for c in (40, 4000, 400000):
 for d in (1, 10, 100, 1000):
     for ours, theirs in (("background", "Background"), ("open", "OpenCanceler"), ("closed", "ClosedCanceler")):
         peers = [] if ours == "background" else [("tokio-util", f"c:{TP}cancel_tree/depth={d}/root={ours}")]
-        target = ("go", 0.25) if (d, ours) == (1000, "open") else None
+        target = {(1000, "open"): ("go", 0.25), (1, "background"): ("go", 1.0)}.get((d, ours))
+        if ours == "closed" and d in (100, 1000):
+            target = ("peer", 1.0)
         rows.append((f"cancel_tree/depth={d}/root={ours}", f"c:cancel_tree/depth={d}/root={ours}", peers,
                      f"CancelTree/depth={d}/Root={theirs}", target))
         if (d, ours) == (1000, "open"):
@@ -135,11 +141,14 @@ for d in (1, 10, 20, 30, 50, 100):
     rows.append((f"deep_value/new_thread/depth={d}", f"c:deep_value/new_thread/depth={d}", [], f"DeepValueNewGoRoutine/depth={d}", None))
 for d in (1, 100):
     rows.append((f"value hit, {d} bindings", f"c:value_lookup/tether/depth={d}", locals_, None, None))
+for d in (1, 10, 100):
+    rows.append((f"deep_value/same_thread_hit/depth={d} (bound key)", f"c:deep_value/same_thread_hit/depth={d}", [], None,
+                 (f"c:deep_value/same_thread/depth={d}", 2.0)))
 rows += [
     ("cancel_wide/children=1000", "c:" + TP + "cancel_wide/children=1000/tether", [("tokio-util", "c:" + TP + "cancel_wide/children=1000/tokio_util")], None, None),
     ("spawn_join/threads=64", "c:spawn_join/threads=64/tether_scope",
      [("std::thread::scope", "c:spawn_join/threads=64/std_thread_scope"), ("crossbeam::scope", "c:spawn_join/threads=64/crossbeam_scope")],
-     None, ("c:spawn_join/threads=64/std_thread_scope", 1.1)),
+     None, ("c:spawn_join/threads=64/std_thread_scope", 1.05)),
     ("pool_tasks/tasks=1000 (tether tasks: issue 8)", "c:pool_tasks/tasks=1000/tether", [("rayon::scope", "c:pool_tasks/tasks=1000/rayon_scope")], None, ("peer", 1.5)),
 ]
 for shape in ("wide", "deep"):
@@ -147,9 +156,21 @@ for shape in ("wide", "deep"):
         rows.append((f"scale/{shape}=1000000/{what}", f"c:scale/{shape}=1000000/tether/{what}",
                      [("tokio-util", f"c:scale/{shape}=1000000/tokio_util/{what}")], None, None))
 for mode, label in (("wait", "wait()"), ("select_done", "select! on done()")):
-    for p in ("p50", "p99"):
+    for p, bound in (("p50", 1.5), ("p99", 2.0)):
         rows.append((f"wake-up latency, {label}, {p}", f"lat:tether/{mode}:{p}",
-                     [("tokio-util block_on", f"lat:tokio_util/block_on_cancelled:{p}"), ("std park/unpark (floor)", f"lat:std/park:{p}")], None, None))
+                     [("tokio-util block_on", f"lat:tokio_util/block_on_cancelled:{p}"), ("std park/unpark (floor)", f"lat:std/park:{p}")], None,
+                     (f"lat:std/park:{p}", bound)))
+# benches/workloads.rs: the pools at their default size and at one worker each (issue 17).
+workers = sorted({int(k.split("workers=")[1].split("/")[0]) for k in crit if k.startswith("fib/n=32/workers=")}, reverse=True)
+for w in workers:
+    for group, ours, theirs in (("fib/n=32", "tether_join", "rayon_join"), ("quicksort/len=2M", "tether_join", "rayon_join"),
+                                ("batch/tasks=10000", "tether_scope", "rayon_scope")):
+        peer = "rayon::join" if theirs == "rayon_join" else "rayon::scope"
+        rows.append((f"{group}, {w} worker{'s' if w > 1 else ''}, {ours}", f"c:{group}/workers={w}/{ours}",
+                     [(peer, f"c:{group}/workers={w}/{theirs}")], None, ("peer", 1.0)))
+        if ours == "tether_join":
+            rows.append((f"  ↳ the same with a nested scope per fork (no target)", f"c:{group}/workers={w}/tether_nested_scope",
+                         [(peer, f"c:{group}/workers={w}/{theirs}")], None, None))
 # benches/async.rs (issue 14): each row's peer is measured in the same binary run.
 rows += [
     ("cancelled() create + first poll + drop", "c:cancelled_poll_drop/tether",
@@ -203,7 +224,7 @@ for label, src, peers, gokey, target in rows:
         if ref is None:
             tcell, r = f"≤ {bound}", t
         else:
-            refname = {"go": "Go", "peer": "peer"}.get(ref) or ref.rsplit("/", 1)[-1]
+            refname = {"go": "Go", "peer": "peer"}.get(ref) or "/".join(ref.split(":", 1)[1].split("/")[-2:])
             tcell = f"≤ {bound}× {refname}"
             refv = g if ref == "go" else (best[1] if best else None) if ref == "peer" else value(ref)
             r = t / refv if t is not None and refv else None
