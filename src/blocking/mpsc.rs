@@ -260,7 +260,8 @@ pub fn recv_timeout<T, C: Canceller + ?Sized>(
 ///
 /// # Errors
 ///
-/// [`SendError::Cancelled`] (cancellation is checked first) or [`SendError::Disconnected`],
+/// [`SendError::Cancelled`](crate::blocking::SendError::Cancelled) (cancellation is checked first)
+/// or [`SendError::Disconnected`](crate::blocking::SendError::Disconnected),
 /// each with the message, which was not sent.
 ///
 /// # Examples

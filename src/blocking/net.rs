@@ -4,7 +4,7 @@
 //! A thread blocked in a socket call is woken by nothing but the socket: changing its timeout
 //! does not wake a call already blocked (Go's `SetReadDeadline` does, std's `set_read_timeout`
 //! does not). A shutdown does, at once. So each helper arms a shutdown on the context
-//! ([`armed`](super::armed)) for the length of the call, then removes it.
+//! (`blocking/armed.rs`) for the length of the call, then removes it.
 //!
 //! # What a cancellation leaves
 //! - A **stream** (`TcpStream`, `UnixStream`) is shut down both ways: every later read returns 0
@@ -212,7 +212,7 @@ where
 }
 
 /// A stream whose every `read` and `write` is cancellable under one context: [`read`] and
-/// [`write`] behind [`Read`] and [`Write`], so `read_exact`, `write_all`, `BufReader` and
+/// [`write()`] behind [`Read`] and [`Write`], so `read_exact`, `write_all`, `BufReader` and
 /// `io::copy` stop when the context is cancelled.
 ///
 /// # Examples

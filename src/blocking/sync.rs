@@ -1,9 +1,9 @@
 //! Locks and condition variables: [`wait_while`] and [`wait_timeout_while`] on a std [`Condvar`],
-//! and [`lock`], [`read`] and [`write`] on a std [`Mutex`] or [`RwLock`] held elsewhere.
+//! and [`lock`], [`read`] and [`write()`] on a std [`Mutex`] or [`RwLock`] held elsewhere.
 //!
 //! # What std allows, and what these do
 //! - **A condition variable** can be woken from outside: the cancellation runs `notify_all` on it
-//!   ([`armed`](super::armed)). To close the window between the waiter's check and its wait (a
+//!   (`blocking/armed.rs`). To close the window between the waiter's check and its wait (a
 //!   notification in that window would be lost), the notifier takes the mutex first, as every
 //!   correct notifier does. If the mutex is held at that moment (by the waiter in that window, by
 //!   another thread, or by the very thread that cancels), it notifies at once without the lock
@@ -11,7 +11,7 @@
 //!   return before that notification is done (invariant 3 of `armed`). So the thread that
 //!   cancels never blocks on the user's mutex.
 //! - **A mutex or read-write lock** cannot: std has no way to wait for an unlock other than
-//!   blocking in `lock()`, which nothing but the unlock ends. [`lock`], [`read`] and [`write`]
+//!   blocking in `lock()`, which nothing but the unlock ends. [`lock`], [`read`] and [`write()`]
 //!   therefore try the lock and park between tries, with a back-off from 1 µs to 1 ms; the
 //!   cancellation unparks the thread at once. So a cancellation is seen at once, but an unlock
 //!   may be seen up to 1 ms late. Code that waits on a lock for long would be better served by a
@@ -351,7 +351,7 @@ unsafe fn notify_under<T>(mutex: *const (), condvar: &Condvar) {
     condvar.notify_all();
 }
 
-/// Why [`lock`], [`read`] or [`write`] returned without the lock.
+/// Why [`lock`], [`read`] or [`write()`] returned without the lock.
 ///
 /// # Examples
 ///

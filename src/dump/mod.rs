@@ -12,7 +12,7 @@
 //! site and time; a thread child sits in its scope's ledger; a running task is named in its
 //! thread's cell (relaxed stores, nothing shared), a queued one is in its scope's queue anyway;
 //! and a blocking call records its site in its thread's cell with relaxed stores
-//! ([`BlockingSite`]). `is_cancelled` is untouched.
+//! (`BlockingSite`). `is_cancelled` is untouched.
 //!
 //! # Consistency
 //! A dump is **weakly consistent**, like a goroutine dump: each scope is read on its own, each

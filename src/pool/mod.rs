@@ -26,6 +26,14 @@
 //!   user code and of the drops of user data) and records it, so a worker never dies and a
 //!   helping wait is never cut short.
 //!
+//! # Join
+//! [`crate::join`] queues its second half as a `StackRef` (a pointer into its frame,
+//! `stack_job.rs`) on the worker's second deque, `joins`, pops it back after the first half, or
+//! waits for the thief (`wait_join`), running other join halves meanwhile (`help_join`) and
+//! never a task: so a join's wait runs no scope's work (the isolation above), and the worker loop
+//! steals join halves before tasks. A join from a thread that is not a worker is sent whole as a
+//! job (`join.rs`). Design: design/0003-pool-tasks.md, "Join".
+//!
 //! # Invariants
 //! 1. A job is run at most once: a copy of it is in a deque (or the injector) until a pop or a
 //!    successful steal takes it out, and only that taker runs it; a scope task also has a copy in
@@ -49,6 +57,12 @@
 //! 5. `LOCAL` is non-null only while the worker's `Local` is alive: `worker_main` clears it
 //!    before its frame ends, also when unwinding, so a thread-local destructor on a worker thread
 //!    that spawns a task pushes to the injector instead.
+//! 6. No lost wake-up for a join's wait: a worker parks in `join_sleep` only after setting its
+//!    `join_sleepers` flag (and counting it in `join_sleeping`), a `SeqCst` fence, and seeing
+//!    every other `joins` deque empty and its latch unset; a pusher of a join half that woke no
+//!    sleeper of the loop reads `join_sleeping` after its own fence and claims one flag with a
+//!    `swap` before unparking that worker. Its latch's setter unparks it too (`stack_job.rs`).
+//!    The park's 10 ms bound is a backstop only.
 //!
 //! [`Scope::spawn_task`]: crate::Scope::spawn_task
 //! [`TaskHandle::join`]: crate::TaskHandle::join
@@ -91,7 +105,7 @@ struct Pool {
     /// unparks when it finishes a stolen join half of that worker (`stack_job.rs`, invariant 3).
     threads: Box<[OnceLock<Thread>]>,
     /// Per worker: parked while it waits for a stolen join half, and not yet claimed by a
-    /// pusher to be woken for a new one ("Join" above: invariant 6).
+    /// pusher to be woken for a new one (invariant 6).
     join_sleepers: Box<[AtomicBool]>,
     /// How many `join_sleepers` are set: a pusher's fast filter.
     join_sleeping: AtomicUsize,
