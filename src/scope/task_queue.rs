@@ -42,7 +42,8 @@
 //! pristine child of the worker's node is indistinguishable from a new one, and nobody else can
 //! reach it (the task's handle is gone, and the context was only lent to the closure). This
 //! saves the allocation, registration and release of a node for tasks that only read their
-//! context.
+//! context. The threads that are not workers (a scope's owner helping in its wait) share one
+//! more spare, under a lock they only ever try: a thread that finds it taken makes a node.
 
 use super::observe::RawChild;
 use crate::context::Context;
@@ -65,6 +66,9 @@ pub(crate) struct ScopeTasks {
     queue: CachePadded<Mutex<TaskQueue>>,
     /// Per pool worker, made on first use ("Task contexts").
     workers: OnceLock<Box<[WorkerSlot]>>,
+    /// The spare task context of the threads that are not workers ("Task contexts"); only ever
+    /// `try_lock`ed, and nothing is dropped under it.
+    outside_spare: Mutex<Option<Context>>,
 }
 
 /// A reference to every task of the scope spawned and not yet popped, pending or claimed.
@@ -170,7 +174,9 @@ impl ScopeTasks {
 
     /// Takes this worker's spare task context, if it has one ("Task contexts").
     pub(super) fn take_spare(&self) -> Option<Context> {
-        let slot = self.worker_slot()?;
+        let Some(slot) = self.worker_slot() else {
+            return self.outside_spare.try_lock().ok()?.take();
+        };
         // SAFETY: this is worker `i`'s slot, on worker `i` (see `WorkerSlot`'s `Sync` impl).
         unsafe { (*slot.spare.get()).take() }
     }
@@ -182,14 +188,23 @@ impl ScopeTasks {
     #[must_use = "a context not kept must be dropped under catch_unwind"]
     pub(super) fn keep_spare(&self, ctx: Context) -> Option<Context> {
         let mut ctx = Some(ctx);
-        if let Some(slot) = self.worker_slot().filter(|_| ctx.as_ref().is_some_and(Context::is_pristine)) {
-            // SAFETY: as in `take_spare`; the reference ends within this block, and nothing is
-            // dropped through it (the slot is written only when empty).
-            unsafe {
-                let spare = &mut *slot.spare.get();
-                if spare.is_none() {
-                    *spare = ctx.take();
-                }
+        if !ctx.as_ref().is_some_and(Context::is_pristine) {
+            return ctx;
+        }
+        let Some(slot) = self.worker_slot() else {
+            if let Ok(mut spare) = self.outside_spare.try_lock()
+                && spare.is_none()
+            {
+                *spare = ctx.take();
+            }
+            return ctx;
+        };
+        // SAFETY: as in `take_spare`; the reference ends within this block, and nothing is
+        // dropped through it (the slot is written only when empty).
+        unsafe {
+            let spare = &mut *slot.spare.get();
+            if spare.is_none() {
+                *spare = ctx.take();
             }
         }
         ctx
