@@ -489,3 +489,34 @@ fn the_join_context_is_a_child_of_a_context_made_ambient() {
     assert!(a, "the parent's cancellation reaches the join's context");
     assert!(b.is_cancelled());
 }
+
+#[test]
+fn each_join_gets_a_fresh_context_even_after_one_was_cancelled_or_kept() {
+    // Joins one after another below the same parent (the halves of an outer join) may reuse a
+    // context left as new; one that was cancelled, or that someone kept, must never come back.
+    let kept = tether::join(
+        |_| {
+            let (kept, _) = tether::join(|ctx| ctx.clone(), |_| ());
+            let (cancelled, _) = tether::join(
+                |ctx| {
+                    ctx.cancel();
+                    ctx.is_cancelled()
+                },
+                |_| (),
+            );
+            assert!(cancelled);
+            let (open, _) = tether::join(|ctx| !ctx.is_cancelled(), |ctx| !ctx.is_cancelled());
+            assert!(open, "a cancelled join context is not handed to the next join");
+            let (plain, _) = tether::join(|ctx| ctx.registered_children(), |_| ());
+            assert_eq!(plain, 0);
+            kept
+        },
+        |_| (),
+    )
+    .0;
+    // The kept context is its own: cancelling it now reaches no other join's.
+    kept.cancel();
+    assert!(kept.is_cancelled());
+    let (after, _) = tether::join(|ctx| ctx.is_cancelled(), |_| ());
+    assert!(!after);
+}
