@@ -239,6 +239,13 @@ where
     RB: Send,
 {
     let job = StackJob::new(move || half(ctx, b), owner);
+    // From the push until `b` is back or done, a thief may hold a pointer into this frame: it
+    // must not unwind meanwhile (invariant 1). Nothing below unwinds (the halves are caught);
+    // should a bug make it, abort rather than free the job under the thief.
+    let abort = scopeguard::guard((), |()| {
+        eprintln!("tether: a join unwound while its second half could still run elsewhere");
+        std::process::abort();
+    });
     let queued = pool::push_join(job.stack_ref());
     debug_assert!(queued, "fork runs on a worker");
     let ra = half(ctx, a);
@@ -247,7 +254,11 @@ where
         Some(back) => {
             // After `a` returned, everything `a` queued was taken back or finished, so the top
             // of this deque is `b`, unless a thief took it (and with it everything older).
-            assert!(back.is(&job), "tether: a join took back another join's half");
+            if !back.is(&job) {
+                // Not `b`: a broken invariant, and someone's half now lost; `abort` fires.
+                panic!("tether: a join took back another join's half");
+            }
+            scopeguard::ScopeGuard::into_inner(abort);
             if skip_b {
                 let dropped = catch_unwind(AssertUnwindSafe(|| drop(job.into_closure())));
                 (ra, dropped.err().map(Err))
@@ -258,6 +269,7 @@ where
         None => {
             // Stolen: the thief runs it to the end, skipped or not; wait, helping (invariant 1).
             pool::wait_join(&job.latch);
+            scopeguard::ScopeGuard::into_inner(abort);
             (ra, Some(job.into_result().and_then(|rb| rb)))
         }
     }
