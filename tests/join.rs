@@ -464,14 +464,101 @@ fn nested_joins_in_many_threads_with_random_panics_lose_nothing() {
 
 #[test]
 fn a_join_leaves_nothing_registered() {
-    let check = tether::testing::LeakCheck::start();
+    // Every join context of a recursion hangs below `parent` (directly or not): when the joins
+    // are done, `parent` has no registered child left, whichever threads ran the halves.
+    let parent = Context::new();
     let n = size(20, 10);
-    tether::scope(|s| {
-        assert_eq!(s.spawn_task(|_| fib(n, 5)).join().unwrap(), fib_seq(n));
+    let sum = tether::with_current(&parent, || {
+        tether::join(
+            |ctx| {
+                assert_eq!(ctx.registered_children(), 0);
+                fib(n, 5)
+            },
+            |_| fib(n - 1, 5),
+        )
+    });
+    assert_eq!(sum, (fib_seq(n), fib_seq(n - 1)));
+    assert_eq!(parent.registered_children(), 0, "every join context detached");
+}
+
+/// A random program of nested joins: leaves return a value, panic, or cancel their own context.
+#[derive(Clone, Debug)]
+enum Program {
+    Value(u64),
+    Panic(u64),
+    CancelOwn(u64),
+    Join(Box<Program>, Box<Program>),
+}
+
+impl Program {
+    /// What the program returns run sequentially, or the panic a join must resume: `a`'s
+    /// whenever `a` panics (so the leftmost panicking leaf), else `b`'s.
+    fn expected(&self) -> Result<u64, u64> {
+        match self {
+            Program::Value(v) | Program::CancelOwn(v) => Ok(*v),
+            Program::Panic(id) => Err(*id),
+            Program::Join(a, b) => {
+                let a = a.expected()?;
+                Ok(a + b.expected()?)
+            }
+        }
+    }
+
+    fn run(&self, ctx: &Context) -> u64 {
+        match self {
+            Program::Value(v) => *v,
+            Program::Panic(id) => std::panic::panic_any(*id),
+            Program::CancelOwn(v) => {
+                ctx.cancel();
+                *v
+            }
+            Program::Join(a, b) => {
+                let (x, y) = tether::join(|ctx| a.run(ctx), |ctx| b.run(ctx));
+                x + y
+            }
+        }
+    }
+}
+
+fn program() -> impl proptest::strategy::Strategy<Value = Program> {
+    use proptest::prelude::*;
+    let leaf = prop_oneof![
+        6 => (0..1000u64).prop_map(Program::Value),
+        1 => (0..1000u64).prop_map(Program::Panic),
+        1 => (0..1000u64).prop_map(Program::CancelOwn),
+    ];
+    leaf.prop_recursive(6, 64, 2, |inner| {
+        (inner.clone(), inner).prop_map(|(a, b)| Program::Join(Box::new(a), Box::new(b)))
     })
-    .unwrap();
-    assert_eq!(fib(n, 5), fib_seq(n));
-    check.finish().unwrap();
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::test_runner::Config {
+        cases: if cfg!(miri) { 4 } else { 128 },
+        failure_persistence: None,
+        ..proptest::test_runner::Config::default()
+    })]
+
+    /// Whatever the program, a join returns the sequential result or resumes the leftmost
+    /// panic, from outside the pool and inside a task, and leaves its parent without children.
+    #[test]
+    fn random_join_programs_return_the_sequential_result_or_the_leftmost_panic(p in program()) {
+        let parent = Context::new();
+        let expected = p.expected();
+        let outside = catch_unwind(AssertUnwindSafe(|| tether::with_current(&parent, || p.run(&parent))));
+        let inside = tether::scope(|s| {
+            let p = &p;
+            s.spawn_task(move |ctx| catch_unwind(AssertUnwindSafe(|| p.run(ctx)))).join().unwrap()
+        });
+        for got in [outside, inside.unwrap()] {
+            match (&expected, got) {
+                (Ok(v), Ok(got)) => proptest::prop_assert_eq!(*v, got),
+                (Err(id), Err(payload)) => proptest::prop_assert_eq!(payload.downcast_ref::<u64>(), Some(id)),
+                (e, g) => proptest::prop_assert!(false, "expected {:?}, got {:?}", e, g.map_err(|_| "a panic")),
+            }
+        }
+        proptest::prop_assert_eq!(parent.registered_children(), 0);
+    }
 }
 
 #[test]
