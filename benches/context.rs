@@ -141,12 +141,24 @@ fn deep_value(c: &mut Criterion) {
         group.bench_function(format!("same_thread_hit/depth={depth}"), |b| {
             b.iter(|| black_box(black_box(&ctx).value(&KEYS[0])))
         });
-        if depth == 1 || depth == 100 {
+        if depth == 1 || depth == 10 || depth == 100 {
             group.bench_function(format!("same_thread_64_missing_keys/depth={depth}"), |b| {
                 let mut i = 0;
                 b.iter(|| {
                     i = (i + 1) & 63;
                     black_box(black_box(&ctx).value(&OTHERS[i]))
+                })
+            });
+            // Every bound key, read round robin: the hit's mean over key addresses (one key's
+            // path through the trie is one draw, as for the missing keys above).
+            group.bench_function(format!("same_thread_all_hit_keys/depth={depth}"), |b| {
+                let mut i = 0;
+                b.iter(|| {
+                    i += 1;
+                    if i == depth {
+                        i = 0;
+                    }
+                    black_box(black_box(&ctx).value(&KEYS[i]))
                 })
             });
         }

@@ -190,7 +190,8 @@ impl Context {
     /// assert_eq!(inner.value(&LOCALE), Some(&"fr"));
     /// ```
     pub fn with_value<T: Send + Sync + 'static>(&self, key: &'static Key<T>, value: T) -> Context {
-        let values = self.values.with(key.id(), std::sync::Arc::new(value) as crate::value::Value);
+        let bound = crate::value::Bound::typed(key, std::sync::Arc::new(value));
+        let values = self.values.with_bound(key.id(), bound);
         self.derive(None, values)
     }
 
@@ -379,7 +380,7 @@ impl Context {
     /// assert_eq!(ctx.value(&K), Some(&vec![1, 2]));
     /// ```
     pub fn value<T: 'static>(&self, key: &'static Key<T>) -> Option<&T> {
-        self.values.get(key.id())?.downcast_ref::<T>()
+        self.values.get_typed(key)
     }
 
     /// How many children are registered with this context's node right now: derived contexts

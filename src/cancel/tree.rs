@@ -13,7 +13,8 @@
 //! - [`Node`] is a *counted* handle: `Core::handles` counts them. Contexts hold one, and a child
 //!   holds one of its parent (so an ancestor and its deadline live as long as any descendant).
 //!   When the last handle goes, the node is released: detached from its parent, timer disarmed,
-//!   callbacks discarded. Forgetting to cancel leaks nothing.
+//!   callbacks discarded. Forgetting to cancel leaks nothing. A core that nothing else references
+//!   then (no slab, timer entry, callback handle or canceller) is released by value, unlocked.
 //! - The domain lock is the `propagation` mutex of the root of a node's chain of parent links, so
 //!   all nodes below one root share it. Every propagation in a domain holds it, so concurrent
 //!   cancels of overlapping subtrees serialise. Nodes do not store their root (that would be one
@@ -891,17 +892,47 @@ impl Node {
             return None; // our alias of the count is simply forgotten
         }
         fence(Ordering::Acquire);
-        let (parent, discarded) = release(&self.core);
         // SAFETY: this was the last handle, so no other alias of the collective count remains and
-        // none can be made (handles are only made from live handles); this alias is dropped once,
+        // none can be made (handles are only made from live handles); this alias is taken once,
         // here, and never used again (the caller drops or forgets `self` without touching `core`).
-        unsafe { ManuallyDrop::drop(&mut self.core) };
+        let core = unsafe { ManuallyDrop::take(&mut self.core) };
+        // The count is only a hint (a plain load, so a shared core, such as a registered child,
+        // pays no extra read-modify-write); `try_unwrap` decides.
+        let unique = if Arc::strong_count(&core) == 1 { Arc::try_unwrap(core) } else { Err(core) };
+        let (parent, discarded) = match unique {
+            Ok(unshared) => release_unshared(unshared),
+            Err(core) => {
+                let released = release(&core);
+                drop(core);
+                released
+            }
+        };
         // User code, last: the node is detached, counted out and its count dropped whatever the
         // callbacks' captures do. If one panics, `parent` is dropped by the unwinding, which lets
         // go of the rest of the chain through its own `Drop`.
         drop(discarded);
         parent
     }
+}
+
+/// [`release`] for a core that nothing else references (its `Arc` was unique when the last handle
+/// let go, so no parent slab, timer entry, callback handle or canceller can reach it): the same
+/// steps without the lock, the atomics or the `Arc` count. What a root made and dropped uncancelled
+/// pays, and a child whose parent was cancelled first (its slab no longer holds the child).
+fn release_unshared(core: Core) -> (Option<Node>, Vec<(u64, Listener)>) {
+    let Core { timer, inner, .. } = core;
+    let mut inner = inner.into_inner().unwrap_or_else(PoisonError::into_inner);
+    let callbacks = inner.drain_callbacks();
+    if !callbacks.is_empty() {
+        live::add(Counter::Callbacks, -(callbacks.len() as isize));
+    }
+    // A key is stored only while the driver's entry (which holds an `Arc`) exists, and taken by
+    // the cancellation that removes or fires that entry: a unique core has none to disarm.
+    debug_assert_eq!(timer.into_inner(), NO_TIMER, "a unique core has no pending deadline");
+    // A parent handle here belongs to a parent whose slab does not hold this core (the child was
+    // created on a cancelled parent, or the parent's cancellation drained it): nothing to detach.
+    live::add(Counter::Nodes, -1);
+    (inner.parent.take(), callbacks)
 }
 
 /// Detaches `core` from its parent, disarms its timer and takes out its unrun callbacks: after

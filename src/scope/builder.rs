@@ -11,7 +11,7 @@ use crate::ambient;
 use crate::context::Context;
 use crate::dump::{Dump, registry};
 use crate::telemetry::ScopeObs;
-use crate::value::{Key, KeyId, Value};
+use crate::value::{Bound, Key, KeyId, Value};
 use std::fmt;
 use std::panic::Location;
 use std::sync::Arc;
@@ -106,7 +106,7 @@ where
 pub struct ScopeBuilder {
     parent: Option<Context>,
     deadline: Option<Instant>,
-    values: Vec<(KeyId, Value)>,
+    values: Vec<(KeyId, Bound)>,
     /// The bound keys as a dump shows them (`Key::shown`).
     shown: Vec<BoundKey>,
     limit: Option<usize>,
@@ -202,9 +202,10 @@ impl ScopeBuilder {
     /// .unwrap();
     /// ```
     pub fn value<T: Send + Sync + 'static>(mut self, key: &'static Key<T>, value: T) -> ScopeBuilder {
-        let value = Arc::new(value) as Value;
-        self.shown.push(BoundKey { name: key.name(), show: key.show().map(|show| (show, value.clone())) });
-        self.values.push((key.id(), value));
+        let value = Arc::new(value);
+        let shown = key.show().map(|show| (show, value.clone() as Value));
+        self.shown.push(BoundKey { name: key.name(), show: shown });
+        self.values.push((key.id(), Bound::typed(key, value)));
         self
     }
 
@@ -347,8 +348,10 @@ impl ScopeBuilder {
             None => parent.child(),
         };
         if !self.values.is_empty() {
-            let values =
-                self.values.into_iter().fold(ctx.values().clone(), |values, (key, v)| values.with(key, v));
+            let values = self
+                .values
+                .into_iter()
+                .fold(ctx.values().clone(), |values, (key, v)| values.with_bound(key, v));
             ctx = ctx.with_values(values);
         }
         let mut meta =

@@ -14,6 +14,11 @@
 //!    that they do not (per key, [`Inheritance`]). Deriving a context shares both maps; spawning a
 //!    child keeps only the first. Lookup cost depends on the number of distinct keys bound (log32
 //!    of it), never on the number of derivations.
+//! 4. A binding is a [`Bound`]: the pointer `Arc::into_raw` gives for its [`Value`], so its address
+//!    is the value's own, with bit 0 set when the binding was written through a typed API for a
+//!    `Key<T>` (the value is a `T`, by invariants 1 and 2). A typed read of such a binding casts the
+//!    pointer; any other read downcasts. The cast skips the vtable (a load for the `Arc`'s data
+//!    offset and a call for the `TypeId`): two of the five dependent steps of a read at depth one.
 
 pub(crate) mod map;
 
@@ -21,6 +26,7 @@ use map::Map;
 use std::any::Any;
 use std::fmt;
 use std::marker::PhantomData;
+use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU8;
 
@@ -273,22 +279,103 @@ pub trait Valuer {
     fn lookup(&self, key: KeyId) -> Option<&(dyn Any + Send + Sync)>;
 }
 
+/// One binding (invariant 4): a strong count of a [`Value`]'s `Arc`, held as its data pointer,
+/// bit 0 set when the value is known to be the key's type.
+pub(crate) struct Bound(NonNull<dyn Any + Send + Sync>);
+
+/// Bit 0 of a [`Bound`]'s address: the binding is typed (invariant 4).
+const TYPED: usize = 1;
+
+// SAFETY: a `Bound` is an `Arc<dyn Any + Send + Sync>` in raw form (it owns one strong count and
+// only ever hands out shared references to the value), and such an `Arc` is `Send` and `Sync`.
+unsafe impl Send for Bound {}
+// SAFETY: as for `Send` above.
+unsafe impl Sync for Bound {}
+
+impl Bound {
+    /// A binding for `key` that a typed read may cast (invariant 4): `value` is a `T` and `key` a
+    /// `Key<T>`, the one static at its address (invariant 1).
+    pub(crate) fn typed<T: Send + Sync + 'static>(_key: &'static Key<T>, value: Arc<T>) -> Bound {
+        Bound::from_value(value as Value, TYPED)
+    }
+
+    /// A binding read only by downcasting: its type is not known to be the key's.
+    pub(crate) fn untyped(value: Value) -> Bound {
+        Bound::from_value(value, 0)
+    }
+
+    fn from_value(value: Value, tag: usize) -> Bound {
+        let raw = Arc::into_raw(value).cast_mut();
+        // An `Arc`'s data sits after its two counters, so its address is aligned to at least a
+        // `usize` and bit 0 is free for the tag.
+        debug_assert_eq!(raw.addr() & TYPED, 0);
+        // SAFETY: `Arc::into_raw` never returns null, and setting a bit that was clear keeps it so.
+        Bound(unsafe { NonNull::new_unchecked(raw.map_addr(|addr| addr | tag)) })
+    }
+
+    /// The pointer `Arc::into_raw` returned, without the tag.
+    fn raw(&self) -> *const (dyn Any + Send + Sync) {
+        self.0.as_ptr().map_addr(|addr| addr & !TYPED)
+    }
+
+    /// The value, type-erased.
+    pub(crate) fn get(&self) -> &(dyn Any + Send + Sync) {
+        // SAFETY: `raw` is the pointer of an `Arc` whose strong count `self` owns, so the value
+        // lives at least as long as `self`.
+        unsafe { &*self.raw() }
+    }
+
+    /// The value as a `T`, if it is one; `key` is the key it was bound to.
+    #[inline]
+    fn get_as<T: 'static>(&self, _key: &'static Key<T>) -> Option<&T> {
+        if self.0.as_ptr().addr() & TYPED != 0 {
+            // SAFETY: the tag was set by `Bound::typed` for a `Key<T>` at this key's address,
+            // which is this same `Key<T>` (invariant 1), with an `Arc<T>` whose strong count
+            // `self` owns (invariant 4).
+            Some(unsafe { &*self.raw().cast::<T>() })
+        } else {
+            self.get().downcast_ref::<T>()
+        }
+    }
+}
+
+impl Clone for Bound {
+    fn clone(&self) -> Bound {
+        // SAFETY: `raw` came from `Arc::into_raw` and `self` owns a strong count, so the `Arc`
+        // is alive; the new count is owned by the returned copy, which keeps the same tag.
+        unsafe { Arc::increment_strong_count(self.raw()) };
+        Bound(self.0)
+    }
+}
+
+impl Drop for Bound {
+    fn drop(&mut self) {
+        // SAFETY: gives back the strong count `self` owns, to the `Arc` it came from.
+        drop(unsafe { Arc::from_raw(self.raw()) });
+    }
+}
+
 /// The bindings a context carries (invariant 3).
 #[derive(Clone, Default)]
 pub(crate) struct Values {
-    inherited: Map<KeyId, Value>,
-    local: Map<KeyId, Value>,
+    inherited: Map<KeyId, Bound>,
+    local: Map<KeyId, Bound>,
 }
 
 impl Values {
-    /// The bindings plus `key` bound to `value`.
+    /// The bindings plus `key` bound to `value`, which typed reads will downcast.
     pub(crate) fn with(&self, key: KeyId, value: Value) -> Values {
+        self.with_bound(key, Bound::untyped(value))
+    }
+
+    /// The bindings plus `key` bound to `bound`.
+    pub(crate) fn with_bound(&self, key: KeyId, bound: Bound) -> Values {
         let mut next = self.clone();
         let map = match key.inheritance {
             Inheritance::Inherited => &mut next.inherited,
             Inheritance::NotInherited => &mut next.local,
         };
-        *map = map.insert(key.hash(), key, value);
+        *map = map.insert(key.hash(), key, bound);
         next
     }
 
@@ -297,13 +384,24 @@ impl Values {
         Values { inherited: self.inherited.clone(), local: Map::default() }
     }
 
-    /// The value bound to `key`.
     #[inline]
-    pub(crate) fn get(&self, key: KeyId) -> Option<&(dyn Any + Send + Sync)> {
+    fn bound(&self, key: KeyId) -> Option<&Bound> {
         let map = match key.inheritance {
             Inheritance::Inherited => &self.inherited,
             Inheritance::NotInherited => &self.local,
         };
-        map.get(key.hash(), &key).map(|v| &**v)
+        map.get(key.hash(), &key)
+    }
+
+    /// The value bound to `key`.
+    #[inline]
+    pub(crate) fn get(&self, key: KeyId) -> Option<&(dyn Any + Send + Sync)> {
+        self.bound(key).map(Bound::get)
+    }
+
+    /// The value bound to `key`, if it is a `T` (invariant 4).
+    #[inline]
+    pub(crate) fn get_typed<T: 'static>(&self, key: &'static Key<T>) -> Option<&T> {
+        self.bound(key.id())?.get_as(key)
     }
 }
