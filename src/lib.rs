@@ -73,6 +73,11 @@
 //! assert_eq!(sum(&v), 99_999 * 100_000 / 2);
 //! ```
 //!
+//! For a divide-and-conquer that forks at every level, [`join`] is the cheaper form: two
+//! closures under one child context, the first panic (or [`try_join`]'s first `Err`) cancelling
+//! the other, the second half offered to the other workers and taken back if none took it, with
+//! no allocation for the halves (rayon's `join`, with a scope's semantics).
+//!
 //! ## Async
 //! A context can be awaited ([`Canceller::cancelled`], [`Context::run_until_cancelled`]) under any
 //! executor, made ambient inside a future ([`Context::bind`], [`propagate`]), and a scope can own
