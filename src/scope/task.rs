@@ -422,12 +422,15 @@ impl<T> TaskHandle<'_, T> {
     /// # Examples
     ///
     /// ```
-    /// use tether::Canceller;
+    /// use tether::{Canceller, Cause};
     /// tether::scope(|s| {
-    ///     let h = s.spawn_task(|ctx| ctx.is_cancelled());
+    ///     let h = s.spawn_task(|ctx| ctx.wait());
     ///     h.context().cancel();
-    ///     // Either it had started and saw the cancellation, or it was skipped.
-    ///     assert!(h.join().unwrap_or(true));
+    ///     // Either it started and was woken by the cancellation, or it was skipped.
+    ///     match h.join() {
+    ///         Ok(cause) => assert_eq!(cause, Cause::Cancelled),
+    ///         Err(e) => assert!(e.is_skipped()),
+    ///     }
     ///     assert!(!s.context().is_cancelled(), "the scope goes on");
     /// })
     /// .unwrap();
