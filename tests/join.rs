@@ -218,30 +218,34 @@ impl Drop for DropCounter<'_> {
     }
 }
 
-/// Runs `f` on the one pool worker left free while every other worker is blocked in a task
-/// (so no thief can take a join half `f` queues), then releases them.
-fn on_the_only_free_worker<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+/// Runs `f` on this thread while `blocked` pool workers are each held in a task that waits
+/// for `f` to return (tasks this thread does not join, so workers run them), then releases them.
+fn with_workers_blocked<R: Send>(blocked: usize, f: impl FnOnce() -> R + Send) -> R {
     let _exclusive = blocking_workers_lock();
-    let others = tether::pool::threads() - 1;
     let (started, all_started) = unbounded();
     let (release, released) = bounded::<()>(0);
     tether::scope(|s| {
-        for _ in 0..others {
+        for _ in 0..blocked {
             let (started, released) = (started.clone(), released.clone());
             s.spawn_task(move |_| {
                 started.send(()).unwrap();
                 let _ = released.recv();
             });
         }
-        for _ in 0..others {
+        for _ in 0..blocked {
             all_started.recv().unwrap();
         }
-        // A join sent from this thread runs on the free worker.
         let r = f();
         drop(release);
         r
     })
     .unwrap()
+}
+
+/// Runs `f` while every pool worker but one is blocked: a join sent from `f` runs on the free
+/// worker, and no thief can take a half it queues.
+fn on_the_only_free_worker<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    with_workers_blocked(tether::pool::threads() - 1, f)
 }
 
 #[test]
@@ -381,30 +385,13 @@ fn try_join_a_panic_takes_precedence_over_an_error() {
 fn a_join_from_outside_the_pool_runs_even_when_every_worker_is_blocked() {
     // Every worker blocked in a task that waits for this thread: a join sent to the pool would
     // wait for ever, so the sender takes it back and runs both halves itself.
-    let _exclusive = blocking_workers_lock();
-    let workers = tether::pool::threads();
-    let (started, all_started) = unbounded();
-    let (release, released) = bounded::<()>(0);
-    tether::scope(|s| {
-        for _ in 0..workers {
-            let (started, released) = (started.clone(), released.clone());
-            // Not joined by this thread (which would run it inline): a worker runs it.
-            s.spawn_task(move |_| {
-                started.send(()).unwrap();
-                let _ = released.recv();
-            });
-        }
-        for _ in 0..workers {
-            all_started.recv().unwrap();
-        }
+    with_workers_blocked(tether::pool::threads(), || {
         let here = std::thread::current().id();
         let (a, b) = watchdog("join with every worker blocked", || {
             tether::join(|_| std::thread::current().id(), |_| std::thread::current().id())
         });
         assert_eq!((a, b), (here, here), "run by the sender itself");
-        drop(release);
-    })
-    .unwrap();
+    });
 }
 
 #[test]
