@@ -174,6 +174,10 @@ for mode, label in (("wait", "wait()"), ("select_done", "select! on done()")):
         rows.append((f"wake-up latency, {label}, {p}", f"lat:tether/{mode}:{p}",
                      [("tokio-util block_on", f"lat:tokio_util/block_on_cancelled:{p}"), ("std park/unpark (floor)", f"lat:std/park:{p}")], None,
                      (f"lat:std/park:{p}", bound)))
+    if mode == "select_done":
+        for p in ("p50", "p99"):
+            rows.append((f"  ↳ the same vs a plain crossbeam channel's disconnect, {p} (no target)", f"lat:tether/select_done:{p}",
+                         [("crossbeam select! (floor)", f"lat:crossbeam/select_disconnect:{p}")], None, None))
 # benches/workloads.rs: the pools at their default size and at one worker each (issue 17).
 workers = sorted({int(k.split("workers=")[1].split("/")[0]) for k in crit if k.startswith("fib/n=32/workers=")}, reverse=True)
 for w in workers:

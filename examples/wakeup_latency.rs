@@ -5,6 +5,8 @@
 //! - `tether/wait`: the waiter is blocked in `Canceller::wait()`.
 //! - `tether/select_done`: the waiter is blocked in a `crossbeam_channel::select!` on `done()` and
 //!   on a channel that never becomes ready.
+//! - `crossbeam/select_disconnect`: the same `select!` on a plain crossbeam channel whose only
+//!   sender is dropped: the floor of a wake-up through a crossbeam channel, which `done()` is.
 //! - `tokio_util/block_on_cancelled`: a current-thread tokio runtime blocked on
 //!   `CancellationToken::cancelled()`, tokio-util's nearest equivalent of a blocking wait.
 //! - `std/park`: `thread::park` / `unpark` on a flag: the operating system's floor.
@@ -83,13 +85,35 @@ fn main() {
         ("tether/wait", measure(samples, Context::new, Context::cancel, |ctx| drop(ctx.wait()))),
         (
             "tether/select_done",
-            measure(samples, Context::new, Context::cancel, move |ctx| {
-                let done = ctx.done();
-                select! {
-                    recv(done) -> _ => {}
-                    recv(never_rx) -> _ => unreachable!("the other channel never becomes ready"),
+            measure(samples, Context::new, Context::cancel, {
+                let never_rx = never_rx.clone();
+                move |ctx| {
+                    let done = ctx.done();
+                    select! {
+                        recv(done) -> _ => {}
+                        recv(never_rx) -> _ => unreachable!("the other channel never becomes ready"),
+                    }
                 }
             }),
+        ),
+        (
+            // The same `select!`, on a plain crossbeam channel whose only sender is dropped: the
+            // floor of a wake-up through a crossbeam channel, which `done()` is.
+            "crossbeam/select_disconnect",
+            measure(
+                samples,
+                || {
+                    let (tx, rx) = bounded::<()>(0);
+                    (Arc::new(std::sync::Mutex::new(Some(tx))), rx)
+                },
+                |(tx, _)| drop(tx.lock().unwrap().take()),
+                move |(_, rx)| {
+                    select! {
+                        recv(rx) -> _ => {}
+                        recv(never_rx) -> _ => unreachable!("the other channel never becomes ready"),
+                    }
+                },
+            ),
         ),
         (
             "tokio_util/block_on_cancelled",
