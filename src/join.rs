@@ -10,11 +10,15 @@
 //! - On a pool worker (a task, or a half of another join): here. `b` is queued on the worker's
 //!   `joins` deque, `a` runs, then `b` is popped back and run here, or, if a thief took it, the
 //!   worker waits for it, running other join halves meanwhile (never a scope's task).
-//! - On any other thread: the whole join is sent to the pool as one job and this thread sleeps
-//!   until it is done (it does not compete with the workers for the cores). If no worker has
-//!   taken the job within [`CLAIM_AFTER`] and none is idle (every worker busy or blocked), this
-//!   thread takes it back and runs the halves itself, one after the other, so a join never
-//!   waits for want of workers.
+//! - On any other thread, when the pool has fewer workers than the machine has cores
+//!   (`pool::has_spare_core`): this thread takes part, as a worker would, on the core no worker
+//!   occupies. `b` is sent to the pool as a job, `a` runs here, then `b` is claimed back and run
+//!   here, or, if a worker took it, waited for, running other join halves meanwhile.
+//! - On any other thread otherwise: the whole join is sent to the pool as one job and this
+//!   thread sleeps until it is done (it does not compete with the workers for the cores). If no
+//!   worker has taken the job within [`CLAIM_AFTER`] and none is idle (every worker busy or
+//!   blocked), this thread takes it back and runs the halves itself, one after the other, so a
+//!   join never waits for want of workers.
 //!
 //! # Invariants
 //! 1. Both halves have returned or unwound (or `b` was dropped unrun) before the call returns or
@@ -59,8 +63,9 @@ const CLAIMED_PARK: Duration = Duration::from_millis(100);
 ///
 /// On a pool worker (inside a task or another join), `b` is offered to the other workers and
 /// taken back if none took it, as `rayon::join` does; no allocation is made for the halves. On
-/// any other thread, the join is sent to the pool and the calling thread sleeps until it is done.
-/// A divide-and-conquer written with `join` runs on the pool's workers only.
+/// any other thread, the join is sent to the pool and the calling thread sleeps until it is done,
+/// unless the pool has fewer workers than the machine has cores: the calling thread then runs
+/// `a` itself, on the spare core, and `b` too unless a worker took it first.
 ///
 /// [`current`]: crate::current
 ///
@@ -224,6 +229,7 @@ where
 {
     match pool::worker_owner() {
         Some(owner) => fork(ctx, a, b, failed, owner),
+        None if pool::has_spare_core() => fork_outside(ctx, a, b, failed),
         None => send_to_pool(move || halves_here(ctx, a, b, failed)),
     }
 }
@@ -294,6 +300,49 @@ where
     (ra, Some(half(ctx, b)))
 }
 
+/// Not on a worker, with a core no worker is meant to occupy (`pool::has_spare_core`): `b` is
+/// sent to the pool, `a` runs here, then `b` is claimed back and run (or skipped) here, or, if a
+/// worker took it, waited for, running other join halves meanwhile (never a task).
+fn fork_outside<A, B, RA, RB>(ctx: &Context, a: A, b: B, failed: fn(&RA) -> bool) -> Halves<RA, RB>
+where
+    A: FnOnce(&Context) -> RA + Send,
+    B: FnOnce(&Context) -> RB + Send,
+    RA: Send,
+    RB: Send,
+{
+    let job = SentJoin::new(move || half(ctx, b));
+    push_sent(&job);
+    let ra = half(ctx, a);
+    if ra.as_ref().map_or(true, failed) {
+        if let Some(b) = job.claim() {
+            let dropped = catch_unwind(AssertUnwindSafe(|| drop(b)));
+            return (ra, dropped.err().map(Err));
+        }
+    } else {
+        // Runs `b` here (setting the latch) unless a worker has claimed it; that worker runs it
+        // to the end, skipped or not, as a thief does in `fork`.
+        job.claim_and_run();
+    }
+    wait_for_half(&job);
+    (ra, Some(job.take_result().and_then(|rb| rb)))
+}
+
+/// Sleeps until the worker that took `job` (a join half, from [`fork_outside`]) has run it,
+/// running other join halves meanwhile.
+fn wait_for_half<F: FnOnce() -> R + Send, R: Send>(job: &SentJoin<F, R>) {
+    let backoff = crossbeam_utils::Backoff::new();
+    while !job.latch.probe() {
+        if pool::help_join_outside() {
+            backoff.reset();
+        } else if !backoff.is_completed() {
+            backoff.snooze();
+        } else if job.latch.announce_sleep() {
+            crate::loom::park_backstop(CLAIMED_PARK);
+            job.latch.end_sleep();
+        }
+    }
+}
+
 /// Runs one half with `ctx` ambient; a panic cancels `ctx` with [`Cause::Panicked`] at once, on
 /// this thread, so the other half sees it while it still runs.
 fn half<R>(ctx: &Context, f: impl FnOnce(&Context) -> R) -> std::thread::Result<R> {
@@ -314,7 +363,8 @@ fn cancel_caught(ctx: &Context, cause: Cause) {
     }
 }
 
-/// A join sent to the pool from a thread that is not a worker, and what it returns.
+/// A join (or, from [`fork_outside`], a join's second half) sent to the pool from a thread that
+/// is not a worker, and what it returns.
 struct SentJoin<F, R> {
     /// Set by the one thread that runs `f`: a worker, or the sender taking it back.
     claimed: AtomicBool,
@@ -332,6 +382,33 @@ struct SentJoin<F, R> {
 unsafe impl<F: Send, R: Send> Sync for SentJoin<F, R> {}
 
 impl<F: FnOnce() -> R + Send, R: Send> SentJoin<F, R> {
+    /// A job of `f`, whose latch wakes this thread.
+    fn new(f: F) -> Arc<Self> {
+        Arc::new(SentJoin {
+            claimed: AtomicBool::new(false),
+            f: UnsafeCell::new(Some(f)),
+            result: UnsafeCell::new(None),
+            latch: pool::Latch::new(Owner::Thread(crate::loom::current_thread())),
+        })
+    }
+
+    /// Claims `f` without running it, if nobody has claimed it: the sender skipping it.
+    fn claim(&self) -> Option<F> {
+        // Acquire: as in `claim_and_run`.
+        if self.claimed.swap(true, Ordering::Acquire) {
+            return None;
+        }
+        // SAFETY: this thread won the claim: the only user of `f`.
+        unsafe { (*self.f.get()).take() }
+    }
+
+    /// What `f` returned, or its panic. Only by the sender, once the latch is set.
+    fn take_result(&self) -> std::thread::Result<R> {
+        debug_assert!(self.latch.probe());
+        // SAFETY: the latch is set: the claimer wrote the result before and touches it no more.
+        unsafe { (*self.result.get()).take() }.expect("tether: a sent join left no result")
+    }
+
     /// Runs `f` if nobody has claimed it; whether this call did.
     fn claim_and_run(&self) -> bool {
         // Acquire: the sender's write of `f` happens before (also published by the queue).
@@ -387,27 +464,27 @@ fn wait_for_worker<F: FnOnce() -> R + Send, R: Send>(job: &SentJoin<F, R>) {
     }
 }
 
+/// Queues `job` on the pool (the injector: this thread is not a worker). The caller must not
+/// return, nor unwind, before it has claimed the job itself or seen its latch set.
+fn push_sent<F: FnOnce() -> R + Send, R: Send>(job: &Arc<SentJoin<F, R>>) {
+    let erased: Arc<dyn Job + '_> = job.clone();
+    // SAFETY: erasing the lifetime lets the pool's injector hold the job, which borrows the
+    // caller's frame (`f` captures a join's halves and its context). It is sound because the
+    // caller returns (or unwinds: nothing in `send_to_pool` and `fork_outside` panics while the
+    // job is out; the halves are caught) only after it has claimed the job itself, taking `f`
+    // out, or seen the latch set, which a worker that claimed it does after `f` has been consumed
+    // and its result stored; the result is taken then. What is left of the job is a flag, empty
+    // cells and the latch's `Thread`: the copy the injector still holds (when the caller claimed
+    // the job back) is dropped later by a worker that finds it claimed, touching no borrowed data.
+    let erased: JobRef = unsafe { std::mem::transmute::<Arc<dyn Job + '_>, JobRef>(erased) };
+    pool::push(erased);
+}
+
 /// Sends `f` to the pool as one job and sleeps until it is done; runs it here if no worker took
 /// it within [`CLAIM_AFTER`] (module docs).
 fn send_to_pool<F: FnOnce() -> R + Send, R: Send>(f: F) -> R {
-    let job = Arc::new(SentJoin {
-        claimed: AtomicBool::new(false),
-        f: UnsafeCell::new(Some(f)),
-        result: UnsafeCell::new(None),
-        latch: pool::Latch::new(Owner::Thread(crate::loom::current_thread())),
-    });
-    let erased: Arc<dyn Job + '_> = job.clone();
-    // SAFETY: erasing the lifetime lets the pool's injector hold the job, which borrows this
-    // frame (`f` captures the halves and the join's context). It is sound because this function
-    // returns (or unwinds: nothing below panics before the latch is set) only after the latch is
-    // set, which the claimer does after `f` has been consumed and its result stored; the result
-    // is taken below. What is left of the job then is a flag, empty cells and the latch's
-    // `Thread`: a copy the injector still holds (when this thread claimed the job back) is
-    // dropped later by a worker that finds it claimed, touching no borrowed data.
-    let erased: JobRef = unsafe { std::mem::transmute::<Arc<dyn Job + '_>, JobRef>(erased) };
-    pool::push(erased);
+    let job = SentJoin::new(f);
+    push_sent(&job);
     wait_for_worker(&job);
-    // SAFETY: the latch is set: the claimer wrote the result before and touches it no more.
-    let result = unsafe { (*job.result.get()).take() }.expect("tether: a sent join left no result");
-    result.unwrap_or_else(|payload| resume_unwind(payload))
+    job.take_result().unwrap_or_else(|payload| resume_unwind(payload))
 }

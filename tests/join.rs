@@ -242,19 +242,28 @@ fn with_workers_blocked<R: Send>(blocked: usize, f: impl FnOnce() -> R + Send) -
     .unwrap()
 }
 
-/// Runs `f` while every pool worker but one is blocked: a join sent from `f` runs on the free
-/// worker, and no thief can take a half it queues.
-fn on_the_only_free_worker<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    with_workers_blocked(tether::pool::threads() - 1, f)
+/// Whether a join called on a thread that is not a pool worker runs there, offering its second
+/// half to the workers (the pool has fewer workers than the machine has cores), rather than
+/// being sent whole to a worker.
+fn outside_joins_run_here() -> bool {
+    tether::pool::threads() < std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Runs `f` so that a join called in it runs on one thread and no other can take the half it
+/// offers: with every pool worker blocked if the join runs here, else with all but one blocked
+/// (the join is sent to the free one).
+fn with_no_thief<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    let threads = tether::pool::threads();
+    with_workers_blocked(if outside_joins_run_here() { threads } else { threads - 1 }, f)
 }
 
 #[test]
 fn a_half_not_started_when_the_other_panics_is_skipped_and_dropped() {
-    // Nobody can steal `b` (every other worker is blocked): `a` panics before `b` starts, so `b`
-    // is taken back and dropped unrun, its captures dropped once.
+    // Nobody can take `b` (every worker that could is blocked): `a` panics before `b` starts, so
+    // `b` is taken back and dropped unrun, its captures dropped once.
     let drops = AtomicUsize::new(0);
     let ran = AtomicUsize::new(0);
-    on_the_only_free_worker(|| {
+    with_no_thief(|| {
         let guard = DropCounter(&drops);
         let r = catch_unwind(AssertUnwindSafe(|| {
             tether::join(
@@ -281,7 +290,7 @@ fn a_skipped_half_whose_drop_panics_loses_neither_panic() {
     }
     let _unhandled = unhandled_lock();
     let bomb = PanicOnDrop;
-    let r = on_the_only_free_worker(|| {
+    let r = with_no_thief(|| {
         catch_unwind(AssertUnwindSafe(|| {
             tether::join(
                 |_| -> () { panic!("a-panics-first") },

@@ -112,6 +112,8 @@ struct Pool {
     join_sleeping: AtomicUsize,
     /// Sleeping workers not yet claimed by a pusher (invariant 3).
     idle: AtomicUsize,
+    /// The machine's cores, as [`std::thread::available_parallelism`] said when the pool started.
+    cores: usize,
     sleep: Mutex<Sleep>,
     wake: Condvar,
 }
@@ -244,6 +246,30 @@ fn wanted_threads() -> usize {
 pub(crate) fn has_idle_worker() -> bool {
     // Relaxed: a hint; the sender re-reads it on every round of its wait.
     pool().idle.load(Relaxed) > 0
+}
+
+/// Whether the machine has a core that no pool worker is meant to occupy: the pool has fewer
+/// workers than [`std::thread::available_parallelism`] says there are cores. A thread that is not
+/// a worker then takes part in a join it calls rather than sleeping through it (`join.rs`).
+/// Starts the pool.
+pub(crate) fn has_spare_core() -> bool {
+    let pool = pool();
+    pool.stealers.len() < pool.cores
+}
+
+/// Runs one join half of some worker's (its oldest) on this thread, which is not a worker and
+/// waits for a join half of its own that a worker took; whether it ran one. As a worker's join
+/// wait does ([`help_join`]), it runs join halves only, never a task.
+pub(crate) fn help_join_outside() -> bool {
+    let half = loop {
+        match pool().steal_join(None) {
+            Steal::Success(half) => break half,
+            Steal::Empty => return false,
+            Steal::Retry => {}
+        }
+    };
+    half.execute();
+    true
 }
 
 /// Whether the pool has started (some task was spawned).
@@ -490,6 +516,7 @@ fn pool() -> &'static Pool {
             join_sleepers: (0..n).map(|_| AtomicBool::new(false)).collect(),
             join_sleeping: AtomicUsize::new(0),
             idle: AtomicUsize::new(0),
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             sleep: Mutex::new(Sleep { wakes: 0 }),
             wake: Condvar::new(),
         }));
