@@ -26,14 +26,15 @@ use std::sync::atomic::{
     AtomicPtr, AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release, fence,
 };
 use std::sync::{Mutex, OnceLock, PoisonError};
+use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
-/// What a dump knows of a thread: its number and name, and the blocking call it is in.
+/// What a dump knows of a thread: its id and name, and the blocking call it is in.
 pub(crate) struct ThreadCell {
-    /// The number of the holder's `std::thread::ThreadId` (`ThreadId(7)` is 7). Written on lease.
-    number: AtomicU64,
-    /// The holder's name, written on lease (a short lock, taken by the holder once and by dumps).
-    name: Mutex<Option<String>>,
+    /// The holder's id and name, written on lease (a short lock, taken by the holder once and by
+    /// dumps). The id is kept as it is and turned into a number only by a dump: the only stable
+    /// way to do that formats it, which is not a cost for every thread start.
+    holder: Mutex<Option<(ThreadId, Option<String>)>>,
     /// The site of the blocking call the holder is in, or null (invariants 1 and 2).
     site: AtomicPtr<Location<'static>>,
     /// When that call began, in nanoseconds since [`epoch`] (invariant 2).
@@ -85,8 +86,7 @@ impl Lease {
         let reused = FREE.lock().unwrap_or_else(PoisonError::into_inner).pop();
         let cell = reused.unwrap_or_else(|| {
             let cell: &'static ThreadCell = Box::leak(Box::new(ThreadCell {
-                number: AtomicU64::new(0),
-                name: Mutex::new(None),
+                holder: Mutex::new(None),
                 site: AtomicPtr::new(std::ptr::null_mut()),
                 since: AtomicU64::new(0),
                 task_seq: AtomicU64::new(0),
@@ -99,9 +99,8 @@ impl Lease {
             cell
         });
         let me = std::thread::current();
-        // Relaxed: a dump may read a stale number (module docs); nothing is published by it.
-        cell.number.store(thread_number(me.id()), Relaxed);
-        *cell.name.lock().unwrap_or_else(PoisonError::into_inner) = me.name().map(str::to_owned);
+        let holder = Some((me.id(), me.name().map(str::to_owned)));
+        *cell.holder.lock().unwrap_or_else(PoisonError::into_inner) = holder;
         Lease(cell)
     }
 }
@@ -119,7 +118,7 @@ thread_local! {
 }
 
 /// The number in `ThreadId(n)`: std's stable way to print a thread's id.
-fn thread_number(id: std::thread::ThreadId) -> u64 {
+fn thread_number(id: ThreadId) -> u64 {
     format!("{id:?}").chars().filter(char::is_ascii_digit).collect::<String>().parse().unwrap_or(0)
 }
 
@@ -136,11 +135,9 @@ impl ThreadCell {
         // SAFETY: a non-null `site` was stored from a `&'static Location` (`BlockingSite::enter`).
         let site = unsafe { site.as_ref() };
         let since = epoch() + Duration::from_nanos(self.since.load(Relaxed)); // Relaxed: invariant 2
-        ThreadSeen {
-            number: self.number.load(Relaxed), // Relaxed: see `Lease::take`
-            name: self.name.lock().unwrap_or_else(PoisonError::into_inner).clone(),
-            blocked: site.map(|site| (site, since)),
-        }
+        let holder = self.holder.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let (number, name) = holder.map_or((0, None), |(id, name)| (thread_number(id), name));
+        ThreadSeen { number, name, blocked: site.map(|site| (site, since)) }
     }
 }
 
