@@ -49,16 +49,18 @@ fn child_named<'a>(scope: &'a ScopeDump, name: &str) -> &'a ChildDump {
 fn a_dump_shows_each_child_with_its_spawn_site_state_and_wait_site() {
     let _counts = counts();
     let (tx, rx) = crossbeam_channel::unbounded::<()>();
+    let blocked_id = std::sync::OnceLock::new();
     let run_line = line!() + 4;
     ScopeBuilder::new()
         .name("sites")
         .limit(4)
         .run(|s| {
-            let blocked_line = line!() + 2;
+            let blocked_line = line!() + 3;
             let blocked = s.builder().name("blocked").spawn(|ctx| {
+                blocked_id.set(std::thread::current().id()).unwrap();
                 let _ = tether::blocking::recv(ctx, &rx);
             });
-            let spawned_line = line!() - 3;
+            let spawned_line = line!() - 4;
             let done = s.builder().name("done").spawn(|_| 7).unwrap();
             while !done.is_finished() {
                 std::thread::yield_now();
@@ -74,6 +76,10 @@ fn a_dump_shows_each_child_with_its_spawn_site_state_and_wait_site() {
             let ChildState::Blocked { site, .. } = child.state else { unreachable!() };
             assert_eq!(site.line(), blocked_line, "the wait site is the `blocking::recv` call");
             assert_eq!(child.thread.as_ref().unwrap().name.as_deref(), Some("blocked"));
+            // `ThreadId(7)` is thread 7.
+            let number =
+                format!("{:?}", blocked_id.get().unwrap()).replace(|c: char| !c.is_ascii_digit(), "");
+            assert_eq!(child.thread.as_ref().unwrap().id.to_string(), number, "the thread's number");
             assert_eq!(child_named(&scope, "done").state, ChildState::AwaitingJoin);
             assert_eq!(
                 (scope.limit, scope.slots_in_use, scope.running),
