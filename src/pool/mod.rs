@@ -14,7 +14,7 @@
 //! - A worker looking for a job pops its own deque, then takes a batch from the injector, then
 //!   steals (FIFO, the oldest job) from the other workers.
 //! - A worker that finds nothing snoozes briefly ([`Backoff`]), yields and looks again a few
-//!   dozen times ([`IDLE_YIELDS`]), and then sleeps on a condition variable; pushing a job wakes
+//!   dozen times (`IDLE_YIELDS`), and then sleeps on a condition variable; pushing a job wakes
 //!   one sleeper (the sleep protocol below).
 //! - **Help while waiting, isolated**: a thread waiting for a scope (its exit, `wait_all`, a
 //!   spawn waiting for a slot) runs that scope's own pending tasks instead of blocking
