@@ -7,6 +7,9 @@
 //!    [`Context::detached`]. Such a context has no deadline.
 //! 2. Every derivation (`child`, `with_deadline*`, `with_timeout*`, `with_value`) creates a new
 //!    node registered under `self`'s node, so cancelling a derived context never affects its parent.
+//!    Below a node that is already cancelled, a derivation with no earlier deadline of its own is
+//!    a new handle of that node instead (`tree.rs` invariant 7): cancelling it changes nothing
+//!    either, since nothing can change a cancelled node.
 
 use crate::ambient::WithContext;
 use crate::cancel::tree::{self, Core, Node, Settle};

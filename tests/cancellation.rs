@@ -45,6 +45,40 @@ fn a_child_of_a_cancelled_parent_is_born_cancelled_with_the_parents_error_and_ca
 }
 
 #[test]
+fn children_of_a_cancelled_parent_report_everything_a_node_of_their_own_would() {
+    static NAME: tether::Key<&str> = tether::Key::new("name");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3600);
+    let parent = Context::new().with_deadline(deadline).with_value(&NAME, "parent");
+    let cause = Cause::custom(QuotaExhausted);
+    parent.cancel_with(cause.clone());
+
+    let child = parent.child().with_value(&NAME, "child");
+    let grandchild = child.with_timeout(std::time::Duration::from_secs(7200)).child();
+    for ctx in [&child, &grandchild] {
+        assert_eq!(ctx.err(), Some(CancelError::Cancelled));
+        assert_eq!(ctx.cause(), Some(cause.clone()));
+        assert_eq!(ctx.deadline(), Some(deadline), "a later deadline of its own is the parent's");
+        assert_eq!(ctx.done().try_recv(), Err(crossbeam_channel::TryRecvError::Disconnected));
+        assert_eq!(ctx.registered_children(), 0);
+        assert_eq!(ctx.value(&NAME), Some(&"child"), "values are the handle's own");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let _callback = ctx.on_cancel(move |c| tx.send(c.clone()).unwrap());
+        assert_eq!(rx.try_recv().ok(), Some(cause.clone()), "a callback runs at once, with the cause");
+        ctx.cancel_with(Cause::ScopeExited);
+        assert_eq!(ctx.cause(), Some(cause.clone()), "the first cause stays");
+    }
+    assert_eq!(parent.value(&NAME), Some(&"parent"));
+    assert_eq!(parent.registered_children(), 0);
+
+    let earlier = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let own = parent.with_deadline(earlier);
+    assert_eq!(own.deadline(), Some(earlier), "an earlier deadline of its own is reported");
+    assert_eq!((own.err(), own.cause()), (Some(CancelError::Cancelled), Some(cause)));
+    drop((parent, child));
+    assert!(grandchild.is_cancelled(), "a child outlives the handles it was made from");
+}
+
+#[test]
 fn cancellation_is_sticky() {
     let ctx = Context::new();
     ctx.cancel();

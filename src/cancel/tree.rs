@@ -41,6 +41,13 @@
 //!    so neither needs the domain.
 //! 6. `handles` counts the live `Node`s of a core. It only increases from a live handle (never
 //!    from zero), so the release runs exactly once, in the thread whose decrement reached zero.
+//! 7. A child made below a parent that is already cancelled, with no deadline of its own earlier
+//!    than the parent's, is a new handle of the parent's core, not a node of its own: everything
+//!    it could report (error, cause, effective deadline, a disconnected done channel, callbacks
+//!    that run at once, no children) is what such a node would report, since a cancelled core
+//!    never changes (invariants 1 and 3). The values a context carries live in the handle
+//!    (`Context`), not in the core, so they are the child's own. A child with an earlier deadline
+//!    of its own gets its own core, to report that deadline (it is made cancelled, invariant 3).
 //!
 //! # Lock order
 //! `domain -> core -> timer map`, and at most one core lock at a time: propagation locks the cores
@@ -269,11 +276,19 @@ pub struct CallbackPanics {
 
 impl Node {
     /// A new node below `parent` (a root if `None`), with its own deadline, if any: an instant
-    /// and the cause its expiry cancels the node with.
+    /// and the cause its expiry cancels the node with. Below a parent already cancelled, and
+    /// with no earlier deadline of its own, a new handle of the parent's node (invariant 7).
     pub(crate) fn new(parent: Option<&Node>, own_deadline: Option<(Instant, Cause)>) -> Node {
         let parent_deadline = parent.and_then(Node::deadline);
         // Go's rule: a deadline later than the parent's is served by the parent's timer.
         let arm = own_deadline.filter(|(own, _)| parent_deadline.is_none_or(|p| p >= *own));
+        if let Some(p) = parent
+            && arm.is_none()
+            && p.core.is_cancelled()
+        {
+            // Invariant 7: the parent's cancelled core is everything this child would be.
+            return p.clone();
+        }
         let deadline = match (&arm, parent_deadline) {
             (Some((own, _)), _) => Some(*own),
             (None, p) => p,
