@@ -33,8 +33,13 @@ pub fn occupy_every_worker<'scope>(s: &'scope Scope<'scope, '_>) -> Vec<TaskHand
         .map(|_| {
             let all_busy = all_busy.clone();
             s.spawn_task(move |ctx| {
+                // The done channel is made before the barrier, and blocking on it registers
+                // nothing: `wait()` would register a listener after the barrier, which a leak
+                // check started once this returns would count as a callback left behind.
+                let done = (*ctx.done()).clone();
                 all_busy.wait();
-                ctx.wait()
+                let _disconnected = done.recv();
+                ctx.cause().expect("the done channel disconnects only once its context is cancelled")
             })
         })
         .collect();
