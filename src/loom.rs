@@ -1,7 +1,8 @@
 //! The loom/std shim: the racy core uses these types, so `--cfg loom` model-checks the real code.
 //!
 //! Under `cfg(loom)` the mutexes, atomics and `Arc` come from [loom](https://docs.rs/loom), which
-//! explores every interleaving of the models in `src/tests/`; otherwise they are `std`'s. Only the
+//! explores every interleaving of the models in `src/tests/`, and checks every access to an
+//! [`UnsafeCell`] against the order its callers claim; otherwise they are `std`'s. Only the
 //! cancellation tree (`cancel::tree`), a pool task's state (`scope::task_state`) and a scope's
 //! running count (`scope::count`), the armed action of a blocking helper (`blocking::armed`) and
 //! the latch a `join` waits on (`pool::stack_job`, with [`park_backstop`]) go through this shim.
@@ -19,6 +20,34 @@ pub(crate) use std::sync::{
     Arc, Condvar, Mutex, MutexGuard,
     atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicUsize, Ordering, fence},
 };
+
+#[cfg(loom)]
+pub(crate) use loom::cell::UnsafeCell;
+
+/// `std::cell::UnsafeCell` with loom's closure API (`with`, `with_mut`), so that under loom every
+/// access is checked against the happens-before order the callers' protocol claims.
+#[cfg(not(loom))]
+pub(crate) struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
+
+#[cfg(not(loom))]
+impl<T> UnsafeCell<T> {
+    /// A cell holding `value`.
+    pub(crate) const fn new(value: T) -> Self {
+        UnsafeCell(std::cell::UnsafeCell::new(value))
+    }
+
+    /// Calls `f` with a pointer for reading the value.
+    #[inline]
+    pub(crate) fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
+        f(self.0.get())
+    }
+
+    /// Calls `f` with a pointer for writing the value.
+    #[inline]
+    pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+        f(self.0.get())
+    }
+}
 
 #[cfg(loom)]
 pub(crate) use loom::thread::{Thread, current as current_thread, park};

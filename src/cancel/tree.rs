@@ -77,8 +77,8 @@ use super::cause::CancelError;
 use super::deadline::{self, TimerKey};
 use crate::live::{self, Counter};
 use crate::loom::{
-    Arc, AtomicBool, AtomicU8, AtomicU32, Mutex, Ordering, Thread, current_thread, fence, lock, park,
-    park_timeout,
+    Arc, AtomicBool, AtomicU8, AtomicU32, Mutex, Ordering, Thread, UnsafeCell, current_thread, fence, lock,
+    park, park_timeout,
 };
 use crate::slab::Slab;
 use crate::telemetry;
@@ -153,8 +153,47 @@ pub(crate) struct Core {
     deadline: i64,
     /// Why the node was cancelled: set once, under the core's lock, before `state` leaves `OPEN`
     /// (invariant 1), and never changed; read without the lock once `state` says cancelled.
-    cause: OnceLock<Cause>,
+    cause: CauseCell,
     inner: Mutex<Inner>,
+}
+
+/// A core's cause: written at most once, read without a lock once the state says cancelled.
+/// A plain cell rather than a `OnceLock`, whose set costs two locked read-modify-writes per
+/// cancelled node: the state already publishes the write (invariant 1).
+struct CauseCell(UnsafeCell<Option<Cause>>);
+
+// SAFETY: the cell is only accessed as `set` and `get` require (invariant 1): the one write happens
+// under the core's lock while the state is `OPEN` (or before the core is shared), and precedes the
+// Release store of the state; every read holds the same lock or follows an Acquire load that saw
+// the state leave `OPEN`. So no read races the write, and a `Cause` is `Send + Sync`.
+unsafe impl Sync for CauseCell {}
+
+impl CauseCell {
+    fn empty() -> CauseCell {
+        CauseCell(UnsafeCell::new(None))
+    }
+
+    /// Records the cause.
+    ///
+    /// # Safety
+    /// The caller holds the core's lock and has seen its state `OPEN` under it, or the core is not
+    /// shared yet; and it stores the new state only after this returns.
+    unsafe fn set(&self, cause: Cause) {
+        // SAFETY: by the caller's contract, no other thread reads or writes the cell now: readers
+        // hold the lock we hold, or wait for a state that is only stored after this write.
+        self.0.with_mut(|cell| unsafe { *cell = Some(cause) });
+    }
+
+    /// The cause, if one was recorded.
+    ///
+    /// # Safety
+    /// The caller holds the core's lock, or has seen the state leave `OPEN` with an Acquire load
+    /// (which the write happened before).
+    unsafe fn get(&self) -> Option<Cause> {
+        // SAFETY: the only write happened before this read (the lock, or the Release/Acquire
+        // pair on the state, orders it), and nothing writes the cell again.
+        self.0.with(|cell| unsafe { (*cell).clone() })
+    }
 }
 
 struct Inner {
@@ -305,7 +344,7 @@ impl Node {
             released: AtomicBool::new(false),
             timer: AtomicU32::new(NO_TIMER),
             propagation: Mutex::new(()),
-            cause: OnceLock::new(),
+            cause: CauseCell::empty(),
             deadline: packed,
             inner: Mutex::new(inner),
         });
@@ -433,11 +472,13 @@ fn register(parent: &Arc<Core>, child: &Arc<Core>) -> u32 {
         live::add(Counter::Children, 1);
         return inner.children.insert(child.clone()) as u32;
     }
-    let cause = parent.cause.get().cloned();
+    // SAFETY: we hold the parent's lock.
+    let cause = unsafe { parent.cause.get() };
     drop(inner);
     // The child is not shared yet: nobody else can observe these two writes in between.
     if let Some(cause) = cause {
-        let _ = child.cause.set(cause);
+        // SAFETY: the child is not shared yet, and its state is stored below.
+        unsafe { child.cause.set(cause) };
     }
     // Release: pairs with the Acquire in `is_cancelled`, like every state store.
     child.state.store(state, Ordering::Release);
@@ -487,7 +528,8 @@ impl Core {
         if !self.is_cancelled() {
             return None;
         }
-        self.cause.get().cloned()
+        // SAFETY: the Acquire load in `is_cancelled` saw the state leave `OPEN`.
+        unsafe { self.cause.get() }
     }
 
     /// The done channel: created on first use; disconnected once the core is cancelled.
@@ -636,7 +678,8 @@ fn mark_cancelled(
         CancelError::DeadlineExceeded => DEADLINE,
     };
     // Set once: `state` is `OPEN` (the caller checked, under this lock), so no cause yet.
-    let _ = core.cause.set(cause.clone());
+    // SAFETY: the caller holds the core's lock and saw it `OPEN`; the state is stored below.
+    unsafe { core.cause.set(cause.clone()) };
     // Release: pairs with the Acquire loads in `is_cancelled`/`err`.
     core.state.store(state, Ordering::Release);
     fired.disarm(core);
@@ -801,7 +844,8 @@ fn register_listener(
         live::add(Counter::Callbacks, 1);
         return Ok(CallbackSlot { index, id });
     }
-    let cause = core.cause.get().cloned();
+    // SAFETY: we hold the core's lock.
+    let cause = unsafe { core.cause.get() };
     drop(inner);
     Err((listener, cause))
 }

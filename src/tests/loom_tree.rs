@@ -1,5 +1,5 @@
 //! Models: cancel vs registration, cancel vs detach, stop vs run, two cancels with two causes,
-//! nested cancels completing before `cancel` returns.
+//! nested cancels completing before `cancel` returns, a lock-free read of the cause vs its write.
 
 use super::model;
 use crate::cancel::{Canceller, Cause};
@@ -19,6 +19,27 @@ fn cancel_racing_child_registration_leaves_the_child_cancelled_and_unregistered(
         assert!(child.is_cancelled());
         assert_eq!(child.cause(), Some(Cause::ScopeExited));
         assert_eq!(parent.registered_children(), 0);
+    });
+}
+
+#[test]
+fn a_cause_read_without_the_lock_is_ordered_after_its_write_by_the_state_alone() {
+    // The cause sits in a plain cell, published by the Release store of the state: loom's cell
+    // reports a read that is not ordered after the write (a Relaxed state store fails here).
+    model(|| {
+        let ctx = Context::new();
+        let c = ctx.clone();
+        let t = thread::spawn(move || c.cancel_with(Cause::ScopeExited));
+        // Spin until the state says cancelled, then read the cause: this thread never takes the
+        // core's lock, so only the state's Release/Acquire pair orders the write before the read.
+        let seen = loop {
+            match ctx.cause() {
+                Some(cause) => break cause,
+                None => thread::yield_now(),
+            }
+        };
+        assert_eq!(seen, Cause::ScopeExited);
+        t.join().unwrap();
     });
 }
 
