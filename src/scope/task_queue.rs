@@ -16,13 +16,18 @@
 //! scope, which it helps).
 //!
 //! # Freeing tasks
-//! A task's memory is allocated by the thread that spawns it. The queue keeps a reference to each
-//! task until someone pops it, so the last reference to a finished task is usually the queue's,
-//! dropped by the spawning thread: each spawn frees up to two claimed tasks from the front of the
-//! queue (tasks are claimed about in the order they were spawned, and freeing a few at a time,
-//! between the spawner's allocations, keeps the allocator's per-thread cache warm), and all the
-//! claimed ones in a sweep each time the queue has doubled (amortized O(1) per task). A claimed
-//! task is bare memory by then (`task.rs`, "Who drops what"): freeing it runs no user code.
+//! A task's memory is allocated by the thread that spawns it, and it is best freed there too: a
+//! pool worker that frees memory of another thread's allocator arena does it under that arena's
+//! lock, which the spawning thread takes to allocate the next task, so freeing on the workers
+//! makes the spawner and the workers queue on one lock (measured: most of the futex calls of a
+//! batch of small tasks). The queue keeps a reference to each task until the spawning thread
+//! lets go of it, and lets go only of tasks it holds the last reference to (finished, their
+//! runner and handle gone): each spawn frees up to two such tasks from the front of the queue
+//! (tasks finish about in the order they were spawned, and freeing a few at a time, between the
+//! spawner's allocations, keeps the allocator's per-thread cache warm), and all of them in a
+//! sweep each time the queue has doubled (amortized O(1) per task). Such a task is bare memory
+//! (`task.rs`, "Who drops what"): freeing it runs no user code. Which reference is the last is
+//! only a question of which thread frees the memory: every copy may be dropped at any time.
 //!
 //! # Task contexts
 //! A task's context is a child of the scope's, made as it starts. Made directly below the
@@ -56,8 +61,15 @@ use std::sync::{Mutex, OnceLock, PoisonError};
 /// The smallest queue that is swept.
 const SWEEP_MIN: usize = 64;
 
-/// How many claimed tasks each spawn frees from the front of the queue.
+/// How many finished tasks each spawn frees from the front of the queue.
 const FREE_PER_SPAWN: usize = 2;
+
+/// Whether the queue holds the last reference to `job` ("Freeing tasks"): it was claimed and has
+/// finished, its runner and its handle are gone, and nobody can copy it any more, so dropping
+/// it here frees it on this thread.
+fn only_queued(job: &JobRef) -> bool {
+    std::sync::Arc::strong_count(job) == 1
+}
 
 /// A scope's own queue of its tasks and its per-worker task parents (module docs).
 #[derive(Default)]
@@ -76,7 +88,7 @@ pub(crate) struct ScopeTasks {
 struct TaskQueue {
     /// In the order they were spawned, which is about the order they are claimed in.
     jobs: VecDeque<JobRef>,
-    /// The length at which the next spawn sweeps out the claimed ones.
+    /// The length at which the next spawn sweeps out the finished ones.
     sweep_at: usize,
 }
 
@@ -100,32 +112,31 @@ struct WorkerSlot {
 unsafe impl Sync for WorkerSlot {}
 
 impl ScopeTasks {
-    /// Queues a reference to a new task ("Helping"), and frees a few claimed tasks from the
+    /// Queues a reference to a new task ("Helping"), and frees a few finished tasks from the
     /// front, or all of them once the queue has doubled since the last sweep ("Freeing tasks").
     pub(super) fn enqueue(&self, job: &JobRef) {
-        let mut claimed: [Option<JobRef>; FREE_PER_SPAWN] = Default::default();
+        let mut finished: [Option<JobRef>; FREE_PER_SPAWN] = Default::default();
         let sweep = {
             let mut queue = self.lock();
             queue.jobs.push_back(job.clone());
-            for slot in &mut claimed {
-                if !queue.jobs.front().is_some_and(|j| j.is_claimed()) {
+            for slot in &mut finished {
+                if !queue.jobs.front().is_some_and(only_queued) {
                     break;
                 }
                 *slot = queue.jobs.pop_front();
             }
             queue.jobs.len() >= queue.sweep_at.max(SWEEP_MIN)
         };
-        drop(claimed); // outside the lock
+        drop(finished); // outside the lock
         if sweep {
-            let claimed: VecDeque<JobRef> = {
+            let finished: VecDeque<JobRef> = {
                 let mut queue = self.lock();
-                let (claimed, pending) =
-                    std::mem::take(&mut queue.jobs).into_iter().partition(|j| j.is_claimed());
-                queue.jobs = pending;
+                let (finished, kept) = std::mem::take(&mut queue.jobs).into_iter().partition(only_queued);
+                queue.jobs = kept;
                 queue.sweep_at = 2 * queue.jobs.len();
-                claimed
+                finished
             };
-            drop(claimed); // outside the lock
+            drop(finished); // outside the lock
         }
     }
 
