@@ -79,8 +79,9 @@ pub(crate) struct ScopeTasks {
     /// Per pool worker, made on first use ("Task contexts").
     workers: OnceLock<Box<[WorkerSlot]>>,
     /// The spare task context of the threads that are not workers ("Task contexts"); only ever
-    /// `try_lock`ed, and nothing is dropped under it.
-    outside_spare: Mutex<Option<Context>>,
+    /// `try_lock`ed, and nothing is dropped under it. On a cache line of its own: the thread that
+    /// helps writes its lock word at every task it runs.
+    outside_spare: CachePadded<Mutex<Option<Context>>>,
 }
 
 /// A reference to every task of the scope spawned and not yet popped, pending or claimed.
