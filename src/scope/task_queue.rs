@@ -25,7 +25,9 @@
 //! runner and handle gone): each spawn frees up to two such tasks from the front of the queue
 //! (tasks finish about in the order they were spawned, and freeing a few at a time, between the
 //! spawner's allocations, keeps the allocator's per-thread cache warm), and all of them in a
-//! sweep each time the queue has doubled (amortized O(1) per task). Such a task is bare memory
+//! sweep each time the queue has doubled (amortized O(1) per task). A task that a waiter runs
+//! from this queue leaves a stale copy on the pool, so the waiter puts it back (at the front, once)
+//! for the same reason. Such a task is bare memory
 //! (`task.rs`, "Who drops what"): freeing it runs no user code. Which reference is the last is
 //! only a question of which thread frees the memory: every copy may be dropped at any time.
 //!
@@ -84,10 +86,12 @@ pub(crate) struct ScopeTasks {
     outside_spare: CachePadded<Mutex<Option<Context>>>,
 }
 
-/// A reference to every task of the scope spawned and not yet popped, pending or claimed.
+/// A reference to every task of the scope spawned and not yet popped, pending or claimed, and to
+/// the tasks a waiter ran, put back to be freed on this side (`help_own`).
 #[derive(Default)]
 struct TaskQueue {
-    /// In the order they were spawned, which is about the order they are claimed in.
+    /// In the order they were spawned, which is about the order they are claimed in; the tasks
+    /// a waiter ran are put back at the front.
     jobs: VecDeque<JobRef>,
     /// The length at which the next spawn sweeps out the finished ones.
     sweep_at: usize,
@@ -143,15 +147,23 @@ impl ScopeTasks {
 
     /// Runs one task of this scope from its queue, newest first, if it holds any (a claimed
     /// one is only let go of); returns whether it did. The helping of the scope's waits.
+    ///
+    /// A task run here leaves a stale copy on the pool, which a worker pops later; if that copy
+    /// were the last reference, the worker would free the task under this thread's arena lock
+    /// ("Freeing tasks"). So the queue keeps a reference to it, at the front, for this thread
+    /// to free once it is the last one. A task popped already claimed is only let go of, and
+    /// never put back: each task is put back at most once, so the wait cannot cycle on it.
     pub(super) fn help_own(&self) -> bool {
-        let job = self.lock().jobs.pop_back();
-        match job {
-            Some(job) => {
-                pool::run_job(job);
-                true
-            }
-            None => false,
+        let Some(job) = self.lock().jobs.pop_back() else { return false };
+        if job.is_claimed() {
+            drop(job); // a stale copy: no user code (invariant of `task.rs`)
+            return true;
         }
+        pool::run_job(job.clone());
+        if !only_queued(&job) {
+            self.lock().jobs.push_front(job);
+        }
+        true
     }
 
     /// Appends what a dump reads of each queued task (`observe.rs`: running tasks are found in
