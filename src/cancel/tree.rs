@@ -704,16 +704,36 @@ fn mark_cancelled(
 }
 
 impl Fired {
+    /// Whether no callback, timer or settle latch was collected (threads are unparked apart).
+    fn collected_nothing(&self) -> bool {
+        self.callback.is_none()
+            && self.more_callbacks.is_empty()
+            && self.timer.is_none()
+            && self.more_timers.is_empty()
+            && self.settles.0.is_empty()
+    }
+
     /// Unparks the threads blocked in [`wait`] on the cancelled nodes. Called with no lock held,
     /// once every node of the cancelled subtree is marked (a woken thread finds it complete).
     fn unpark(&mut self) {
-        self.thread.take().into_iter().chain(self.more_threads.drain(..)).for_each(|t| t.unpark());
+        // Usually nothing to do: test before building any iterator (this runs twice per cancel).
+        if let Some(thread) = self.thread.take() {
+            thread.unpark();
+        }
+        if !self.more_threads.is_empty() {
+            self.more_threads.drain(..).for_each(|t| t.unpark());
+        }
     }
 
     /// Disarms the timers and runs the callbacks; re-raises callback panics after all have run:
     /// the payload itself when one panicked, a [`CallbackPanics`] when several did.
     pub(crate) fn run(mut self) {
         self.unpark(); // nothing left, normally: `cancel` has unparked them
+        if self.collected_nothing() {
+            // The usual cancel of a leaf: only the report to observers, whose panic (user code)
+            // unwinds from here as the one panic of this run would below.
+            return self.observed.emit();
+        }
         let Fired {
             callback,
             more_callbacks,
