@@ -26,10 +26,10 @@
 //! (tasks finish about in the order they were spawned, and freeing a few at a time, between the
 //! spawner's allocations, keeps the allocator's per-thread cache warm), and all of them in a
 //! sweep each time the queue has doubled (amortized O(1) per task). A task that a waiter runs
-//! from this queue leaves a stale copy on the pool, so the waiter puts it back (at the front, once)
-//! for the same reason. Such a task is bare memory
-//! (`task.rs`, "Who drops what"): freeing it runs no user code. Which reference is the last is
-//! only a question of which thread frees the memory: every copy may be dropped at any time.
+//! from this queue leaves a stale copy on the pool, so the waiter puts it back (at the front,
+//! once) for the same reason. Such a task is bare memory (`task.rs`, "Who drops what"): freeing
+//! it runs no user code. Which reference is the last is only a question of which thread frees the
+//! memory: every copy may be dropped at any time.
 //!
 //! # Task contexts
 //! A task's context is a child of the scope's, made as it starts. Made directly below the
