@@ -15,9 +15,12 @@
 //!   datagram receive, a child process), woken by the cancellation of its context. The process
 //!   row takes a tenth of the samples (each spawns a process) and includes the kill and reaping.
 //!
-//! Each sample uses a fresh context; the waiter is a long-lived thread that signals it is about
-//! to block, and the canceller sleeps a millisecond before cancelling so the waiter is asleep in
-//! the kernel, not spinning.
+//! Each sample uses a fresh context; each mode's waiter is a long-lived thread that signals it is
+//! about to block, and the canceller sleeps a millisecond before cancelling so the waiter is asleep
+//! in the kernel, not spinning. The modes are measured in rounds, one sample of each mode per
+//! round, so that every mode sees the same stretch of the machine's life: on a shared machine a
+//! mode measured alone for its own few seconds can land in a quiet or a busy stretch, which moves
+//! its ratio to the floor by tens of percent from one run to the next.
 //!
 //! ```text
 //! cargo run --release --example wakeup_latency                    # 2,000 samples a mode
@@ -35,14 +38,26 @@ use tokio_util::sync::CancellationToken;
 /// How long the canceller waits after the waiter says it is about to block.
 const SETTLE: Duration = Duration::from_millis(1);
 
-/// Runs `samples` rounds. `blocked` runs on the waiter thread with each round's item and returns
-/// once woken; `wake` runs on this thread. Returns the latencies in nanoseconds, sorted.
-fn measure<T: Clone + Send + 'static>(
-    samples: usize,
-    make: impl Fn() -> T,
-    wake: impl Fn(&T),
+/// One mode being measured: its waiter thread, and how to take one sample.
+struct Meter {
+    name: &'static str,
+    /// Takes one sample: the latency in nanoseconds. Owns the sender that keeps the waiter
+    /// running.
+    sample: Box<dyn FnMut() -> u64>,
+    waiter: thread::JoinHandle<()>,
+    /// The mode takes a sample in one round out of `stride`.
+    stride: usize,
+    latencies: Vec<u64>,
+}
+
+/// A mode: `make` makes each sample's item, `blocked` runs on the waiter thread with it and
+/// returns once woken, `wake` runs on the measuring thread.
+fn meter<T: Clone + Send + 'static>(
+    name: &'static str,
+    make: impl Fn() -> T + 'static,
+    wake: impl Fn(&T) + 'static,
     blocked: impl Fn(T) + Send + 'static,
-) -> Vec<u64> {
+) -> Meter {
     let (work_tx, work_rx): (Sender<T>, Receiver<T>) = bounded(0);
     let (ready_tx, ready_rx) = bounded::<()>(0);
     let (woke_tx, woke_rx) = bounded::<Instant>(0);
@@ -53,8 +68,7 @@ fn measure<T: Clone + Send + 'static>(
             woke_tx.send(Instant::now()).unwrap();
         }
     });
-    let mut latencies = Vec::with_capacity(samples);
-    for _ in 0..samples {
+    let sample = move || {
         let item = make();
         work_tx.send(item.clone()).unwrap();
         ready_rx.recv().unwrap();
@@ -62,12 +76,37 @@ fn measure<T: Clone + Send + 'static>(
         let start = Instant::now();
         wake(&item);
         let woke = woke_rx.recv().unwrap();
-        latencies.push(woke.saturating_duration_since(start).as_nanos() as u64);
+        woke.saturating_duration_since(start).as_nanos() as u64
+    };
+    Meter { name, sample: Box::new(sample), waiter, stride: 1, latencies: Vec::new() }
+}
+
+impl Meter {
+    /// The same mode, sampled in one round out of `stride`.
+    fn every(self, stride: usize) -> Meter {
+        Meter { stride, ..self }
     }
-    drop(work_tx);
-    waiter.join().unwrap();
-    latencies.sort_unstable();
-    latencies
+}
+
+/// Runs `rounds` rounds, one sample of each meter per round (of those whose stride says so), and
+/// returns each mode's latencies in nanoseconds, sorted.
+fn measure(rounds: usize, meters: Vec<Meter>) -> Vec<(&'static str, Vec<u64>)> {
+    let mut meters = meters;
+    for round in 0..rounds {
+        for meter in meters.iter_mut().filter(|m| round % m.stride == 0) {
+            let latency = (meter.sample)();
+            meter.latencies.push(latency);
+        }
+    }
+    meters
+        .into_iter()
+        .map(|Meter { name, sample, waiter, mut latencies, .. }| {
+            drop(sample); // drops the work sender: the waiter's loop ends
+            waiter.join().unwrap();
+            latencies.sort_unstable();
+            (name, latencies)
+        })
+        .collect()
 }
 
 fn percentile(sorted: &[u64], p: f64) -> u64 {
@@ -81,78 +120,64 @@ fn main() {
     let samples: usize = args.iter().find_map(|a| a.parse().ok()).unwrap_or(2_000);
 
     let (_never_tx, never_rx) = unbounded::<()>();
-    let runs: Vec<(&str, Vec<u64>)> = vec![
-        ("tether/wait", measure(samples, Context::new, Context::cancel, |ctx| drop(ctx.wait()))),
-        (
-            "tether/select_done",
-            measure(samples, Context::new, Context::cancel, {
-                let never_rx = never_rx.clone();
-                move |ctx| {
-                    let done = ctx.done();
-                    select! {
-                        recv(done) -> _ => {}
-                        recv(never_rx) -> _ => unreachable!("the other channel never becomes ready"),
-                    }
+    let mut meters = vec![
+        meter("tether/wait", Context::new, Context::cancel, |ctx| drop(ctx.wait())),
+        meter("tether/select_done", Context::new, Context::cancel, {
+            let never_rx = never_rx.clone();
+            move |ctx| {
+                let done = ctx.done();
+                select! {
+                    recv(done) -> _ => {}
+                    recv(never_rx) -> _ => unreachable!("the other channel never becomes ready"),
                 }
-            }),
-        ),
-        (
-            // The same `select!`, on a plain crossbeam channel whose only sender is dropped: the
-            // floor of a wake-up through a crossbeam channel, which `done()` is.
+            }
+        }),
+        // The same `select!`, on a plain crossbeam channel whose only sender is dropped: the
+        // floor of a wake-up through a crossbeam channel, which `done()` is.
+        meter(
             "crossbeam/select_disconnect",
-            measure(
-                samples,
-                || {
-                    let (tx, rx) = bounded::<()>(0);
-                    (Arc::new(std::sync::Mutex::new(Some(tx))), rx)
-                },
-                |(tx, _)| drop(tx.lock().unwrap().take()),
-                move |(_, rx)| {
-                    select! {
-                        recv(rx) -> _ => {}
-                        recv(never_rx) -> _ => unreachable!("the other channel never becomes ready"),
-                    }
-                },
-            ),
+            || {
+                let (tx, rx) = bounded::<()>(0);
+                (Arc::new(std::sync::Mutex::new(Some(tx))), rx)
+            },
+            |(tx, _)| drop(tx.lock().unwrap().take()),
+            move |(_, rx)| {
+                select! {
+                    recv(rx) -> _ => {}
+                    recv(never_rx) -> _ => unreachable!("the other channel never becomes ready"),
+                }
+            },
         ),
-        (
-            "tokio_util/block_on_cancelled",
-            measure(samples, CancellationToken::new, CancellationToken::cancel, {
-                let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-                move |token| runtime.block_on(token.cancelled())
-            }),
-        ),
-        (
+        meter("tokio_util/block_on_cancelled", CancellationToken::new, CancellationToken::cancel, {
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            move |token| runtime.block_on(token.cancelled())
+        }),
+        meter(
             "std/park",
-            measure(
-                samples,
-                || {
-                    (
-                        Arc::new(AtomicBool::new(false)),
-                        Arc::new(std::sync::Mutex::new(None::<thread::Thread>)),
-                    )
-                },
-                |(flag, waiter)| {
-                    flag.store(true, Ordering::Release);
-                    // The waiter registers itself after saying it is ready; on a loaded machine
-                    // that can take longer than SETTLE.
-                    loop {
-                        if let Some(thread) = waiter.lock().unwrap().as_ref() {
-                            break thread.unpark();
-                        }
-                        thread::yield_now();
+            || (Arc::new(AtomicBool::new(false)), Arc::new(std::sync::Mutex::new(None::<thread::Thread>))),
+            |(flag, waiter)| {
+                flag.store(true, Ordering::Release);
+                // The waiter registers itself after saying it is ready; on a loaded machine that
+                // can take longer than SETTLE.
+                loop {
+                    if let Some(thread) = waiter.lock().unwrap().as_ref() {
+                        break thread.unpark();
                     }
-                },
-                |(flag, waiter)| {
-                    *waiter.lock().unwrap() = Some(thread::current());
-                    while !flag.load(Ordering::Acquire) {
-                        thread::park();
-                    }
-                },
-            ),
+                    thread::yield_now();
+                }
+            },
+            |(flag, waiter)| {
+                *waiter.lock().unwrap() = Some(thread::current());
+                while !flag.load(Ordering::Acquire) {
+                    thread::park();
+                }
+            },
         ),
     ];
-    let runs: Vec<(&str, Vec<u64>)> = runs.into_iter().chain(helper_runs(samples)).collect();
+    let (helpers, kept) = helper_meters();
+    meters.extend(helpers);
+    let runs = measure(samples, meters);
+    drop(kept);
 
     if json {
         let fields: Vec<String> = runs
@@ -182,8 +207,27 @@ fn main() {
     }
 }
 
+/// What the helpers' rows block on, kept until this is dropped (after the measurement): the
+/// channel ends that keep their channels open, and the thread holding the locked mutex.
+struct Kept {
+    channel_ends: Vec<Box<dyn std::any::Any>>,
+    release_tx: Option<Sender<()>>,
+    holder: Option<thread::JoinHandle<()>>,
+}
+
+impl Drop for Kept {
+    fn drop(&mut self) {
+        self.channel_ends.clear();
+        drop(self.release_tx.take());
+        if let Some(holder) = self.holder.take() {
+            holder.join().unwrap();
+        }
+    }
+}
+
 /// The rows of `tether::blocking`'s helpers: each blocked call is woken by `Context::cancel`.
-fn helper_runs(samples: usize) -> Vec<(&'static str, Vec<u64>)> {
+/// Returns them with what they block on, which stays open, or locked, until it is dropped.
+fn helper_meters() -> (Vec<Meter>, Kept) {
     use std::net::{TcpListener, TcpStream, UdpSocket};
     use std::sync::{Condvar, Mutex};
     use tether::blocking;
@@ -191,23 +235,23 @@ fn helper_runs(samples: usize) -> Vec<(&'static str, Vec<u64>)> {
     /// Measures a helper: `resource` makes what one round blocks on, `blocked` blocks in the
     /// helper until the round's context is cancelled.
     fn helper<R: Send + Sync + 'static>(
-        samples: usize,
-        resource: impl Fn() -> R,
+        name: &'static str,
+        resource: impl Fn() -> R + 'static,
         blocked: impl Fn(&Context, &R) + Send + 'static,
-    ) -> Vec<u64> {
-        measure(
-            samples,
-            || (Context::new(), Arc::new(resource())),
+    ) -> Meter {
+        meter(
+            name,
+            move || (Context::new(), Arc::new(resource())),
             |(ctx, _)| ctx.cancel(),
             move |(ctx, resource)| blocked(&ctx, &resource),
         )
     }
 
-    let (_never_tx, never_rx) = unbounded::<()>();
+    let (never_tx, never_rx) = unbounded::<()>();
     let never_rx = Arc::new(never_rx);
-    let (_std_tx, std_rx) = blocking::mpsc::channel::<()>();
+    let (std_tx, std_rx) = blocking::mpsc::channel::<()>();
     let std_rx = Arc::new(Mutex::new(std_rx));
-    let (full_tx, _full_rx) = blocking::mpsc::sync_channel::<()>(0);
+    let (full_tx, full_rx) = blocking::mpsc::sync_channel::<()>(0);
     // A mutex held by another thread for the whole measurement.
     let held = Arc::new(Mutex::new(()));
     let (release_tx, release_rx) = bounded::<()>(0);
@@ -222,83 +266,68 @@ fn helper_runs(samples: usize) -> Vec<(&'static str, Vec<u64>)> {
     };
     locked_rx.recv().unwrap();
 
-    let runs = vec![
-        (
+    let meters = vec![
+        helper(
             "blocking/recv (crossbeam)",
-            helper(samples, || (), move |ctx, ()| assert!(blocking::recv(ctx, &never_rx).is_err())),
+            || (),
+            move |ctx, ()| assert!(blocking::recv(ctx, &never_rx).is_err()),
         ),
-        (
+        helper(
             "blocking/mpsc::recv",
-            helper(
-                samples,
-                || (),
-                move |ctx, ()| assert!(blocking::mpsc::recv(ctx, &std_rx.lock().unwrap()).is_err()),
-            ),
+            || (),
+            move |ctx, ()| assert!(blocking::mpsc::recv(ctx, &std_rx.lock().unwrap()).is_err()),
         ),
-        (
+        helper(
             "blocking/mpsc::send (full)",
-            helper(samples, || (), move |ctx, ()| assert!(blocking::mpsc::send(ctx, &full_tx, ()).is_err())),
+            || (),
+            move |ctx, ()| assert!(blocking::mpsc::send(ctx, &full_tx, ()).is_err()),
         ),
-        (
+        helper(
             "blocking/sync::wait_while",
-            helper(
-                samples,
-                || (Mutex::new(()), Condvar::new()),
-                |ctx, (mutex, condvar)| {
-                    let guard = mutex.lock().unwrap();
-                    assert!(blocking::sync::wait_while(ctx, mutex, condvar, guard, |()| true).is_err());
-                },
-            ),
+            || (Mutex::new(()), Condvar::new()),
+            |ctx, (mutex, condvar)| {
+                let guard = mutex.lock().unwrap();
+                assert!(blocking::sync::wait_while(ctx, mutex, condvar, guard, |()| true).is_err());
+            },
         ),
-        ("blocking/sync::lock (held)", {
+        helper("blocking/sync::lock (held)", || (), {
             let held = held.clone();
-            helper(samples, || (), move |ctx, ()| assert!(blocking::sync::lock(ctx, &held).is_err()))
+            move |ctx, ()| assert!(blocking::sync::lock(ctx, &held).is_err())
         }),
-        ("blocking/park", helper(samples, || (), |ctx, ()| while blocking::park(ctx).is_ok() {})),
-        (
+        helper("blocking/park", || (), |ctx, ()| while blocking::park(ctx).is_ok() {}),
+        helper(
             "blocking/net::read (tcp)",
-            helper(
-                samples,
-                || {
-                    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-                    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-                    (client, listener.accept().unwrap().0)
-                },
-                |ctx, (client, _server)| assert!(blocking::net::read(ctx, client, &mut [0; 16]).is_err()),
-            ),
+            || {
+                let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+                let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+                (client, listener.accept().unwrap().0)
+            },
+            |ctx, (client, _server)| assert!(blocking::net::read(ctx, client, &mut [0; 16]).is_err()),
         ),
         #[cfg(target_os = "linux")]
-        (
+        helper(
             "blocking/net::accept (tcp)",
-            helper(
-                samples,
-                || TcpListener::bind("127.0.0.1:0").unwrap(),
-                |ctx, listener| assert!(blocking::net::accept(ctx, listener).is_err()),
-            ),
+            || TcpListener::bind("127.0.0.1:0").unwrap(),
+            |ctx, listener| assert!(blocking::net::accept(ctx, listener).is_err()),
         ),
         #[cfg(target_os = "linux")]
-        (
+        helper(
             "blocking/net::recv_from (udp)",
-            helper(
-                samples,
-                || UdpSocket::bind("127.0.0.1:0").unwrap(),
-                |ctx, socket| assert!(blocking::net::recv_from(ctx, socket, &mut [0; 16]).is_err()),
-            ),
+            || UdpSocket::bind("127.0.0.1:0").unwrap(),
+            |ctx, socket| assert!(blocking::net::recv_from(ctx, socket, &mut [0; 16]).is_err()),
         ),
         #[cfg(unix)]
-        (
+        helper(
             "blocking/process::wait (kill)",
-            helper(
-                (samples / 10).max(1),
-                || Mutex::new(std::process::Command::new("sleep").arg("3600").spawn().unwrap()),
-                |ctx, child| {
-                    let kill = blocking::process::OnCancel::Kill;
-                    assert!(blocking::process::wait(ctx, &mut child.lock().unwrap(), kill).is_err());
-                },
-            ),
-        ),
+            || Mutex::new(std::process::Command::new("sleep").arg("3600").spawn().unwrap()),
+            |ctx, child| {
+                let kill = blocking::process::OnCancel::Kill;
+                assert!(blocking::process::wait(ctx, &mut child.lock().unwrap(), kill).is_err());
+            },
+        )
+        .every(10),
     ];
-    drop(release_tx);
-    holder.join().unwrap();
-    runs
+    let channel_ends: Vec<Box<dyn std::any::Any>> =
+        vec![Box::new(never_tx), Box::new(std_tx), Box::new(full_rx)];
+    (meters, Kept { channel_ends, release_tx: Some(release_tx), holder: Some(holder) })
 }
