@@ -2,27 +2,30 @@
 //!
 //! Binding a value copies one path of at most [`MAX_DEPTH`] small nodes and shares the rest, so a
 //! context made by a million bindings costs O(n log n) memory in all, and a lookup visits at most
-//! `log32(bindings)` nodes (two for a hundred bindings) however many derivations the context has:
-//! Go's `Value` walks the whole chain instead. A key that is not bound is usually refused before
-//! the trie is entered at all, by a filter in the root (invariant 6), so a miss costs the same at
-//! one binding and at a hundred.
+//! `log32(bindings / BUCKET_MAX)` branches and one bucket (the root and a bucket for a hundred
+//! bindings) however many derivations the context has: Go's `Value` walks the whole chain
+//! instead. A key that is not bound is usually refused before the trie is entered at all, by a
+//! filter in the root (invariant 6), so a miss costs the same at one binding and at a hundred.
 //!
 //! # Invariants
 //! 1. A `Branch` has one slot per set bit of `bitmap`, in bit order.
-//! 2. An `Entry` or `Collision` in a branch at depth `d` holds keys whose hash has the branch's
-//!    bits at depth `d`; a `Collision` holds two or more keys with the same full hash.
+//! 2. An `Entry` or `Bucket` in a branch at depth `d` holds keys whose hash has the branch's
+//!    bits at depth `d`. A `Bucket` holds two or more distinct keys, in insertion order: at most
+//!    [`BUCKET_MAX`], unless their full hashes are all equal (then nothing could tell them apart
+//!    one level down). A bucket is scanned rather than branched on: with a hundred bindings most
+//!    slots of the root hold two to four keys, and one more load and a short scan cost less
+//!    than a branch below (its bitmap, position table and slots).
 //! 3. Nodes are immutable once shared; `insert` builds new nodes along one path.
 //! 4. Recursion in `insert` is bounded by the hash width (`MAX_DEPTH` levels), not by user input;
 //!    dropping a map is likewise bounded by `MAX_DEPTH` nested levels.
 //! 5. A `Sub` slot in a branch at depth `d` carries a filter: bit `(hash >> 5(d+1)) & 63` is set
 //!    for the hash of every key below it. A lookup whose bit is clear stops there, without
-//!    visiting the branch below: with a hundred bindings most slots of the root lead to a branch of
-//!    two to four keys, so a missing key is usually refused one level earlier than its path.
+//!    visiting the branch below. A `Sub` is made only when a bucket overflows (invariant 2).
 //! 6. The root carries a 512-bit filter of every key in the map (bit `hash >> 55`, bits the trie
 //!    does not use in its first eleven levels). A lookup of a key whose bit is clear returns at
 //!    once, at the same cost however many keys the map holds: with `n` keys a missing key is
 //!    refused there with probability `(511/512)^n` (98% at n = 10, 82% at n = 100); the rest are
-//!    refused by invariant 5 or at the end of their path.
+//!    refused by invariant 5, or at the end of their path (an entry or a bucket's scan).
 
 use std::borrow::Borrow;
 use std::sync::Arc;
@@ -31,11 +34,16 @@ const BITS: u32 = 5;
 const MASK: u64 = (1 << BITS) - 1;
 /// Levels needed to consume a 64-bit hash, five bits at a time.
 const MAX_DEPTH: u32 = 64_u32.div_ceil(BITS);
+/// The most keys with distinct hashes a bucket holds before it is split into a branch
+/// (invariant 2): with `n` keys spread over a root's 32 slots, a slot holds more than eight with
+/// probability under 1% at n = 100.
+const BUCKET_MAX: usize = 8;
 
 #[derive(Clone)]
 enum Slot<K, V> {
     Entry(u64, K, V),
-    Collision(u64, Arc<Vec<(K, V)>>),
+    /// Two or more keys, each with its hash (invariant 2).
+    Bucket(Arc<[(u64, K, V)]>),
     /// A branch one level down, and the filter of the hashes below it (invariant 5).
     Sub(u64, Arc<Branch<K, V>>),
 }
@@ -128,12 +136,8 @@ impl<K: Clone + Eq, V: Clone> Map<K, V> {
             let pos = branch.positions[i as usize & 31] as usize;
             match &branch.slots[pos] {
                 Slot::Entry(h, k, v) => return (*h == hash && k.borrow() == key).then_some(v),
-                Slot::Collision(h, entries) => {
-                    return if *h == hash {
-                        entries.iter().find(|(k, _)| k.borrow() == key).map(|(_, v)| v)
-                    } else {
-                        None
-                    };
+                Slot::Bucket(entries) => {
+                    return entries.iter().find(|(h, k, _)| *h == hash && k.borrow() == key).map(|(.., v)| v);
                 }
                 Slot::Sub(filter, sub) => {
                     if filter & filter_bit(hash, shift) == 0 {
@@ -191,39 +195,49 @@ fn insert_into<K: Clone + Eq, V: Clone>(
     }
     let pos = (branch.bitmap & (bit - 1)).count_ones() as usize;
     let replacement = match &branch.slots[pos] {
-        Slot::Entry(h, k, _) if *h == hash && *k == key => Slot::Entry(hash, key, value),
-        Slot::Entry(h, k, v) if *h == hash => {
-            Slot::Collision(hash, Arc::new(vec![(k.clone(), v.clone()), (key, value)]))
-        }
-        Slot::Collision(h, entries) if *h == hash => {
-            let mut entries: Vec<(K, V)> = entries.iter().filter(|(k, _)| *k != key).cloned().collect();
-            entries.push((key, value));
-            Slot::Collision(hash, Arc::new(entries))
-        }
+        Slot::Entry(_, k, _) if *k == key => Slot::Entry(hash, key, value),
+        Slot::Entry(h, k, v) => Slot::Bucket(Arc::new([(*h, k.clone(), v.clone()), (hash, key, value)])),
+        Slot::Bucket(entries) => into_bucket(entries, shift, hash, key, value),
         Slot::Sub(filter, sub) => Slot::Sub(
             filter | filter_bit(hash, shift),
             Arc::new(insert_into(sub, shift + BITS, hash, key, value)),
         ),
-        other => {
-            // Different hashes share this slot: push both one level down (invariant 2).
-            let existing_hash = match other {
-                Slot::Entry(h, ..) | Slot::Collision(h, _) => *h,
-                Slot::Sub(..) => unreachable!("handled above"),
-            };
-            debug_assert!(shift + BITS < MAX_DEPTH * BITS, "distinct hashes differ within 64 bits");
-            let below = Branch::empty().with_new(shift + BITS, existing_hash, other.clone());
-            let filter = filter_bit(existing_hash, shift) | filter_bit(hash, shift);
-            Slot::Sub(filter, Arc::new(insert_into(&below, shift + BITS, hash, key, value)))
-        }
     };
     let mut copy = branch.clone();
     copy.slots[pos] = replacement;
     copy
 }
 
+/// The slot that replaces a bucket of a branch at `shift` once `key` is bound in it: the bucket
+/// with `key`'s entry replaced or added, or, when that would overflow it (invariant 2), a branch
+/// one level down holding all of them.
+fn into_bucket<K: Clone + Eq, V: Clone>(
+    entries: &[(u64, K, V)],
+    shift: u32,
+    hash: u64,
+    key: K,
+    value: V,
+) -> Slot<K, V> {
+    let mut entries: Vec<(u64, K, V)> = entries.iter().filter(|(_, k, _)| *k != key).cloned().collect();
+    entries.push((hash, key, value));
+    if entries.len() <= BUCKET_MAX || entries.iter().all(|(h, ..)| *h == hash) {
+        return Slot::Bucket(entries.into());
+    }
+    // Distinct hashes agree on every bit consumed so far, so they differ in a later group:
+    // the level below exists (invariant 4).
+    debug_assert!(shift + BITS < MAX_DEPTH * BITS, "distinct hashes differ within 64 bits");
+    let mut filter = 0;
+    let mut below = Branch::empty();
+    for (h, k, v) in entries {
+        filter |= filter_bit(h, shift);
+        below = insert_into(&below, shift + BITS, h, k, v);
+    }
+    Slot::Sub(filter, Arc::new(below))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::Map;
+    use super::{BUCKET_MAX, Map};
 
     #[test]
     fn inner_bindings_shadow_outer_ones_and_old_maps_are_unchanged() {
@@ -240,6 +254,55 @@ mod tests {
         assert_eq!(m.get(7, &1), Some(&11));
         assert_eq!(m.get(7, &2), Some(&20));
         assert_eq!(m.get(7, &3), None);
+    }
+
+    #[test]
+    fn a_bucket_that_overflows_becomes_a_branch_and_loses_no_key() {
+        // Hashes that share the root slot (low five bits) but differ above: the first
+        // BUCKET_MAX fill one bucket, the next splits it into a branch one level down.
+        let hash = |k: u64| (k << 5) | 0b10101;
+        let mut m: Map<u64, u64> = Map::default();
+        for k in 0..=BUCKET_MAX as u64 * 3 {
+            m = m.insert(hash(k), k, k + 100);
+            for seen in 0..=k {
+                assert_eq!(m.get(hash(seen), &seen), Some(&(seen + 100)), "key {seen} after binding {k}");
+            }
+            assert_eq!(m.get(hash(k + 1), &(k + 1)), None);
+        }
+        match &m.root.as_ref().unwrap().branch.slots[..] {
+            [super::Slot::Sub(..)] => {}
+            _ => panic!("an overflowing bucket is split into a branch"),
+        }
+    }
+
+    #[test]
+    fn rebinding_a_key_in_a_bucket_replaces_it() {
+        let mut m: Map<u64, u64> = Map::default();
+        for k in 0..4 {
+            m = m.insert(7 + (k << 5), k, k);
+        }
+        let rebound = m.insert(7 + (2 << 5), 2, 20);
+        assert_eq!(rebound.get(7 + (2 << 5), &2), Some(&20));
+        assert_eq!(m.get(7 + (2 << 5), &2), Some(&2), "the old map is unchanged");
+        match &rebound.root.as_ref().unwrap().branch.slots[..] {
+            [super::Slot::Bucket(entries)] => assert_eq!(entries.len(), 4, "replaced, not added"),
+            _ => panic!("four keys in one root slot are one bucket"),
+        }
+    }
+
+    #[test]
+    fn more_than_a_bucket_of_keys_with_one_hash_stay_in_one_bucket() {
+        let mut m: Map<u64, u64> = Map::default();
+        for k in 0..BUCKET_MAX as u64 * 2 {
+            m = m.insert(42, k, k * 3);
+        }
+        for k in 0..BUCKET_MAX as u64 * 2 {
+            assert_eq!(m.get(42, &k), Some(&(k * 3)));
+        }
+        match &m.root.as_ref().unwrap().branch.slots[..] {
+            [super::Slot::Bucket(entries)] => assert_eq!(entries.len(), BUCKET_MAX * 2),
+            _ => panic!("keys with one full hash cannot be split"),
+        }
     }
 
     #[test]
