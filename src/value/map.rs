@@ -8,7 +8,8 @@
 //! filter in the root (invariant 6), so a miss costs the same at one binding and at a hundred.
 //!
 //! # Invariants
-//! 1. A `Branch` has one slot per set bit of `bitmap`, in bit order.
+//! 1. A `Branch` has one slot per set bit of `bitmap`, in bit order. A lookup indexes `slots`
+//!    without a bounds check on it; `with_bitmap`, where every non-empty branch is made, asserts it.
 //! 2. An `Entry` or `Bucket` in a branch at depth `d` holds keys whose hash has the branch's
 //!    bits at depth `d`. A `Bucket` holds two or more distinct keys, in insertion order: at most
 //!    [`BUCKET_MAX`], unless their full hashes are all equal (then nothing could tell them apart
@@ -39,7 +40,10 @@ const MAX_DEPTH: u32 = 64_u32.div_ceil(BITS);
 /// probability under 1% at n = 100.
 const BUCKET_MAX: usize = 8;
 
+/// `repr(u8)`: an explicit tag, one byte compare per match. Without it the tag hides in a niche
+/// of the key (for `KeyId`, its `Inheritance`), and decoding it costs a lookup eight instructions.
 #[derive(Clone)]
+#[repr(u8)]
 enum Slot<K, V> {
     Entry(u64, K, V),
     /// Two or more keys, each with its hash (invariant 2).
@@ -64,6 +68,8 @@ impl<K, V> Branch<K, V> {
     }
 
     fn with_bitmap(bitmap: u32, slots: Vec<Slot<K, V>>) -> Branch<K, V> {
+        // Invariant 1, which `Map::get` relies on for an unchecked index.
+        assert_eq!(slots.len(), bitmap.count_ones() as usize, "tether: a branch needs one slot per bit");
         let mut positions = [0u8; 32];
         let mut below = 0u8;
         for (i, p) in positions.iter_mut().enumerate() {
@@ -84,6 +90,31 @@ struct Root<K, V> {
 fn root_bit(hash: u64) -> (usize, u64) {
     let bit = hash >> 55;
     ((bit >> 6) as usize, 1 << (bit & 63))
+}
+
+/// A key of a [`Map`].
+pub(crate) trait MapKey: Clone + Eq {
+    /// Whether `==` costs no more than comparing two hashes (an address, an integer): a bucket's
+    /// scan then compares keys alone, else (a string) it compares hashes first.
+    const CHEAP_EQ: bool;
+}
+
+impl MapKey for crate::value::KeyId {
+    const CHEAP_EQ: bool = true;
+}
+
+impl MapKey for Arc<str> {
+    const CHEAP_EQ: bool = false;
+}
+
+#[cfg(test)]
+impl MapKey for u32 {
+    const CHEAP_EQ: bool = true;
+}
+
+#[cfg(test)]
+impl MapKey for u64 {
+    const CHEAP_EQ: bool = false; // the tests' keys exercise the hash-first scan
 }
 
 /// An immutable map from `K` to `V` with cheap clones and path-copying inserts.
@@ -113,7 +144,7 @@ fn filter_bit(hash: u64, shift: u32) -> u64 {
     1 << (hash.wrapping_shr(shift + BITS) & 63)
 }
 
-impl<K: Clone + Eq, V: Clone> Map<K, V> {
+impl<K: MapKey, V: Clone> Map<K, V> {
     /// The value bound to `key` (whose hash is `hash`), looked up by any borrowed form of the key
     /// (a `&str` for `Arc<str>` keys), as `HashMap::get` does.
     #[inline]
@@ -134,10 +165,16 @@ impl<K: Clone + Eq, V: Clone> Map<K, V> {
                 return None;
             }
             let pos = branch.positions[i as usize & 31] as usize;
-            match &branch.slots[pos] {
-                Slot::Entry(h, k, v) => return (*h == hash && k.borrow() == key).then_some(v),
+            // SAFETY: bit `i` of the bitmap is set, so `pos`, the number of set bits below it, is
+            // less than the number of set bits, which is `slots.len()` (invariant 1; checked where
+            // a branch is made, in `with_bitmap`, and kept by `insert_into`, which replaces a
+            // slot in place). This skips the bounds check, a load and a branch of every lookup.
+            match unsafe { branch.slots.get_unchecked(pos) } {
+                // Equal keys have equal hashes: the key alone decides.
+                Slot::Entry(_, k, v) => return (k.borrow() == key).then_some(v),
                 Slot::Bucket(entries) => {
-                    return entries.iter().find(|(h, k, _)| *h == hash && k.borrow() == key).map(|(.., v)| v);
+                    let matches = |(h, k, _): &&(u64, K, V)| (K::CHEAP_EQ || *h == hash) && k.borrow() == key;
+                    return entries.iter().find(matches).map(|(.., v)| v);
                 }
                 Slot::Sub(filter, sub) => {
                     if filter & filter_bit(hash, shift) == 0 {
@@ -169,7 +206,7 @@ impl<K: Clone + Eq, V: Clone> Map<K, V> {
     }
 }
 
-impl<K: Clone + Eq, V: Clone> Branch<K, V> {
+impl<K: MapKey, V: Clone> Branch<K, V> {
     /// A copy of `self` with `slot` added at the (empty) position of `hash` at `shift`.
     fn with_new(&self, shift: u32, hash: u64, slot: Slot<K, V>) -> Branch<K, V> {
         let bit = 1u32 << index(hash, shift);
@@ -182,7 +219,7 @@ impl<K: Clone + Eq, V: Clone> Branch<K, V> {
     }
 }
 
-fn insert_into<K: Clone + Eq, V: Clone>(
+fn insert_into<K: MapKey, V: Clone>(
     branch: &Branch<K, V>,
     shift: u32,
     hash: u64,
@@ -211,7 +248,7 @@ fn insert_into<K: Clone + Eq, V: Clone>(
 /// The slot that replaces a bucket of a branch at `shift` once `key` is bound in it: the bucket
 /// with `key`'s entry replaced or added, or, when that would overflow it (invariant 2), a branch
 /// one level down holding all of them.
-fn into_bucket<K: Clone + Eq, V: Clone>(
+fn into_bucket<K: MapKey, V: Clone>(
     entries: &[(u64, K, V)],
     shift: u32,
     hash: u64,

@@ -240,10 +240,26 @@ impl<T> fmt::Debug for Key<T> {
 /// let id: tether::KeyId = K.id();
 /// assert_eq!(id, K.id());
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug)]
 pub struct KeyId {
     addr: usize,
     inheritance: Inheritance,
+}
+
+// By address alone: a key's address determines its inheritance (invariant 1), so comparing it
+// too would only cost a lookup one more compare.
+impl PartialEq for KeyId {
+    fn eq(&self, other: &KeyId) -> bool {
+        self.addr == other.addr
+    }
+}
+
+impl Eq for KeyId {}
+
+impl std::hash::Hash for KeyId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.addr.hash(state);
+    }
 }
 
 impl KeyId {
@@ -334,8 +350,16 @@ impl Bound {
             // `self` owns (invariant 4).
             Some(unsafe { &*self.raw().cast::<T>() })
         } else {
-            self.get().downcast_ref::<T>()
+            self.downcast()
         }
+    }
+
+    /// The value as a `T` by its vtable: the untyped case of [`get_as`](Bound::get_as), out of
+    /// line so the typed read needs no stack frame.
+    #[cold]
+    #[inline(never)]
+    fn downcast<T: 'static>(&self) -> Option<&T> {
+        self.get().downcast_ref::<T>()
     }
 }
 
