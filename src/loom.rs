@@ -3,9 +3,10 @@
 //! Under `cfg(loom)` the mutexes, atomics and `Arc` come from [loom](https://docs.rs/loom), which
 //! explores every interleaving of the models in `src/tests/`, and checks every access to an
 //! [`UnsafeCell`] against the order its callers claim; otherwise they are `std`'s. Only the
-//! cancellation tree (`cancel::tree`), a pool task's state (`scope::task_state`) and a scope's
-//! running count (`scope::count`), the armed action of a blocking helper (`blocking::armed`) and
-//! the latch a `join` waits on (`pool::stack_job`, with [`park_backstop`]) go through this shim.
+//! cancellation tree (`cancel::tree`), a pool task's state (`scope::task_state`), a scope's
+//! running count (`scope::count`), the armed action of a blocking helper (`blocking::armed`), the
+//! latch a `join` waits on (`pool::stack_job`, with [`park_backstop`]) and an async scope's child
+//! wakers (`async_scope::ready`) go through this shim.
 //! The timer driver, the live counters and the lazily created done channels use `std` directly: they are not part of the modelled races
 //! (the models create no deadlines, and a counter or a channel disconnect never blocks).
 

@@ -416,3 +416,205 @@ fn a_future_on_a_thread_child_that_parks_inside_its_poll_still_gets_its_wake_up(
         .expect("the wake-up was lost: the thread child hangs");
     assert_eq!(polls, 2);
 }
+
+/// A gate a test opens by hand: a future pending until then, counting its polls.
+#[derive(Default)]
+struct Gate {
+    open: bool,
+    waker: Option<std::task::Waker>,
+}
+
+fn open(gate: &Mutex<Gate>) {
+    let waker = {
+        let mut gate = gate.lock().unwrap();
+        gate.open = true;
+        gate.waker.take()
+    };
+    if let Some(waker) = waker {
+        waker.wake();
+    }
+}
+
+async fn pass(gate: &Mutex<Gate>, polls: &AtomicUsize) {
+    std::future::poll_fn(|cx| {
+        polls.fetch_add(1, SeqCst);
+        let mut gate = gate.lock().unwrap();
+        if gate.open {
+            std::task::Poll::Ready(())
+        } else {
+            gate.waker = Some(cx.waker().clone());
+            std::task::Poll::Pending
+        }
+    })
+    .await
+}
+
+#[test]
+fn a_wake_up_polls_the_child_it_woke_not_every_child() {
+    let _counts = counts();
+    const CHILDREN: usize = 200;
+    let gates: Vec<Mutex<Gate>> = (0..CHILDREN).map(|_| Mutex::default()).collect();
+    let polls = AtomicUsize::new(0);
+    let (gates, polls_ref) = (&gates, &polls);
+    futures_executor::block_on(tether::async_scope(|s| {
+        Box::pin(async move {
+            let handles: Vec<_> = gates
+                .iter()
+                .map(|gate| s.spawn(move |_| async move { pass(gate, polls_ref).await }))
+                .collect();
+            // One child at a time: each wake-up concerns one child; the other pending children
+            // have nothing new to see.
+            for (gate, handle) in gates.iter().zip(handles) {
+                open(gate);
+                handle.await.unwrap();
+            }
+        })
+    }))
+    .unwrap();
+    // Each child is polled once when it starts and once after its gate opens (the first child's
+    // gate is open before its first poll): a scope that polled every child at every wake-up
+    // would make about CHILDREN²/2 polls.
+    let polls = polls.load(SeqCst);
+    assert!(polls <= 2 * CHILDREN, "{polls} polls for {CHILDREN} children woken one at a time");
+}
+
+#[test]
+fn children_woken_from_other_threads_are_polled_and_finish() {
+    let _counts = counts();
+    const CHILDREN: usize = 32;
+    let gates: Vec<Mutex<Gate>> = (0..CHILDREN).map(|_| Mutex::default()).collect();
+    let polls = AtomicUsize::new(0);
+    let started = AtomicUsize::new(0);
+    let (gates, polls_ref, started_ref) = (&gates, &polls, &started);
+    std::thread::scope(|threads| {
+        // Opens the gates from another thread, last first, once every child waits at its gate.
+        threads.spawn(move || {
+            while started_ref.load(SeqCst) < CHILDREN {
+                std::thread::yield_now();
+            }
+            for gate in gates.iter().rev() {
+                open(gate);
+            }
+        });
+        let sum = futures_executor::block_on(tether::async_scope(|s| {
+            Box::pin(async move {
+                let handles: Vec<_> = (0..CHILDREN)
+                    .map(|i| {
+                        s.spawn(move |_| async move {
+                            started_ref.fetch_add(1, SeqCst);
+                            pass(&gates[i], polls_ref).await;
+                            i
+                        })
+                    })
+                    .collect();
+                let mut sum = 0;
+                for h in handles {
+                    sum += h.await.unwrap();
+                }
+                sum
+            })
+        }))
+        .unwrap();
+        assert_eq!(sum, (0..CHILDREN).sum::<usize>());
+    });
+    assert!(polls.load(SeqCst) <= 2 * CHILDREN, "a wake-up polled children it did not concern");
+}
+
+/// A future that wakes itself and is pending at every poll, until `stop` is set.
+async fn spin(stop: &std::sync::atomic::AtomicBool) {
+    std::future::poll_fn(|cx| {
+        if stop.load(SeqCst) {
+            std::task::Poll::Ready(())
+        } else {
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    })
+    .await
+}
+
+#[test]
+fn a_child_that_keeps_waking_itself_does_not_hold_the_executor() {
+    let _counts = counts();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let stop = &stop;
+    let mut scope = Box::pin(tether::async_scope(|s| {
+        Box::pin(async move {
+            s.spawn(move |_| spin(stop)).await.unwrap();
+        })
+    }));
+    let woken = Arc::new(WakeCount::default());
+    let waker = std::task::Waker::from(woken.clone());
+    let mut cx = std::task::Context::from_waker(&waker);
+    // Each poll returns (the child is polled once per poll of the scope) and asks for the next.
+    for round in 1..=3 {
+        assert!(scope.as_mut().poll(&mut cx).is_pending());
+        assert!(woken.0.load(SeqCst) >= round, "the child's wake-up woke the scope's future");
+    }
+    stop.store(true, SeqCst);
+    assert!(scope.as_mut().poll(&mut cx).is_ready());
+}
+
+#[derive(Default)]
+struct WakeCount(AtomicUsize);
+
+impl std::task::Wake for WakeCount {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, SeqCst);
+    }
+}
+
+#[test]
+fn a_waker_that_outlives_its_child_wakes_nothing_it_should_not() {
+    let _counts = counts();
+    let check = LeakCheck::start();
+    let kept: Mutex<Option<std::task::Waker>> = Mutex::new(None);
+    let gate = Mutex::<Gate>::default();
+    let polls = AtomicUsize::new(0);
+    let (kept, gate, polls_ref) = (&kept, &gate, &polls);
+    futures_executor::block_on(tether::async_scope(|s| {
+        Box::pin(async move {
+            // The first child keeps its waker and finishes: its key is free for the next child.
+            s.spawn(move |_| {
+                std::future::poll_fn(move |cx| {
+                    *kept.lock().unwrap() = Some(cx.waker().clone());
+                    std::task::Poll::Ready(())
+                })
+            })
+            .await
+            .unwrap();
+            let second = s.spawn(move |_| pass(gate, polls_ref));
+            // Let the second child start (and wait at its gate), then wake the first's waker:
+            // at most a spurious poll of the second child, which stays pending.
+            yield_once().await;
+            kept.lock().unwrap().as_ref().unwrap().wake_by_ref();
+            yield_once().await;
+            assert!(!second.is_finished());
+            open(gate);
+            second.await.unwrap();
+        })
+    }))
+    .unwrap();
+    assert!(
+        polls.load(SeqCst) <= 3,
+        "its first poll, at most one spurious poll, and the one after its gate opened"
+    );
+    // After the scope: waking the kept waker reaches nothing and frees nothing twice.
+    kept.lock().unwrap().take().unwrap().wake();
+    check.finish().unwrap();
+}
+
+/// Pending once (waking itself), then ready: lets the scope's future poll its children.
+async fn yield_once() {
+    let mut yielded = false;
+    std::future::poll_fn(move |cx| {
+        if yielded {
+            std::task::Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    })
+    .await
+}

@@ -3,7 +3,7 @@
 //! payload, the later ones recorded as unhandled, every error kept, the one the scope was
 //! cancelled with first. [`FailureLog`] keeps them behind their lock with the operations every
 //! kind of scope records and reports through: thread and task scopes (`state.rs`), async scopes
-//! (`async_scope.rs`) and tokio scopes (`tokio_scope.rs`).
+//! (`async_scope/`) and tokio scopes (`tokio_scope.rs`).
 
 use super::error::ScopeError;
 use crate::cancel::{Cause, PanicSummary, SharedError};

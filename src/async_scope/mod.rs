@@ -8,8 +8,9 @@
 //!
 //! # Soundness
 //! No sound API gives borrowing, parallelism and a non-blocking scope at once (the scoped-task
-//! trilemma). This is the corner without parallelism: the children are owned by the scope, which
-//! is owned by the future [`async_scope`] returns, and only that future ever polls them. So no
+//! trilemma). This is the corner without parallelism: the children are owned by the future
+//! [`async_scope`] returns (those just spawned by the scope it owns, until its next poll takes
+//! them in), and only that future ever polls them. So no
 //! child can run after the scope's future is dropped (dropping it drops the children), and if the
 //! future is leaked (`mem::forget`), the children are never polled again: they may hold dangling
 //! borrows, but nothing can use them. `'scope` is invariant, as in std's scope, so a child cannot
@@ -18,11 +19,15 @@
 //! [`async_scope`]): the same argument, written out.
 //!
 //! # Invariants
-//! 1. The children are polled only by the scope's future, with its waker, each with its context
-//!    ambient and under `catch_unwind`.
-//! 2. A child spawned while the children are being polled (by the body or a sibling) goes to
-//!    `spawned` and is polled in the same round: the list being polled is taken out of the lock
-//!    for the round, so a spawn never waits for it.
+//! 1. The children are polled only by the scope's future, each with its context ambient, under
+//!    `catch_unwind`, and with a waker of its own that queues it and wakes the scope's future
+//!    (`ready.rs`): a poll of the scope's future polls the children woken since the last one, not
+//!    every child, so a wake-up costs one child's poll however many are pending.
+//! 2. A child spawned while the children are being polled (by the body or a sibling) goes to the
+//!    scope's `spawned` list and is polled in the same poll of the scope's future: the children
+//!    being polled are the future's own (`Running`), outside any lock, so a spawn never waits for
+//!    them. A child woken during that poll (by itself or a sibling) is polled at the next one,
+//!    which its wake-up asked for: a child that keeps waking itself cannot hold the executor.
 //! 3. The exit cancels the scope's context and polls the children until none is left; only then
 //!    does it report.
 
@@ -32,6 +37,8 @@ use crate::context::Context;
 use crate::live::{self, Counter};
 use crate::scope::failures::{self, FailureLog};
 use crate::scope::{JoinError, ScopeError};
+use crate::slab::Slab;
+use ready::Ready;
 use std::error::Error;
 use std::fmt;
 use std::future::Future;
@@ -39,8 +46,11 @@ use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{self, Poll, Waker};
+
+pub(crate) mod ready;
 
 /// A child's future, with its output already handed to its handle.
 type ChildFuture<'scope> = Pin<Box<dyn Future<Output = ()> + Send + 'scope>>;
@@ -104,7 +114,14 @@ where
     F: for<'scope> FnOnce(&'scope AsyncScope<'scope, 'env>) -> ScopeBody<'scope, R> + Send + 'env,
     R: Send + 'env,
 {
-    AsyncScopeFuture { start: Some(Box::new(body)), scope: None, body: None, output: None, finished: false }
+    AsyncScopeFuture {
+        start: Some(Box::new(body)),
+        scope: None,
+        body: None,
+        running: Running::new(),
+        output: None,
+        finished: false,
+    }
 }
 
 /// The body closure, kept until the first poll opens the scope.
@@ -121,12 +138,77 @@ pub struct AsyncScopeFuture<'env, R> {
     /// Opened by the first poll; owned (from `Box::leak`), freed in `Drop`.
     scope: Option<NonNull<AsyncScope<'env, 'env>>>,
     body: Option<ScopeBody<'env, R>>,
+    /// The children the scope's polls have taken in (invariant 2).
+    running: Running<'env>,
     output: Option<R>,
     finished: bool,
 }
 
-// SAFETY: the future owns the scope (a `Sync` value: its state is behind mutexes, its children
-// and body are `Send`) and moves it nowhere; sending the future sends all of it.
+/// The children being run, which only the scope's future touches, and their wake-ups.
+struct Running<'scope> {
+    children: Slab<Child<'scope>>,
+    ready: Ready,
+    /// The keys of the children to poll now; kept for its allocation.
+    batch: Vec<usize>,
+}
+
+impl<'scope> Running<'scope> {
+    fn new() -> Self {
+        Running { children: Slab::new(), ready: Ready::new(), batch: Vec::new() }
+    }
+
+    /// Polls the children woken since the last call, and those spawned meanwhile, including
+    /// during this call (invariants 1 and 2); drops the finished ones. Returns whether any
+    /// finished or was spawned (the body may be waiting on it).
+    fn poll(&mut self, scope: &AsyncScope<'scope, '_>, cx: &mut task::Context<'_>) -> bool {
+        self.ready.register(cx.waker());
+        let mut batch = std::mem::take(&mut self.batch);
+        self.ready.take_woken(&mut batch);
+        let mut progressed = false;
+        loop {
+            let spawned = std::mem::take(&mut *scope.lock_spawned());
+            progressed |= !spawned.is_empty();
+            for child in spawned {
+                let key = self.children.insert(child);
+                if self.ready.mark_new(key) {
+                    batch.push(key);
+                }
+            }
+            if batch.is_empty() {
+                self.batch = batch;
+                return progressed;
+            }
+            for key in batch.drain(..) {
+                progressed |= self.poll_one(scope, key);
+            }
+        }
+    }
+
+    /// Polls the child at `key`, if there is one (invariant 2 of `ready.rs`), with its own waker;
+    /// returns whether it finished.
+    fn poll_one(&mut self, scope: &AsyncScope<'scope, '_>, key: usize) -> bool {
+        let waker = self.ready.waker_for_poll(key);
+        let Some(child) = self.children.get_mut(key) else { return false };
+        if scope.poll_child(child, &mut task::Context::from_waker(waker)).is_pending() {
+            return false;
+        }
+        let child = self.children.remove(key);
+        // Relaxed: as in `spawn`.
+        scope.children.fetch_sub(1, Relaxed);
+        // Its context and future are user data: a panic dropping them is the scope's.
+        scope.drop_caught(child);
+        true
+    }
+
+    /// Whether no child is left, running or spawned.
+    fn is_idle(&self, scope: &AsyncScope<'scope, '_>) -> bool {
+        self.children.len() == 0 && scope.lock_spawned().is_empty()
+    }
+}
+
+// SAFETY: the future owns the scope (a `Sync` value: its state is behind mutexes or atomics, its
+// spawned children and body are `Send`) and moves it nowhere, and its running children (`Send`
+// futures, contexts and slots; `Send` wakers); sending the future sends all of it.
 unsafe impl<R: Send> Send for AsyncScopeFuture<'_, R> {}
 
 // Nothing in it is pinned: the body is boxed, the scope is on the heap, and `R` is only moved.
@@ -182,8 +264,8 @@ impl<R> Future for AsyncScopeFuture<'_, R> {
                     }
                 }
             }
-            let progressed = scope.poll_children(cx);
-            if this.body.is_none() && scope.is_idle() {
+            let progressed = this.running.poll(scope, cx);
+            if this.body.is_none() && this.running.is_idle(scope) {
                 this.finished = true;
                 return Poll::Ready(scope.report(this.output.take()));
             }
@@ -202,18 +284,14 @@ impl<R> Drop for AsyncScopeFuture<'_, R> {
         drop(self.body.take());
         // SAFETY: the allocation lives until the end of this function.
         let scope_ref = unsafe { scope.as_ref() };
-        // Then the children, out of the scope (a child's destructor may spawn: those go too).
+        // Then the children (a child's destructor may spawn: those go too).
+        let mut children: Vec<Child<'_>> = self.running.children.drain().collect();
         loop {
-            let children = {
-                let mut children = scope_ref.lock_children();
-                let mut all = std::mem::take(&mut children.running);
-                all.append(&mut children.spawned);
-                all
-            };
+            children.append(&mut scope_ref.lock_spawned());
             if children.is_empty() {
                 break;
             }
-            drop(children);
+            drop(std::mem::take(&mut children));
         }
         // SAFETY: from `Box::leak` in `open`; nothing refers to it any more (the body and the
         // children are gone), and it is freed once, here.
@@ -237,18 +315,13 @@ impl<R> fmt::Debug for AsyncScopeFuture<'_, R> {
 /// itself, to spawn siblings), not what the body or a sibling owns.
 pub struct AsyncScope<'scope, 'env: 'scope> {
     ctx: Context,
-    children: Mutex<Children<'scope>>,
+    /// Spawned and not yet taken in by a poll of the scope's future (invariant 2).
+    spawned: Mutex<Vec<Child<'scope>>>,
+    /// How many children exist, for `Debug` only.
+    children: AtomicUsize,
     failures: FailureLog,
     scope: PhantomData<&'scope mut &'scope ()>,
     env: PhantomData<&'env mut &'env ()>,
-}
-
-#[derive(Default)]
-struct Children<'scope> {
-    /// Being polled (or waiting to be), unless a round has them out (invariant 2).
-    running: Vec<Child<'scope>>,
-    /// Spawned since the current round took `running` out.
-    spawned: Vec<Child<'scope>>,
 }
 
 struct Child<'scope> {
@@ -278,7 +351,8 @@ impl<'scope, 'env> AsyncScope<'scope, 'env> {
     fn new(ctx: Context) -> Self {
         AsyncScope {
             ctx,
-            children: Mutex::new(Children::default()),
+            spawned: Mutex::new(Vec::new()),
+            children: AtomicUsize::new(0),
             failures: FailureLog::default(),
             scope: PhantomData,
             env: PhantomData,
@@ -344,7 +418,9 @@ impl<'scope, 'env> AsyncScope<'scope, 'env> {
             output.finish(SlotState::Returned(value));
         });
         let counted = Counted::new();
-        self.lock_children().spawned.push(Child {
+        // Relaxed: a count read only by `Debug`, ordered with nothing.
+        self.children.fetch_add(1, Relaxed);
+        self.lock_spawned().push(Child {
             ctx: ctx.clone(),
             future: child,
             slot: slot.clone(),
@@ -382,8 +458,8 @@ impl<'scope, 'env> AsyncScope<'scope, 'env> {
         })
     }
 
-    fn lock_children(&self) -> MutexGuard<'_, Children<'scope>> {
-        self.children.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock_spawned(&self) -> MutexGuard<'_, Vec<Child<'scope>>> {
+        self.spawned.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn drop_caught<T>(&self, value: T) {
@@ -394,33 +470,6 @@ impl<'scope, 'env> AsyncScope<'scope, 'env> {
     fn report<R>(&self, body: Option<R>) -> Result<R, ScopeError> {
         let (panics, errors) = self.failures.take(&self.ctx).into_parts();
         failures::report(panics, errors, body)
-    }
-
-    /// Polls every child once, and the ones spawned meanwhile (invariant 2); drops the finished
-    /// ones. Returns whether any finished or was spawned (the body may be waiting on it).
-    fn poll_children(&self, cx: &mut task::Context<'_>) -> bool {
-        let mut progressed = false;
-        let mut round = std::mem::take(&mut self.lock_children().running);
-        loop {
-            let spawned = std::mem::take(&mut self.lock_children().spawned);
-            progressed |= !spawned.is_empty();
-            round.extend(spawned);
-            let mut i = 0;
-            while i < round.len() {
-                if self.poll_child(&mut round[i], cx).is_ready() {
-                    // Its context and future are user data: a panic dropping them is the scope's.
-                    self.drop_caught(round.swap_remove(i));
-                    progressed = true;
-                } else {
-                    i += 1;
-                }
-            }
-            let mut children = self.lock_children();
-            if children.spawned.is_empty() {
-                children.running.append(&mut round);
-                return progressed;
-            }
-        }
     }
 
     /// Polls one child with its context ambient (invariant 1); a panic is recorded and cancels
@@ -436,19 +485,14 @@ impl<'scope, 'env> AsyncScope<'scope, 'env> {
             }
         }
     }
-
-    fn is_idle(&self) -> bool {
-        let children = self.lock_children();
-        children.running.is_empty() && children.spawned.is_empty()
-    }
 }
 
 impl fmt::Debug for AsyncScope<'_, '_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let children = self.lock_children();
         f.debug_struct("AsyncScope")
             .field("context", &self.ctx)
-            .field("children", &(children.running.len() + children.spawned.len()))
+            // Relaxed: as in `spawn`.
+            .field("children", &self.children.load(Relaxed))
             .finish_non_exhaustive()
     }
 }
