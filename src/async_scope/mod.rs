@@ -170,9 +170,8 @@ impl<'scope> Running<'scope> {
             progressed |= !spawned.is_empty();
             for child in spawned {
                 let key = self.children.insert(child);
-                if self.ready.mark_new(key) {
-                    batch.push(key);
-                }
+                self.ready.add_key(key);
+                batch.push(key);
             }
             if batch.is_empty() {
                 self.batch = batch;
@@ -187,11 +186,12 @@ impl<'scope> Running<'scope> {
     /// Polls the child at `key`, if there is one (invariant 2 of `ready.rs`), with its own waker;
     /// returns whether it finished.
     fn poll_one(&mut self, scope: &AsyncScope<'scope, '_>, key: usize) -> bool {
-        let waker = self.ready.waker_for_poll(key);
         let Some(child) = self.children.get_mut(key) else { return false };
-        if scope.poll_child(child, &mut task::Context::from_waker(waker)).is_pending() {
+        let waker = self.ready.waker(key);
+        if scope.poll_child(child, &mut task::Context::from_waker(&waker)).is_pending() {
             return false;
         }
+        drop(waker);
         let child = self.children.remove(key);
         // Relaxed: as in `spawn`.
         scope.children.fetch_sub(1, Relaxed);

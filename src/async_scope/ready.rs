@@ -1,30 +1,47 @@
 //! The wake-ups of an async scope's children: each child is polled with a waker of its own, which
 //! queues the child's key and wakes the scope's future, so a wake-up costs the poll of the child
 //! it concerns rather than a poll of every child (`futures`' `FuturesUnordered` does the same with
-//! a ready queue). [`Ready`] is the scope's side, owned by its future; [`ChildWaker`] the child's.
+//! a ready queue). [`Ready`] is the scope's side, owned by its future.
+//!
+//! A child is polled with a *borrowed* waker ([`Ready::waker`]): it points to the key's entry in
+//! [`Ready`] and allocates nothing. Only when the child clones it (to keep it past the poll) is an
+//! owned waker made, an `Arc` per key, kept in the entry and reused by later clones and by later
+//! children at that key. So a child that finishes without waiting costs no waker at all.
 //!
 //! # Invariants
-//! 1. A key is queued at most once: a wake-up that finds its waker's `queued` flag set adds
-//!    nothing. The scope clears the flag ([`Ready::waker_for_poll`]) before it polls the child, so
-//!    a wake-up during or after that poll queues the key again. No wake-up is lost: a wake-up that
-//!    finds the flag set was ordered before the clearing (both are `AcqRel` swaps of one flag), so
-//!    the poll that follows the clearing sees what the wake-up announced.
+//! 1. A key is queued at most once: `QueueState::queued` marks the queued keys, and a wake-up of
+//!    a queued key adds nothing. The scope takes the queued keys and clears their marks under the
+//!    queue's lock before it polls them, so a wake-up during or after such a poll queues the key
+//!    again, and one that found the mark set happened before the take (the lock orders them): no
+//!    wake-up is lost.
 //! 2. Keys are the indices of the scope's slab of children, reused once a child has finished. A
 //!    waker that outlived its child may queue the key of a later child, which then gets a spurious
-//!    poll (every future tolerates those); a queued key with no child is skipped. The wakers are
-//!    made per key, not per child, so a scope whose children come and go allocates one per key.
-//! 3. No code of the executor runs under the queue's lock but a clone of the scope's waker; waking
+//!    poll (every future tolerates those); a queued key with no child is skipped.
+//! 3. A borrowed waker lives only inside [`Ready::waker`]'s borrow of the entries, so the entry
+//!    it points to is neither moved (the entries grow only through `&mut self`) nor freed while
+//!    it exists.
+//! 4. No code of the executor runs under the queue's lock but a clone of the scope's waker; waking
 //!    it, and dropping the one it replaces, happen after the lock is released.
 
-use crate::loom::{AtomicBool, Mutex, MutexGuard, Ordering::AcqRel};
-use std::sync::{Arc, PoisonError};
-use std::task::{Wake, Waker};
+use crate::loom::{Mutex, MutexGuard};
+use std::marker::PhantomData;
+use std::ops::Deref;
+use std::sync::{Arc, OnceLock, PoisonError};
+use std::task::{RawWaker, RawWakerVTable, Wake, Waker};
 
-/// The scope's side: the queue of woken keys and a waker for each key.
+/// The scope's side: the queue of woken keys and an entry for each key.
 pub(crate) struct Ready {
     queue: Arc<Queue>,
-    /// Indexed by key: made on the key's first use, kept for the scope's life (invariant 2).
-    wakers: Vec<(Arc<ChildWaker>, Waker)>,
+    /// Indexed by key (invariant 2); grown only by [`Ready::add_key`] (invariant 3).
+    entries: Vec<Entry>,
+}
+
+/// What a key's borrowed waker points to.
+struct Entry {
+    key: usize,
+    queue: Arc<Queue>,
+    /// The key's owned waker, made by the first clone of a borrowed one.
+    owned: OnceLock<Waker>,
 }
 
 /// What the wakers share with the scope.
@@ -36,6 +53,8 @@ struct Queue {
 struct QueueState {
     /// Keys woken since the scope last took them (invariant 1).
     keys: Vec<usize>,
+    /// By key: whether it is in `keys`.
+    queued: Vec<bool>,
     /// The waker of the scope's future, from its latest poll.
     scope: Option<Waker>,
 }
@@ -44,29 +63,19 @@ impl Queue {
     fn lock(&self) -> MutexGuard<'_, QueueState> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
-}
 
-/// The waker of the child at `key`.
-struct ChildWaker {
-    key: usize,
-    /// Whether `key` is in the queue, or taken out and not yet polled (invariant 1).
-    queued: AtomicBool,
-    queue: Arc<Queue>,
-}
-
-impl Wake for ChildWaker {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        // AcqRel: pairs with the scope's clearing swap in `waker_for_poll` (invariant 1).
-        if self.queued.swap(true, AcqRel) {
-            return;
-        }
+    /// Queues `key`, unless it is queued, and wakes the scope's future (invariants 1 and 4).
+    fn wake(&self, key: usize) {
         let scope = {
-            let mut state = self.queue.lock();
-            state.keys.push(self.key);
+            let mut state = self.lock();
+            if state.queued.len() <= key {
+                state.queued.resize(key + 1, false);
+            }
+            if state.queued[key] {
+                return;
+            }
+            state.queued[key] = true;
+            state.keys.push(key);
             state.scope.clone()
         };
         if let Some(scope) = scope {
@@ -75,11 +84,67 @@ impl Wake for ChildWaker {
     }
 }
 
+/// The owned waker of a key.
+struct ChildWaker {
+    key: usize,
+    queue: Arc<Queue>,
+}
+
+impl Wake for ChildWaker {
+    fn wake(self: Arc<Self>) {
+        self.queue.wake(self.key);
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.queue.wake(self.key);
+    }
+}
+
+/// The vtable of a borrowed waker, whose data is a `*const Entry` (invariant 3).
+static BORROWED: RawWakerVTable =
+    RawWakerVTable::new(clone_borrowed, wake_borrowed, wake_borrowed, drop_borrowed);
+
+/// Makes (once per key) and clones the key's owned waker.
+unsafe fn clone_borrowed(data: *const ()) -> RawWaker {
+    // SAFETY: `data` is the `&Entry` a borrowed waker was made from, which outlives that waker
+    // (invariant 3); this is called through that waker, so while it exists.
+    let entry = unsafe { &*data.cast::<Entry>() };
+    let owned = entry
+        .owned
+        .get_or_init(|| Waker::from(Arc::new(ChildWaker { key: entry.key, queue: entry.queue.clone() })));
+    // The clone's ownership passes to the `RawWaker`, so the `Waker` must not drop it.
+    let owned = std::mem::ManuallyDrop::new(owned.clone());
+    RawWaker::new(owned.data(), owned.vtable())
+}
+
+/// `wake` and `wake_by_ref` alike: a borrowed waker owns nothing, so consuming it frees nothing.
+unsafe fn wake_borrowed(data: *const ()) {
+    // SAFETY: as in `clone_borrowed`.
+    let entry = unsafe { &*data.cast::<Entry>() };
+    entry.queue.wake(entry.key);
+}
+
+unsafe fn drop_borrowed(_data: *const ()) {}
+
+/// A child's waker for one poll, borrowing its entry (invariant 3).
+pub(crate) struct BorrowedWaker<'a> {
+    waker: Waker,
+    entry: PhantomData<&'a Entry>,
+}
+
+impl Deref for BorrowedWaker<'_> {
+    type Target = Waker;
+
+    fn deref(&self) -> &Waker {
+        &self.waker
+    }
+}
+
 impl Ready {
     /// No keys, no wakers.
     pub(crate) fn new() -> Ready {
-        let state = QueueState { keys: Vec::new(), scope: None };
-        Ready { queue: Arc::new(Queue { state: Mutex::new(state) }), wakers: Vec::new() }
+        let state = QueueState::default();
+        Ready { queue: Arc::new(Queue { state: Mutex::new(state) }), entries: Vec::new() }
     }
 
     /// Records the waker of the scope's future's current poll, which every child's wake-up
@@ -92,44 +157,36 @@ impl Ready {
                 _ => state.scope.replace(waker.clone()),
             }
         };
-        drop(replaced); // invariant 3
+        drop(replaced); // invariant 4
     }
 
-    /// Adds the keys woken since the last call to `keys`.
+    /// Adds the keys woken since the last call to `keys`, no longer marked queued (invariant 1).
     pub(crate) fn take_woken(&self, keys: &mut Vec<usize>) {
         let mut state = self.queue.lock();
-        if keys.is_empty() {
-            std::mem::swap(keys, &mut state.keys);
-        } else {
-            keys.append(&mut state.keys);
+        let QueueState { keys: woken, queued, .. } = &mut *state;
+        for &key in woken.iter() {
+            queued[key] = false;
+        }
+        keys.append(woken);
+    }
+
+    /// Makes sure `key` has an entry, before a child at `key` is polled.
+    pub(crate) fn add_key(&mut self, key: usize) {
+        while self.entries.len() <= key {
+            let entry = Entry { key: self.entries.len(), queue: self.queue.clone(), owned: OnceLock::new() };
+            self.entries.push(entry);
         }
     }
 
-    /// Marks the new child at `key` as queued for its first poll; `false` if the key already is
-    /// (a waker of an earlier child queued it: it is in the queue, and the scope's waker was woken).
-    pub(crate) fn mark_new(&mut self, key: usize) -> bool {
-        // AcqRel: as in `wake_by_ref` (invariant 1).
-        !self.waker(key).0.queued.swap(true, AcqRel)
-    }
-
-    /// The waker to poll the child at `key` with, its key no longer queued (invariant 1).
-    pub(crate) fn waker_for_poll(&mut self, key: usize) -> &Waker {
-        let (child, waker) = self.waker(key);
-        // AcqRel: pairs with the swap of a wake-up that found the flag set (invariant 1).
-        child.queued.swap(false, AcqRel);
-        waker
-    }
-
-    fn waker(&mut self, key: usize) -> &(Arc<ChildWaker>, Waker) {
-        while self.wakers.len() <= key {
-            let child = Arc::new(ChildWaker {
-                key: self.wakers.len(),
-                queued: AtomicBool::new(false),
-                queue: self.queue.clone(),
-            });
-            self.wakers.push((child.clone(), Waker::from(child)));
-        }
-        &self.wakers[key]
+    /// The waker to poll the child at `key` with, which [`Ready::add_key`] has seen.
+    pub(crate) fn waker(&self, key: usize) -> BorrowedWaker<'_> {
+        let entry: *const Entry = &self.entries[key];
+        // SAFETY: `BORROWED`'s functions treat the data as a `&Entry`, which is valid for as long
+        // as the returned waker: it borrows `self.entries` (invariant 3). They are thread-safe,
+        // as a waker must be: an `Entry` is `Sync` (the queue is behind a mutex, the owned waker
+        // in a `OnceLock`), and the clone they make is an ordinary `Arc` waker.
+        let waker = unsafe { Waker::from_raw(RawWaker::new(entry.cast(), &BORROWED)) };
+        BorrowedWaker { waker, entry: PhantomData }
     }
 }
 
@@ -138,6 +195,6 @@ impl Drop for Ready {
     /// keeps the queue, but no longer the scope's waker, nor the keys.
     fn drop(&mut self) {
         let state = std::mem::take(&mut *self.queue.lock());
-        drop(state); // invariant 3
+        drop(state); // invariant 4
     }
 }

@@ -109,9 +109,9 @@ fn replacing_the_waker_racing_a_cancel_wakes_one_of_them_or_is_ready() {
 
 /// An async scope's child waker (`async_scope/ready.rs`): a child is woken while the scope, which
 /// had its key queued by an earlier wake-up, takes the key and polls it. The wake-up may find the
-/// key still queued and add nothing; then the scope's poll, which clears the flag after it, must
-/// see what the wake-up announced. Otherwise the key is queued again and the scope's waker woken.
-/// The announcement is a `Relaxed` store: only the flag's ordering can carry it.
+/// key still queued and add nothing; then the scope's poll, which follows its take of the key,
+/// must see what the wake-up announced. Otherwise the key is queued again and the scope's waker
+/// woken. The announcement is a `Relaxed` store: only the queue's ordering can carry it.
 #[test]
 fn a_child_wake_up_racing_the_scopes_poll_of_it_is_seen_or_queued_never_lost() {
     use crate::async_scope::ready::Ready;
@@ -120,10 +120,10 @@ fn a_child_wake_up_racing_the_scopes_poll_of_it_is_seen_or_queued_never_lost() {
         let mut ready = Ready::new();
         let (woken, scope_waker) = counting();
         ready.register(&scope_waker);
-        assert!(ready.mark_new(0));
-        // The child's first poll: pending, its waker kept by what it waits for; then a first
-        // wake-up queues it.
-        let child_waker = ready.waker_for_poll(0).clone();
+        ready.add_key(0);
+        // The child's first poll: pending, a clone of its waker kept by what it waits for; then
+        // a first wake-up queues it.
+        let child_waker = (*ready.waker(0)).clone();
         child_waker.wake_by_ref();
         let announced = Arc::new(AtomicBool::new(false));
         let waker = thread::spawn({
@@ -136,7 +136,6 @@ fn a_child_wake_up_racing_the_scopes_poll_of_it_is_seen_or_queued_never_lost() {
         let mut keys = Vec::new();
         ready.take_woken(&mut keys);
         assert_eq!(keys, [0], "the first wake-up queued the key");
-        ready.waker_for_poll(0);
         let seen = announced.load(Relaxed);
         waker.join().unwrap();
         if !seen {
