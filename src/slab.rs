@@ -49,6 +49,23 @@ impl<T> Slab<T> {
         self.len as usize
     }
 
+    /// One more than the highest index the slab can hand out without growing.
+    pub(crate) fn capacity(&self) -> usize {
+        1 + self.rest.as_ref().map_or(0, |rest| rest.entries.capacity())
+    }
+
+    /// Makes room for `additional` more entries beyond the vacant ones, in one allocation.
+    pub(crate) fn reserve(&mut self, additional: usize) {
+        let occupied_in_rest = self.len() - usize::from(self.first.is_some());
+        let vacant_in_rest = self.rest.as_ref().map_or(0, |rest| rest.entries.len()) - occupied_in_rest;
+        let vacant = usize::from(self.first.is_none()) + vacant_in_rest;
+        if additional > vacant {
+            let rest = self.rest.get_or_insert_with(|| Box::new(Rest { entries: Vec::new(), free: NONE }));
+            // Room for that many pushes past the entries in use or on the free list.
+            rest.entries.reserve(additional - vacant);
+        }
+    }
+
     /// Stores `value` and returns its index, reusing a vacant entry if there is one.
     pub(crate) fn insert(&mut self, value: T) -> usize {
         assert!(self.len < NONE - 1, "tether: more than 2^32 - 2 live entries in one slab");
@@ -162,6 +179,20 @@ mod tests {
         }
         assert_eq!(slab.len(), 0);
         assert!(slab.rest.is_none());
+    }
+
+    #[test]
+    fn reserve_makes_room_for_that_many_inserts_without_growing() {
+        let mut slab = Slab::new();
+        slab.insert(0);
+        slab.insert(1);
+        slab.remove(0);
+        slab.reserve(100);
+        let capacity = slab.capacity();
+        let indices: Vec<usize> = (0..100).map(|i| slab.insert(i)).collect();
+        assert_eq!(slab.capacity(), capacity, "no insert grew the slab");
+        assert!(indices.iter().all(|&i| i < capacity), "every index is below the capacity");
+        assert_eq!(slab.len(), 101);
     }
 
     #[test]

@@ -618,3 +618,46 @@ async fn yield_once() {
     })
     .await
 }
+
+#[test]
+fn the_scopes_debug_counts_its_children_spawned_and_running() {
+    let _counts = counts();
+    // A gate each: a gate keeps one waker.
+    let gates = [Mutex::<Gate>::default(), Mutex::<Gate>::default()];
+    let polls = AtomicUsize::new(0);
+    let (gates, polls) = (&gates, &polls);
+    futures_executor::block_on(tether::async_scope(|s| {
+        Box::pin(async move {
+            let a = s.spawn(move |_| pass(&gates[0], polls));
+            let b = s.spawn(move |_| pass(&gates[1], polls));
+            assert!(format!("{s:?}").contains("children: 2"), "two spawned: {s:?}");
+            yield_once().await; // the scope's future takes them in and polls them
+            assert!(format!("{s:?}").contains("children: 2"), "two running: {s:?}");
+            gates.iter().for_each(open);
+            a.await.unwrap();
+            b.await.unwrap();
+            assert!(format!("{s:?}").contains("children: 0"), "none left: {s:?}");
+        })
+    }))
+    .unwrap();
+}
+
+#[test]
+fn a_child_that_only_checks_for_cancellation_when_polled_is_polled_once_the_scope_is_cancelled() {
+    let _counts = counts();
+    let mut scope = Box::pin(tether::async_scope(|s| {
+        Box::pin(async move {
+            // Pending with no wake-up arranged: only a poll after the cancellation ends it.
+            s.spawn(|ctx| {
+                std::future::poll_fn(move |_| {
+                    if ctx.is_cancelled() { std::task::Poll::Ready(()) } else { std::task::Poll::Pending }
+                })
+            });
+            yield_once().await; // the child's first poll: pending, and nothing will wake it
+        })
+    }));
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    // One poll: the child's first poll, then the body ends, the exit cancels the scope, and the
+    // child is polled again.
+    assert!(scope.as_mut().poll(&mut cx).is_ready(), "the exit polled the child after cancelling");
+}

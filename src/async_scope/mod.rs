@@ -30,9 +30,15 @@
 //!    which its wake-up asked for: a child that keeps waking itself cannot hold the executor.
 //! 3. The exit cancels the scope's context and polls the children until none is left; only then
 //!    does it report.
+//! 4. A poll of the scope's future that finds the scope's context cancelled for the first time
+//!    (the exit, a failure, a panic, a cancelled parent) polls every child once more, woken or
+//!    not: a child that only checks `is_cancelled()` when polled, without arranging a wake-up,
+//!    still learns of the cancellation (once, at a cost of one poll per child). Otherwise a child
+//!    is polled only when its own waker asks for it, as in `FuturesUnordered`: a child that
+//!    returns `Pending` with no wake-up arranged is not polled again because a sibling was woken.
 
 use crate::ambient;
-use crate::cancel::Cause;
+use crate::cancel::{Canceller, Cause};
 use crate::context::Context;
 use crate::live::{self, Counter};
 use crate::scope::failures::{self, FailureLog};
@@ -150,11 +156,23 @@ struct Running<'scope> {
     ready: Ready,
     /// The keys of the children to poll now; kept for its allocation.
     batch: Vec<usize>,
+    /// Whether every child has been queued once since the scope was cancelled (invariant 4).
+    swept: bool,
 }
 
 impl<'scope> Running<'scope> {
     fn new() -> Self {
-        Running { children: Slab::new(), ready: Ready::new(), batch: Vec::new() }
+        Running { children: Slab::new(), ready: Ready::new(), batch: Vec::new(), swept: false }
+    }
+
+    /// The first time the scope is seen cancelled, queues every child for a poll (invariant 4).
+    fn sweep_if_cancelled(&mut self, scope: &AsyncScope<'scope, '_>) {
+        if self.swept || !scope.ctx.is_cancelled() {
+            return;
+        }
+        self.swept = true;
+        let keys = (0..self.children.capacity()).filter(|&key| self.children.get(key).is_some());
+        self.batch.extend(keys);
     }
 
     /// Polls the children woken since the last call, and those spawned meanwhile, including
@@ -168,11 +186,13 @@ impl<'scope> Running<'scope> {
         loop {
             let spawned = std::mem::take(&mut *scope.lock_spawned());
             progressed |= !spawned.is_empty();
+            self.children.reserve(spawned.len());
+            batch.reserve(spawned.len());
             for child in spawned {
-                let key = self.children.insert(child);
-                self.ready.add_key(key);
-                batch.push(key);
+                batch.push(self.children.insert(child));
             }
+            self.ready.add_keys(self.children.capacity());
+            self.publish_len(scope);
             if batch.is_empty() {
                 self.batch = batch;
                 return progressed;
@@ -187,17 +207,22 @@ impl<'scope> Running<'scope> {
     /// returns whether it finished.
     fn poll_one(&mut self, scope: &AsyncScope<'scope, '_>, key: usize) -> bool {
         let Some(child) = self.children.get_mut(key) else { return false };
-        let waker = self.ready.waker(key);
-        if scope.poll_child(child, &mut task::Context::from_waker(&waker)).is_pending() {
+        let poll =
+            self.ready.poll_with(key, |waker| scope.poll_child(child, &mut task::Context::from_waker(waker)));
+        if poll.is_pending() {
             return false;
         }
-        drop(waker);
         let child = self.children.remove(key);
-        // Relaxed: as in `spawn`.
-        scope.children.fetch_sub(1, Relaxed);
+        self.publish_len(scope);
         // Its context and future are user data: a panic dropping them is the scope's.
         scope.drop_caught(child);
         true
+    }
+
+    /// Tells `Debug` how many children there are: a store, not a read-modify-write, as the
+    /// scope's future is the only writer. Relaxed: `Debug` orders it with nothing.
+    fn publish_len(&self, scope: &AsyncScope<'scope, '_>) {
+        scope.running.store(self.children.len(), Relaxed);
     }
 
     /// Whether no child is left, running or spawned.
@@ -264,6 +289,7 @@ impl<R> Future for AsyncScopeFuture<'_, R> {
                     }
                 }
             }
+            this.running.sweep_if_cancelled(scope);
             let progressed = this.running.poll(scope, cx);
             if this.body.is_none() && this.running.is_idle(scope) {
                 this.finished = true;
@@ -317,8 +343,8 @@ pub struct AsyncScope<'scope, 'env: 'scope> {
     ctx: Context,
     /// Spawned and not yet taken in by a poll of the scope's future (invariant 2).
     spawned: Mutex<Vec<Child<'scope>>>,
-    /// How many children exist, for `Debug` only.
-    children: AtomicUsize,
+    /// How many children the scope's future holds, as of its latest change, for `Debug` only.
+    running: AtomicUsize,
     failures: FailureLog,
     scope: PhantomData<&'scope mut &'scope ()>,
     env: PhantomData<&'env mut &'env ()>,
@@ -352,7 +378,7 @@ impl<'scope, 'env> AsyncScope<'scope, 'env> {
         AsyncScope {
             ctx,
             spawned: Mutex::new(Vec::new()),
-            children: AtomicUsize::new(0),
+            running: AtomicUsize::new(0),
             failures: FailureLog::default(),
             scope: PhantomData,
             env: PhantomData,
@@ -418,8 +444,6 @@ impl<'scope, 'env> AsyncScope<'scope, 'env> {
             output.finish(SlotState::Returned(value));
         });
         let counted = Counted::new();
-        // Relaxed: a count read only by `Debug`, ordered with nothing.
-        self.children.fetch_add(1, Relaxed);
         self.lock_spawned().push(Child {
             ctx: ctx.clone(),
             future: child,
@@ -491,8 +515,8 @@ impl fmt::Debug for AsyncScope<'_, '_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AsyncScope")
             .field("context", &self.ctx)
-            // Relaxed: as in `spawn`.
-            .field("children", &self.children.load(Relaxed))
+            // Relaxed: see `Running::publish_len`.
+            .field("children", &(self.running.load(Relaxed) + self.lock_spawned().len()))
             .finish_non_exhaustive()
     }
 }

@@ -3,10 +3,10 @@
 //! it concerns rather than a poll of every child (`futures`' `FuturesUnordered` does the same with
 //! a ready queue). [`Ready`] is the scope's side, owned by its future.
 //!
-//! A child is polled with a *borrowed* waker ([`Ready::waker`]): it points to the key's entry in
-//! [`Ready`] and allocates nothing. Only when the child clones it (to keep it past the poll) is an
-//! owned waker made, an `Arc` per key, kept in the entry and reused by later clones and by later
-//! children at that key. So a child that finishes without waiting costs no waker at all.
+//! A child is polled with a *borrowed* waker ([`Ready::poll_with`]): it points to a local of that
+//! call and allocates nothing. Only when the child clones it (to keep it past the poll) is an owned
+//! waker made, an `Arc` per key, kept in [`Ready`] and reused by later clones and by later children
+//! at that key. So a child that finishes without waiting costs no waker at all.
 //!
 //! # Invariants
 //! 1. A key is queued at most once: `QueueState::queued` marks the queued keys, and a wake-up of
@@ -17,31 +17,29 @@
 //! 2. Keys are the indices of the scope's slab of children, reused once a child has finished. A
 //!    waker that outlived its child may queue the key of a later child, which then gets a spurious
 //!    poll (every future tolerates those); a queued key with no child is skipped.
-//! 3. A borrowed waker lives only inside [`Ready::waker`]'s borrow of the entries, so the entry
-//!    it points to is neither moved (the entries grow only through `&mut self`) nor freed while
-//!    it exists.
+//! 3. A borrowed waker lives only inside [`Ready::poll_with`], and what it points to (a local of
+//!    that call, borrowing the key's owned-waker cell and the queue) outlives it; the cells grow
+//!    only through `&mut self`, so none moves while a borrowed waker exists.
 //! 4. No code of the executor runs under the queue's lock but a clone of the scope's waker; waking
 //!    it, and dropping the one it replaces, happen after the lock is released.
 
 use crate::loom::{Mutex, MutexGuard};
-use std::marker::PhantomData;
-use std::ops::Deref;
 use std::sync::{Arc, OnceLock, PoisonError};
 use std::task::{RawWaker, RawWakerVTable, Wake, Waker};
 
-/// The scope's side: the queue of woken keys and an entry for each key.
+/// The scope's side: the queue of woken keys and each key's owned waker.
 pub(crate) struct Ready {
     queue: Arc<Queue>,
-    /// Indexed by key (invariant 2); grown only by [`Ready::add_key`] (invariant 3).
-    entries: Vec<Entry>,
+    /// Indexed by key (invariant 2): its owned waker, made by the first clone of a borrowed one.
+    /// Grown only by [`Ready::add_keys`] (invariant 3).
+    owned: Vec<OnceLock<Waker>>,
 }
 
-/// What a key's borrowed waker points to.
-struct Entry {
+/// What a borrowed waker points to, for one poll (invariant 3).
+struct Borrowed<'a> {
     key: usize,
-    queue: Arc<Queue>,
-    /// The key's owned waker, made by the first clone of a borrowed one.
-    owned: OnceLock<Waker>,
+    owned: &'a OnceLock<Waker>,
+    queue: &'a Arc<Queue>,
 }
 
 /// What the wakers share with the scope.
@@ -100,18 +98,18 @@ impl Wake for ChildWaker {
     }
 }
 
-/// The vtable of a borrowed waker, whose data is a `*const Entry` (invariant 3).
+/// The vtable of a borrowed waker, whose data is a `*const Borrowed` (invariant 3).
 static BORROWED: RawWakerVTable =
     RawWakerVTable::new(clone_borrowed, wake_borrowed, wake_borrowed, drop_borrowed);
 
 /// Makes (once per key) and clones the key's owned waker.
 unsafe fn clone_borrowed(data: *const ()) -> RawWaker {
-    // SAFETY: `data` is the `&Entry` a borrowed waker was made from, which outlives that waker
+    // SAFETY: `data` is the `&Borrowed` a borrowed waker was made from, which outlives that waker
     // (invariant 3); this is called through that waker, so while it exists.
-    let entry = unsafe { &*data.cast::<Entry>() };
-    let owned = entry
-        .owned
-        .get_or_init(|| Waker::from(Arc::new(ChildWaker { key: entry.key, queue: entry.queue.clone() })));
+    let borrowed = unsafe { &*data.cast::<Borrowed<'_>>() };
+    let owned = borrowed.owned.get_or_init(|| {
+        Waker::from(Arc::new(ChildWaker { key: borrowed.key, queue: borrowed.queue.clone() }))
+    });
     // The clone's ownership passes to the `RawWaker`, so the `Waker` must not drop it.
     let owned = std::mem::ManuallyDrop::new(owned.clone());
     RawWaker::new(owned.data(), owned.vtable())
@@ -120,31 +118,17 @@ unsafe fn clone_borrowed(data: *const ()) -> RawWaker {
 /// `wake` and `wake_by_ref` alike: a borrowed waker owns nothing, so consuming it frees nothing.
 unsafe fn wake_borrowed(data: *const ()) {
     // SAFETY: as in `clone_borrowed`.
-    let entry = unsafe { &*data.cast::<Entry>() };
-    entry.queue.wake(entry.key);
+    let borrowed = unsafe { &*data.cast::<Borrowed<'_>>() };
+    borrowed.queue.wake(borrowed.key);
 }
 
 unsafe fn drop_borrowed(_data: *const ()) {}
-
-/// A child's waker for one poll, borrowing its entry (invariant 3).
-pub(crate) struct BorrowedWaker<'a> {
-    waker: Waker,
-    entry: PhantomData<&'a Entry>,
-}
-
-impl Deref for BorrowedWaker<'_> {
-    type Target = Waker;
-
-    fn deref(&self) -> &Waker {
-        &self.waker
-    }
-}
 
 impl Ready {
     /// No keys, no wakers.
     pub(crate) fn new() -> Ready {
         let state = QueueState::default();
-        Ready { queue: Arc::new(Queue { state: Mutex::new(state) }), entries: Vec::new() }
+        Ready { queue: Arc::new(Queue { state: Mutex::new(state) }), owned: Vec::new() }
     }
 
     /// Records the waker of the scope's future's current poll, which every child's wake-up
@@ -170,23 +154,25 @@ impl Ready {
         keys.append(woken);
     }
 
-    /// Makes sure `key` has an entry, before a child at `key` is polled.
-    pub(crate) fn add_key(&mut self, key: usize) {
-        while self.entries.len() <= key {
-            let entry = Entry { key: self.entries.len(), queue: self.queue.clone(), owned: OnceLock::new() };
-            self.entries.push(entry);
+    /// Makes sure every key below `end` has an entry, before a child at such a key is polled.
+    pub(crate) fn add_keys(&mut self, end: usize) {
+        if self.owned.len() < end {
+            self.owned.resize_with(end, OnceLock::new);
         }
     }
 
-    /// The waker to poll the child at `key` with, which [`Ready::add_key`] has seen.
-    pub(crate) fn waker(&self, key: usize) -> BorrowedWaker<'_> {
-        let entry: *const Entry = &self.entries[key];
-        // SAFETY: `BORROWED`'s functions treat the data as a `&Entry`, which is valid for as long
-        // as the returned waker: it borrows `self.entries` (invariant 3). They are thread-safe,
-        // as a waker must be: an `Entry` is `Sync` (the queue is behind a mutex, the owned waker
-        // in a `OnceLock`), and the clone they make is an ordinary `Arc` waker.
-        let waker = unsafe { Waker::from_raw(RawWaker::new(entry.cast(), &BORROWED)) };
-        BorrowedWaker { waker, entry: PhantomData }
+    /// Calls `poll` with the waker to poll the child at `key` with (a key [`Ready::add_keys`] has
+    /// seen), borrowed for the call (invariant 3).
+    pub(crate) fn poll_with<R>(&self, key: usize, poll: impl FnOnce(&Waker) -> R) -> R {
+        let borrowed = Borrowed { key, owned: &self.owned[key], queue: &self.queue };
+        let data: *const Borrowed<'_> = &borrowed;
+        // SAFETY: `BORROWED`'s functions treat the data as a `&Borrowed`, which outlives the
+        // waker: `borrowed` is a local declared before it, so dropped after it, and `poll` gets
+        // the waker by reference, for the call only (a clone is an ordinary `Arc` waker). They
+        // are thread-safe, as a waker must be: a `Borrowed` is `Sync` (the queue is behind a
+        // mutex, the owned waker in a `OnceLock`).
+        let waker = unsafe { Waker::from_raw(RawWaker::new(data.cast(), &BORROWED)) };
+        poll(&waker)
     }
 }
 

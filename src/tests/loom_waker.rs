@@ -120,10 +120,10 @@ fn a_child_wake_up_racing_the_scopes_poll_of_it_is_seen_or_queued_never_lost() {
         let mut ready = Ready::new();
         let (woken, scope_waker) = counting();
         ready.register(&scope_waker);
-        ready.add_key(0);
+        ready.add_keys(1);
         // The child's first poll: pending, a clone of its waker kept by what it waits for; then
         // a first wake-up queues it.
-        let child_waker = (*ready.waker(0)).clone();
+        let child_waker = ready.poll_with(0, Waker::clone);
         child_waker.wake_by_ref();
         let announced = Arc::new(AtomicBool::new(false));
         let waker = thread::spawn({
