@@ -15,9 +15,9 @@
 //!    child keeps only the first. Lookup cost depends on the number of distinct keys bound (log32
 //!    of it), never on the number of derivations.
 //! 4. A binding is a [`Bound`]: the pointer `Arc::into_raw` gives for its [`Value`], so its address
-//!    is the value's own, with bit 0 set when the binding was written through a typed API for a
-//!    `Key<T>` (the value is a `T`, by invariants 1 and 2). A typed read of such a binding casts the
-//!    pointer; any other read downcasts. The cast skips the vtable (a load for the `Arc`'s data
+//!    is the value's own, with bit 0 clear when the binding was written through a typed API for a
+//!    `Key<T>` (the value is a `T`, by invariants 1 and 2) and set otherwise. A typed read of a
+//!    binding whose bit is clear casts the pointer as it is (no mask); any other read downcasts. The cast skips the vtable (a load for the `Arc`'s data
 //!    offset and a call for the `TypeId`): two of the five dependent steps of a read at depth one.
 
 pub(crate) mod map;
@@ -296,11 +296,12 @@ pub trait Valuer {
 }
 
 /// One binding (invariant 4): a strong count of a [`Value`]'s `Arc`, held as its data pointer,
-/// bit 0 set when the value is known to be the key's type.
+/// bit 0 set when the value is *not* known to be the key's type (the rarer case, so that a typed
+/// read uses the pointer unmasked).
 pub(crate) struct Bound(NonNull<dyn Any + Send + Sync>);
 
-/// Bit 0 of a [`Bound`]'s address: the binding is typed (invariant 4).
-const TYPED: usize = 1;
+/// Bit 0 of a [`Bound`]'s address: the binding is untyped (invariant 4).
+const UNTYPED: usize = 1;
 
 // SAFETY: a `Bound` is an `Arc<dyn Any + Send + Sync>` in raw form (it owns one strong count and
 // only ever hands out shared references to the value), and such an `Arc` is `Send` and `Sync`.
@@ -312,26 +313,26 @@ impl Bound {
     /// A binding for `key` that a typed read may cast (invariant 4): `value` is a `T` and `key` a
     /// `Key<T>`, the one static at its address (invariant 1).
     pub(crate) fn typed<T: Send + Sync + 'static>(_key: &'static Key<T>, value: Arc<T>) -> Bound {
-        Bound::from_value(value as Value, TYPED)
+        Bound::from_value(value as Value, 0)
     }
 
     /// A binding read only by downcasting: its type is not known to be the key's.
     pub(crate) fn untyped(value: Value) -> Bound {
-        Bound::from_value(value, 0)
+        Bound::from_value(value, UNTYPED)
     }
 
     fn from_value(value: Value, tag: usize) -> Bound {
         let raw = Arc::into_raw(value).cast_mut();
         // An `Arc`'s data sits after its two counters, so its address is aligned to at least a
         // `usize` and bit 0 is free for the tag.
-        debug_assert_eq!(raw.addr() & TYPED, 0);
+        debug_assert_eq!(raw.addr() & UNTYPED, 0);
         // SAFETY: `Arc::into_raw` never returns null, and setting a bit that was clear keeps it so.
         Bound(unsafe { NonNull::new_unchecked(raw.map_addr(|addr| addr | tag)) })
     }
 
     /// The pointer `Arc::into_raw` returned, without the tag.
     fn raw(&self) -> *const (dyn Any + Send + Sync) {
-        self.0.as_ptr().map_addr(|addr| addr & !TYPED)
+        self.0.as_ptr().map_addr(|addr| addr & !UNTYPED)
     }
 
     /// The value, type-erased.
@@ -344,11 +345,12 @@ impl Bound {
     /// The value as a `T`, if it is one; `key` is the key it was bound to.
     #[inline]
     fn get_as<T: 'static>(&self, _key: &'static Key<T>) -> Option<&T> {
-        if self.0.as_ptr().addr() & TYPED != 0 {
-            // SAFETY: the tag was set by `Bound::typed` for a `Key<T>` at this key's address,
-            // which is this same `Key<T>` (invariant 1), with an `Arc<T>` whose strong count
-            // `self` owns (invariant 4).
-            Some(unsafe { &*self.raw().cast::<T>() })
+        if self.0.as_ptr().addr() & UNTYPED == 0 {
+            // SAFETY: the tag is clear only in a binding made by `Bound::typed` for a `Key<T>` at
+            // this key's address, which is this same `Key<T>` (invariant 1), with an `Arc<T>`
+            // whose strong count `self` owns (invariant 4); with the tag clear, the pointer is
+            // `Arc::into_raw`'s own, unmasked.
+            Some(unsafe { &*self.0.as_ptr().cast_const().cast::<T>() })
         } else {
             self.downcast()
         }
@@ -414,7 +416,7 @@ impl Values {
             Inheritance::Inherited => &self.inherited,
             Inheritance::NotInherited => &self.local,
         };
-        map.get(key.hash(), &key)
+        map.get(key.hash(), key)
     }
 
     /// The value bound to `key`.
